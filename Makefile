@@ -1,0 +1,47 @@
+# srq: two commands on a fresh machine — `make demo` and `make test`.
+GO      ?= go
+BIN     := bin/srq
+OUT     := out
+MODEL   := testdata/models/edsr_x2.onnx
+IMAGES  := testdata/images
+export CGO_ENABLED := 1
+
+.PHONY: all setup build demo test test-short vet bench fuzz proto clean
+
+all: build
+
+# setup fetches ONNX Runtime 1.24.1 (CPU, linux x64) into .ort/ once.
+setup:
+	@scripts/setup-ort.sh .ort
+
+build:
+	$(GO) build -o $(BIN) ./cmd/srq
+
+# demo: set up, build, and run the main job on the bundled model and images.
+demo: setup build
+	@mkdir -p $(OUT)
+	$(BIN) inspect $(MODEL)
+	$(BIN) upscale --model $(MODEL) --hr $(IMAGES)/chelsea.png $(OUT)/chelsea_x2.png
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt: files above need formatting"; exit 1; }
+
+test: setup vet
+	$(GO) test -count=1 ./...
+
+test-short: setup
+	$(GO) test -short ./...
+
+# fuzz runs the model-loader fuzzer; FUZZTIME=5m for a long run.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./onnx
+
+# proto regenerates onnx/onnx.pb.go from onnx/onnx.proto (needs protoc).
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate ./onnx
+
+clean:
+	rm -rf bin $(OUT)

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/sr"
+)
+
+// loadModel reads and validates an ONNX model and returns it with its
+// serialised form (external data inlined), ready for an ORT session.
+func loadModel(path string) (*onnx.ModelProto, []byte, error) {
+	m, err := onnx.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := onnx.Validate(m); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b, err := onnx.Marshal(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, b, nil
+}
+
+// initORT finds and initialises the ONNX Runtime library once per process.
+func (a *app) initORT() error {
+	lib, err := ort.FindLibrary(a.ortLib)
+	if err != nil {
+		return err
+	}
+	return ort.Init(lib)
+}
+
+// openSR opens a session on an SR model and probes (or takes) its scale and range.
+func (a *app) openSR(model []byte, name string, o ort.Options, p sr.ProbeOptions) (*sr.Model, error) {
+	if err := a.initORT(); err != nil {
+		return nil, err
+	}
+	return sr.Open(model, name, o, p)
+}
+
+// probeFlags are the overrides every command that runs a model accepts.
+type probeFlags struct {
+	scale int
+	rng   float32
+}
+
+func (p *probeFlags) options() (sr.ProbeOptions, error) {
+	if p.rng != 0 && p.rng != 1 && p.rng != 255 {
+		return sr.ProbeOptions{}, fmt.Errorf("--input-range %g: want 1 or 255", p.rng)
+	}
+	if p.scale < 0 {
+		return sr.ProbeOptions{}, fmt.Errorf("--scale %d: want a positive integer", p.scale)
+	}
+	return sr.ProbeOptions{Scale: p.scale, Range: p.rng}, nil
+}

@@ -1,0 +1,108 @@
+// Command srq quantizes ONNX image super-resolution models after training and
+// verifies the result with ONNX Runtime. Run `srq help` for the commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// Exit codes are part of the CLI contract: CI pipelines gate on them.
+const (
+	exitOK      = 0
+	exitGate    = 1 // the command ran but a quality gate (e.g. --min-psnr) failed
+	exitFailure = 2 // bad input, bad usage or a failure to run
+)
+
+// command is one subcommand: its flags are parsed by run before body is called.
+type command struct {
+	name, args, summary string
+	flags               func(fs *pflag.FlagSet) func(app *app, args []string) error
+}
+
+// app carries what every command needs: where to write and the common flags.
+type app struct {
+	stdout, stderr io.Writer
+	ortLib         string
+}
+
+// gateError marks a failed quality gate (exit code 1) as opposed to a failure to run.
+type gateError struct{ msg string }
+
+func (e *gateError) Error() string { return e.msg }
+
+var commands = []command{
+	{"inspect", "MODEL", "show a model's structure, scale and input range", inspectFlags},
+	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model", upscaleFlags},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the CLI and returns its exit code; tests call it in-process.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return exitOK
+	}
+	var cmd *command
+	for i := range commands {
+		if commands[i].name == args[0] {
+			cmd = &commands[i]
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "srq: unknown command %q (run `srq help`)\n", args[0])
+		return exitFailure
+	}
+	fs := pflag.NewFlagSet("srq "+cmd.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	a := &app{stdout: stdout, stderr: stderr}
+	fs.StringVar(&a.ortLib, "ort-lib", "", "path to libonnxruntime.so (default: $SRQ_ORT_LIB, then .ort/ from `make setup`)")
+	body := cmd.flags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: srq %s [flags] %s\n\n%s\n\nflags:\n%s", cmd.name, cmd.args, cmd.summary, fs.FlagUsages())
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "srq %s: %v (see `srq %s --help`)\n", cmd.name, err, cmd.name)
+		return exitFailure
+	}
+	if err := body(a, fs.Args()); err != nil {
+		fmt.Fprintf(stderr, "srq %s: %s\n", cmd.name, oneLine(err.Error()))
+		var g *gateError
+		if errors.As(err, &g) {
+			return exitGate
+		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "srq quantizes ONNX super-resolution models after training and verifies them with ONNX Runtime.")
+	fmt.Fprintln(w, "\nusage: srq COMMAND [flags] ARGS   (srq COMMAND --help for flags)\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %-28s %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure")
+}
+
+// oneLine keeps every error message on one line, as scripts expect.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// wantArgs checks the number of positional arguments.
+func wantArgs(args []string, n int, what string) error {
+	if len(args) != n {
+		return fmt.Errorf("expected %s, got %d argument(s)", what, len(args))
+	}
+	return nil
+}

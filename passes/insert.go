@@ -1,0 +1,229 @@
+package passes
+
+import (
+	"fmt"
+
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/qdq"
+)
+
+// WeightConfig says how Conv weights are quantized: symmetric, narrow range
+// (ZeroPoint 0, [-(2^(b-1)-1), 2^(b-1)-1]), per output channel or per tensor.
+type WeightConfig struct {
+	Bits       int
+	PerChannel bool
+	Method     qdq.WeightMethod
+}
+
+// InsertQDQ writes the deploy form of a Plan: a QuantizeLinear →
+// DequantizeLinear pair on every planned activation value (consumers read the
+// dequantized value), int8 weights and int32 biases behind
+// DequantizeLinear, and absorbed Relus removed. This is the pattern ONNX
+// Runtime's CPU provider fuses into int8 kernels end to end: U8 activations
+// with zero point, S8 per-channel weights, int32 bias with scale
+// s_input·s_weight.
+type InsertQDQ struct {
+	Plan *Plan
+	// Act holds the quantizer of every value in Plan.Values.
+	Act     map[string]qdq.Params
+	Weights WeightConfig
+	// WeightParams, if set, overrides the weight quantizers of a Conv (keyed
+	// by node name); used by tuning. Each entry has one Params per output
+	// channel or one for the tensor.
+	WeightParams map[string][]qdq.Params
+}
+
+func (InsertQDQ) Name() string { return "insert-qdq" }
+func (InsertQDQ) Doc() string {
+	return "insert Q/DQ pairs, int8 weights and int32 biases for ORT's int8 kernels"
+}
+
+func (p InsertQDQ) Run(g *graph.Graph) error {
+	if v := g.Opsets[""]; v < 13 {
+		return fmt.Errorf("model imports ai.onnx opset %d; per-channel QuantizeLinear needs 13 or newer", v)
+	}
+	pl := p.Plan
+	// Parameters of every quantized value, shared ones resolved.
+	params := map[string]qdq.Params{}
+	for _, v := range pl.Values {
+		q, ok := p.Act[v]
+		if !ok {
+			return fmt.Errorf("no quantization range for value %q", v)
+		}
+		if err := q.Validate(); err != nil {
+			return fmt.Errorf("value %q: %w", v, err)
+		}
+		params[v] = q
+	}
+	for v, src := range pl.Shared {
+		params[v] = params[src]
+	}
+	for conv, relu := range pl.ReluOf {
+		if q := params[relu.Outputs[0]]; q.Dequantize(q.QMin) < 0 {
+			return fmt.Errorf("node %q: the Relu it absorbs needs a range starting at 0, got %g", relu.Name, q.Dequantize(q.QMin))
+		}
+		g.RemoveValueInfo(conv.Outputs[0])
+		conv.Outputs[0] = relu.Outputs[0]
+		g.RemoveNode(relu)
+	}
+	g.Invalidate()
+	for _, n := range pl.Nodes {
+		if isOp(n, "Conv") {
+			if err := p.quantizeConvParams(g, n, params); err != nil {
+				return fmt.Errorf("node %q: %w", n.Name, err)
+			}
+		}
+	}
+	// Values in a fixed order: Plan.Values then shared ones in graph order.
+	order := append([]string(nil), pl.Values...)
+	for _, n := range pl.Nodes {
+		if _, ok := pl.Shared[pl.OutputOf(n)]; ok {
+			order = append(order, pl.OutputOf(n))
+		}
+	}
+	for _, v := range order {
+		if err := insertPair(g, v, params[v]); err != nil {
+			return err
+		}
+	}
+	g.RemoveDead()
+	return nil
+}
+
+// insertPair puts Q→DQ on value v. Consumers read the dequantized value; a
+// graph output keeps its name (the producer writes a renamed value first).
+func insertPair(g *graph.Graph, v string, q qdq.Params) error {
+	scale, zp := quantInits(g, v, q)
+	dq := g.UniqueName(v + "_dq")
+	src := v
+	if g.IsGraphOutput(v) {
+		prod := g.Producer(v)
+		if prod == nil {
+			return fmt.Errorf("graph output %q has no producer", v)
+		}
+		src = g.UniqueName(v + "_float")
+		for i, o := range prod.Outputs {
+			if o == v {
+				prod.Outputs[i] = src
+			}
+		}
+		g.Invalidate()
+		dq = v
+	}
+	qv := g.UniqueName(v + "_q")
+	qn := &graph.Node{Name: g.UniqueName(v + "_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{src, scale, zp}, Outputs: []string{qv}}
+	dn := &graph.Node{Name: g.UniqueName(v + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{qv, scale, zp}, Outputs: []string{dq}}
+	if dq != v {
+		g.ReplaceUses(v, dq)
+	}
+	g.AddNode(qn)
+	g.AddNode(dn)
+	return nil
+}
+
+// quantInits adds the scale and zero-point initializers of a per-tensor
+// quantizer; the zero point's type (uint8 or int8) selects the grid.
+func quantInits(g *graph.Graph, v string, q qdq.Params) (scale, zp string) {
+	scale = g.UniqueName(v + "_scale")
+	zp = g.UniqueName(v + "_zero_point")
+	g.SetInitializer(graph.NewFloat32(scale, nil, []float32{q.Scale}))
+	if q.QMin >= 0 {
+		g.SetInitializer(graph.NewUint8(zp, nil, []uint8{uint8(q.ZeroPoint)}))
+	} else {
+		g.SetInitializer(graph.NewInt8(zp, nil, []int8{int8(q.ZeroPoint)}))
+	}
+	return scale, zp
+}
+
+// quantizeConvParams replaces a Conv's float weight and bias inputs with
+// int8/int32 initializers behind DequantizeLinear.
+func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, act map[string]qdq.Params) error {
+	wt, ok := g.Const(input(n, 1))
+	if !ok {
+		return fmt.Errorf("weight %q is not a constant", input(n, 1))
+	}
+	w, err := wt.Float32()
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", wt.Name, err)
+	}
+	outCh := int(wt.Dims[0])
+	inQ, ok := act[n.Inputs[0]]
+	if !ok {
+		return fmt.Errorf("input %q has no quantization range", n.Inputs[0])
+	}
+	ps := p.WeightParams[n.Name]
+	if ps == nil {
+		ps, err = qdq.WeightParams(w, outCh, p.Weights.Bits, p.Weights.PerChannel, p.Weights.Method)
+		if err != nil {
+			return fmt.Errorf("weight %q: %w", wt.Name, err)
+		}
+	}
+	var bias []float32
+	if name := input(n, 2); name != "" {
+		bt, ok := g.Const(name)
+		if !ok {
+			return fmt.Errorf("bias %q is not a constant", name)
+		}
+		if bias, err = bt.Float32(); err != nil {
+			return fmt.Errorf("bias %q: %w", name, err)
+		}
+		if _, err := qdq.AdjustWeightScalesForBias(bias, inQ.Scale, ps); err != nil {
+			return fmt.Errorf("bias %q: %w", name, err)
+		}
+	}
+	qw := make([]int8, len(w))
+	if len(ps) == 1 {
+		err = qdq.QuantizeSlice(qw, w, ps[0])
+	} else {
+		err = qdq.QuantizePerChannel(qw, w, ps)
+	}
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", wt.Name, err)
+	}
+	scales := make([]float32, len(ps))
+	for i, q := range ps {
+		scales[i] = q.Scale
+	}
+	base := wt.Name
+	if g.Initializer(base) == nil || len(g.Consumers(base)) > 1 {
+		base = n.Name + ".weight"
+	}
+	qName := g.UniqueName(base + "_quantized")
+	g.SetInitializer(graph.NewInt8(qName, wt.Dims, qw))
+	n.Inputs[1] = dequantizeConst(g, qName, base, scales, make([]int8, len(scales)), nil)
+	if bias != nil {
+		qb, bscales, err := qdq.QuantizeBias(bias, inQ.Scale, scales)
+		if err != nil {
+			return fmt.Errorf("bias %q: %w", input(n, 2), err)
+		}
+		bName := g.UniqueName(base + "_bias_quantized")
+		g.SetInitializer(graph.NewInt32(bName, []int64{int64(len(qb))}, qb))
+		n.Inputs[2] = dequantizeConst(g, bName, base+"_bias", bscales, nil, make([]int32, len(bscales)))
+	}
+	g.Invalidate()
+	return nil
+}
+
+// dequantizeConst adds DequantizeLinear(q, scales, zero points) and returns
+// its output. More than one scale means per-channel on axis 0.
+func dequantizeConst(g *graph.Graph, q, base string, scales []float32, zp8 []int8, zp32 []int32) string {
+	var dims []int64
+	if len(scales) > 1 {
+		dims = []int64{int64(len(scales))}
+	}
+	s := g.UniqueName(base + "_scale")
+	z := g.UniqueName(base + "_zero_point")
+	g.SetInitializer(graph.NewFloat32(s, dims, scales))
+	if zp8 != nil {
+		g.SetInitializer(graph.NewInt8(z, dims, zp8))
+	} else {
+		g.SetInitializer(graph.NewInt32(z, dims, zp32))
+	}
+	out := g.UniqueName(base + "_dequantized")
+	dn := &graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{q, s, z}, Outputs: []string{out}}
+	if len(scales) > 1 {
+		dn.SetAttrInt("axis", 0)
+	}
+	g.AddNode(dn)
+	return out
+}

@@ -1,0 +1,214 @@
+package passes
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/srquant/srq/graph"
+)
+
+// FirstLast is the policy for the first and last Conv of an SR network,
+// the layers the literature finds most sensitive.
+type FirstLast string
+
+const (
+	FirstLast8    FirstLast = "8"    // first/last Convs at 8 bits whatever the other layers use
+	FirstLastFP32 FirstLast = "fp32" // first/last Convs stay float
+	FirstLastSame FirstLast = "same" // first/last Convs at the same bits as the others
+)
+
+// ParseFirstLast checks a --first-last value.
+func ParseFirstLast(s string) (FirstLast, error) {
+	switch f := FirstLast(s); f {
+	case FirstLast8, FirstLastFP32, FirstLastSame:
+		return f, nil
+	}
+	return "", fmt.Errorf("first/last policy %q: want 8, fp32 or same", s)
+}
+
+// Policy selects the layers to quantize.
+type Policy struct {
+	// Skip names nodes that stay float.
+	Skip []string
+	// FirstLast is the first/last Conv policy ("" means FirstLast8).
+	FirstLast FirstLast
+}
+
+// Plan is the outcome of planning QDQ insertion on a graph: which nodes run
+// quantized and which activation values need calibrated parameters. It is
+// computed on the float graph, so its value names can be captured from the
+// FP32 model in ONNX Runtime.
+type Plan struct {
+	// Nodes are the quantized nodes, in graph order.
+	Nodes []*graph.Node
+	// Values are the activation values whose ranges calibration must
+	// provide, in graph order. Values that reuse another value's
+	// parameters (outputs of data-movement ops) are not listed.
+	Values []string
+	// Shared maps a value to the value whose parameters it reuses.
+	Shared map[string]string
+	// ReluOf maps a quantized Conv to the Relu that its output quantizer
+	// absorbs: the Relu's output is quantized with a range starting at 0
+	// (zero point 0), so the saturating quantizer is the Relu.
+	ReluOf map[*graph.Node]*graph.Node
+	// First and Last are the first and last Convs (with any 1x1 Convs
+	// between them and the graph input/output), as FirstLast sees them.
+	First, Last []*graph.Node
+	// Skipped lists the Convs that stay float, with the reason.
+	Skipped map[*graph.Node]string
+}
+
+// Quantized reports whether n is in the plan.
+func (p *Plan) Quantized(n *graph.Node) bool { return slices.Contains(p.Nodes, n) }
+
+// Convs counts the Convs of the graph and how many the plan quantizes.
+func (p *Plan) Convs(g *graph.Graph) (quantized, total int) {
+	for _, n := range g.Nodes {
+		if isOp(n, "Conv") {
+			total++
+			if p.Quantized(n) {
+				quantized++
+			}
+		}
+	}
+	return quantized, total
+}
+
+// PlanQDQ decides which nodes of g run quantized under policy pol.
+func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
+	p := &Plan{Shared: map[string]string{}, ReluOf: map[*graph.Node]*graph.Node{}, Skipped: map[*graph.Node]string{}}
+	skip := map[string]bool{}
+	for _, s := range pol.Skip {
+		skip[s] = true
+	}
+	found := map[string]bool{}
+	p.First, p.Last = firstLast(g)
+	edge := map[*graph.Node]bool{}
+	for _, n := range append(slices.Clone(p.First), p.Last...) {
+		edge[n] = true
+	}
+	for _, n := range g.Nodes {
+		r, ok := ruleFor(n)
+		if !ok {
+			continue
+		}
+		if skip[n.Name] {
+			found[n.Name] = true
+			p.Skipped[n] = "--skip"
+			continue
+		}
+		if isOp(n, "Conv") {
+			if edge[n] && pol.FirstLast == FirstLastFP32 {
+				p.Skipped[n] = "first/last conv kept float"
+				continue
+			}
+			if r.weight >= 0 {
+				if _, ok := g.Const(input(n, r.weight)); !ok {
+					p.Skipped[n] = "weight is not a constant"
+					continue
+				}
+			}
+		}
+		p.Nodes = append(p.Nodes, n)
+	}
+	var missing []string
+	for _, s := range pol.Skip {
+		if !found[s] {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("--skip: no quantizable node named %s", strings.Join(missing, ", "))
+	}
+	p.absorbRelus(g)
+	p.collectValues(g)
+	return p, nil
+}
+
+// absorbRelus pairs each quantized Conv whose only consumer is a Relu with
+// that Relu.
+func (p *Plan) absorbRelus(g *graph.Graph) {
+	for _, n := range p.Nodes {
+		if !isOp(n, "Conv") || g.IsGraphOutput(n.Outputs[0]) {
+			continue
+		}
+		cs := g.Consumers(n.Outputs[0])
+		if len(cs) == 1 && isOp(cs[0], "Relu") && p.Quantized(cs[0]) {
+			p.ReluOf[n] = cs[0]
+		}
+	}
+	absorbed := map[*graph.Node]bool{}
+	for _, r := range p.ReluOf {
+		absorbed[r] = true
+	}
+	p.Nodes = slices.DeleteFunc(p.Nodes, func(n *graph.Node) bool { return absorbed[n] })
+}
+
+// collectValues lists the activation values around quantized nodes.
+func (p *Plan) collectValues(g *graph.Graph) {
+	seen := map[string]bool{}
+	add := func(v string) {
+		if !seen[v] {
+			seen[v] = true
+			p.Values = append(p.Values, v)
+		}
+	}
+	for _, n := range p.Nodes {
+		r, _ := ruleFor(n)
+		for _, v := range actInputs(g, n, r) {
+			if _, shared := p.Shared[v]; !shared {
+				add(v)
+			}
+		}
+		out := p.OutputOf(n)
+		if r.passThrough {
+			in := actInputs(g, n, r)
+			if len(in) == 1 {
+				src := in[0]
+				if s, ok := p.Shared[src]; ok {
+					src = s
+				}
+				p.Shared[out] = src
+				continue
+			}
+		}
+		add(out)
+	}
+	// A value listed before it became shared (a pass-through output read by
+	// an earlier node in the list) is not calibrated on its own.
+	p.Values = slices.DeleteFunc(p.Values, func(v string) bool { _, ok := p.Shared[v]; return ok })
+}
+
+// OutputOf returns the value a quantized node's output quantizer sits on:
+// the absorbed Relu's output for a Conv+Relu pair, else the node's output.
+func (p *Plan) OutputOf(n *graph.Node) string {
+	if r, ok := p.ReluOf[n]; ok {
+		return r.Outputs[0]
+	}
+	return n.Outputs[0]
+}
+
+// firstLast finds the first and last spatial Convs (kernel larger than 1x1)
+// in graph order, together with the 1x1 Convs between them and the graph
+// input or output (mean-shift convs), which belong to the same stage.
+func firstLast(g *graph.Graph) (first, last []*graph.Node) {
+	var convs []*graph.Node
+	for _, n := range g.Nodes {
+		if isOp(n, "Conv") {
+			convs = append(convs, n)
+		}
+	}
+	if len(convs) == 0 {
+		return nil, nil
+	}
+	i := slices.IndexFunc(convs, func(n *graph.Node) bool { return !isPointwiseConv(n) })
+	if i < 0 {
+		return convs[:1], convs[len(convs)-1:]
+	}
+	j := len(convs) - 1
+	for j > 0 && isPointwiseConv(convs[j]) {
+		j--
+	}
+	return slices.Clone(convs[:i+1]), slices.Clone(convs[j:])
+}
