@@ -41,12 +41,14 @@ func RangePercentile(s *Stats, p float64) (lo, hi float32) {
 // quantization error E[(x - fq(x))²] of qdq.Asymmetric(lo, hi, bits) over the
 // histogram, in two stages:
 //
-//  1. Search with an O(log bins) model: each unclipped sample costs step²/12
-//     (step = (hi-lo)/(2^bits-1); exact zeros cost nothing), each clipped one
-//     its exact squared distance to the clip, from the bin's centre plus the
-//     bin's own variance w²/12. Coarse symmetric shrink of [min(Min,0),
-//     max(Max,0)] by factors 2^(-j/16) down to 2^-12, then coordinate descent
-//     over every occupied bin edge, alternating hi and lo until stable.
+//  1. Search with an O(log bins) model (step = (hi-lo)/(2^bits-1)): a sample
+//     in the rounding cell of 0 (|x| < step/2) costs x², as it rounds to the
+//     exactly representable 0 (exact zeros cost nothing); any other unclipped
+//     sample costs step²/12; a clipped one its squared distance to the clip.
+//     Per bin, from its centre c and width w: E[x²] = c² + w²/12. Coarse
+//     symmetric shrink of [min(Min,0), max(Max,0)] by factors 2^(-j/16) down
+//     to 2^-12, then coordinate descent over every occupied bin edge,
+//     alternating hi and lo until stable.
 //  2. Refine with the exact error of the real quantizer (float32 scale,
 //     rounded zero point, its saturation) under the assumption that each
 //     bin's samples are uniformly spread over the bin (zeros: a point mass
@@ -54,9 +56,9 @@ func RangePercentile(s *Stats, p float64) (lo, hi float32) {
 //     then per side. MinMax is a candidate, so the result is never worse than
 //     MinMax under this model.
 //
-// The step²/12 model alone overstates the error of peaked data at low bit
-// widths (samples near a grid point round almost exactly), which is why
-// stage 2 exists. bits is clamped to [qdq.MinBits, qdq.MaxBits]. Cost:
+// The step²/12 part of the model misjudges peaked data at low bit widths,
+// where the position of the samples relative to the grid matters, which is
+// why stage 2 exists. bits is clamped to [qdq.MinBits, qdq.MaxBits]. Cost:
 // O(bins·log bins) for stage 1 and about 60 O(bins) evaluations for stage 2.
 func RangeMSE(s *Stats, bits int) (lo, hi float32) {
 	if s.Count == 0 || s.Count == s.Zeros {
@@ -119,13 +121,17 @@ func newMSEModel(s *Stats) *mseModel {
 }
 
 // approx is stage 1's error model for the clip [lo, hi] on a grid of
-// `levels` steps: bins whose centre lies outside are clipped, the others
-// cost step²/12 per sample.
+// `levels` steps: bins whose centre lies outside are clipped; bins in the
+// rounding cell of 0, |c| < step/2, round to 0 and cost their mean square;
+// the other bins cost step²/12 per sample.
 func (m *mseModel) approx(lo, hi, levels float64) float64 {
-	jl := sort.SearchFloat64s(m.c, lo)           // bins [0, jl) have c < lo
-	jh := sort.Search(len(m.c), func(i int) bool { return m.c[i] > hi }) // bins [jh, k) have c > hi
 	step := (hi - lo) / levels
-	e := (m.p0[jh] - m.p0[jl]) * step * step / 12
+	jl := sort.SearchFloat64s(m.c, lo)                                   // bins [0, jl) have c < lo
+	jh := sort.Search(len(m.c), func(i int) bool { return m.c[i] > hi }) // bins [jh, k) have c > hi
+	zl := max(sort.SearchFloat64s(m.c, -step/2), jl)                     // zero cell: bins [zl, zh)
+	zh := min(sort.SearchFloat64s(m.c, step/2), jh)
+	e := (m.p0[jh] - m.p0[jl] - (m.p0[zh] - m.p0[zl])) * step * step / 12
+	e += m.p2[zh] - m.p2[zl]
 	// Σ n((c - hi)² + v) = S2 - 2·hi·S1 + hi²·S0 over the clipped bins.
 	e += m.s2[jh] - 2*hi*m.s1[jh] + hi*hi*m.s0[jh]
 	e += m.p2[jl] - 2*lo*m.p1[jl] + lo*lo*m.p0[jl]

@@ -167,14 +167,8 @@ func scanChunk(x []float32) chunkSum {
 }
 
 // forChunks runs fn(worker, chunk) over the nChunks chunks on `workers`
-// goroutines (inline when workers is 1), worker k taking chunks k, k+workers…
+// goroutines, worker k taking chunks k, k+workers…
 func forChunks(workers, nChunks int, fn func(worker, chunk int)) {
-	if workers <= 1 {
-		for c := range nChunks {
-			fn(0, c)
-		}
-		return
-	}
 	var wg sync.WaitGroup
 	for k := range workers {
 		wg.Go(func() {
@@ -215,9 +209,15 @@ func (s *Stats) Add(x []float32) {
 		s.chunks = make([]chunkSum, nChunks)
 	}
 	chunks := s.chunks[:nChunks]
-	forChunks(workers, nChunks, func(_, c int) {
-		chunks[c] = scanChunk(x[c*chunkSize : min((c+1)*chunkSize, len(x))])
-	})
+	if workers == 1 { // no closures: they would escape to the heap
+		for c := range chunks {
+			chunks[c] = scanChunk(x[c*chunkSize : min((c+1)*chunkSize, len(x))])
+		}
+	} else {
+		forChunks(workers, nChunks, func(_, c int) {
+			chunks[c] = scanChunk(x[c*chunkSize : min((c+1)*chunkSize, len(x))])
+		})
+	}
 	b := chunkSum{min: float32(math.Inf(1)), max: float32(math.Inf(-1))}
 	for _, c := range chunks { // in chunk order: deterministic sums
 		b.min, b.max = min(b.min, c.min), max(b.max, c.max)
@@ -449,18 +449,30 @@ func (s *Stats) AbsPercentile(p float64) float32 {
 		return float32(amax)
 	}
 	// Folded bin m covers [m·w, (m+1)·w): positive bin g = m, negative bin
-	// g = -m-1. Walk m upwards over both sides.
+	// g = -m-1. Merge the two ascending sequences of m over occupied bins.
 	w := math.Ldexp(1, s.exp)
 	rank := max(p, 0) / 100 * float64(s.Count)
 	lo, hi := s.base, s.base+int64(len(s.counts)) // global bins [lo, hi)
+	pos, neg := max(lo, 0), min(hi, 0)-1          // next positive g (up), negative g (down)
 	var cum float64
-	for m := int64(0); m < max(hi, -lo); m++ {
-		var n float64
-		if m >= lo && m < hi {
-			n += float64(s.counts[m-lo])
+	for pos < hi || neg >= lo {
+		var m int64
+		switch {
+		case neg < lo:
+			m = pos
+		case pos >= hi:
+			m = -neg - 1
+		default:
+			m = min(pos, -neg-1)
 		}
-		if g := -m - 1; g >= lo && g < hi {
-			n += float64(s.counts[g-lo])
+		var n float64
+		if pos < hi && pos == m {
+			n += float64(s.counts[pos-lo])
+			pos++
+		}
+		if neg >= lo && -neg-1 == m {
+			n += float64(s.counts[neg-lo])
+			neg--
 		}
 		if n == 0 {
 			continue

@@ -232,9 +232,8 @@ func (g *Graph) opsetProtos() []*onnx.OperatorSetIdProto {
 }
 
 // checkDomains fails when a node's domain has no opset import, which ORT
-// rejects at load time with a less specific message. Model-local functions
-// count as imports of their own domain only if the model imports it, as the
-// ONNX spec requires.
+// rejects at load time with a less specific message. "ai.onnx" and "" name
+// the same default domain.
 func (g *Graph) checkDomains() error {
 	for _, n := range g.Nodes {
 		d := n.Domain

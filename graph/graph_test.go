@@ -328,9 +328,9 @@ func TestConst(t *testing.T) {
 		nd("Identity", "k1", "k2"),
 		nd("Identity", "k2", "k3"),
 		nd("Identity", "w", "w_id"),
-		nd("Constant", "", "cf", &onnx.AttributeProto{Name: "value_float", Type: onnx.AttributeProto_FLOAT, F: 2.5}),
+		nd("Constant", "", "cf", &onnx.AttributeProto{Name: "value_float", Type: onnx.AttributeProto_FLOAT, F: proto.Float32(2.5)}),
 		nd("Constant", "", "cfs", &onnx.AttributeProto{Name: "value_floats", Type: onnx.AttributeProto_FLOATS, Floats: []float32{1, 2}}),
-		nd("Constant", "", "ci", &onnx.AttributeProto{Name: "value_int", Type: onnx.AttributeProto_INT, I: 7}),
+		nd("Constant", "", "ci", &onnx.AttributeProto{Name: "value_int", Type: onnx.AttributeProto_INT, I: proto.Int64(7)}),
 		nd("Constant", "", "cis", &onnx.AttributeProto{Name: "value_ints", Type: onnx.AttributeProto_INTS, Ints: []int64{1, 2, 3}}),
 		nd("Constant", "", "cs", &onnx.AttributeProto{Name: "value_string", Type: onnx.AttributeProto_STRING, S: []byte("s")}),
 		nd("Relu", "x", "r"),
@@ -473,4 +473,45 @@ func TestZeroGraphUsable(t *testing.T) {
 	assert.Equal(t, 1, g.RemoveDead())
 	_, err := g.ToModel()
 	require.NoError(t, err)
+}
+
+func TestRemoveInitializer(t *testing.T) {
+	m := diamond()
+	m.Graph.Initializer = append(m.Graph.Initializer, scalar("k", 1).Proto(), scalar("z", 2).Proto())
+	g := mustGraph(t, m)
+	g.RemoveInitializer("k")
+	g.RemoveInitializer("missing") // no-op
+	require.Nil(t, g.Initializer("k"))
+	require.NotNil(t, g.Initializer("z"))
+	var order []string
+	for _, t := range g.Initializers() {
+		order = append(order, t.Name)
+	}
+	assert.Equal(t, []string{"w", "z"}, order)
+
+	g.RemoveInitializer("w")
+	_, err := g.ToModel()
+	assert.ErrorContains(t, err, `node "n_c" (Add): input 1 "w" is not a graph input, initializer or node output`)
+}
+
+func TestSubgraphLocalNamesAreNotOuterReads(t *testing.T) {
+	m := diamond()
+	m.Graph.Input = append(m.Graph.Input, (&Value{Name: "cond", DType: onnx.TensorProto_BOOL, Shape: Shape{}}).proto())
+	ifn := ifNode("cond", "e", "c", "w")
+	// The else branch declares its own input "c": a different value.
+	els := ifn.Attribute[1].G
+	els.Input = []*onnx.ValueInfoProto{floatVI("c", 1)}
+	els.Node = append(els.Node, nd("Relu", "c", "local"))
+	m.Graph.Node = append(m.Graph.Node, ifn)
+	m.Graph.Output = append(m.Graph.Output, floatVI("e", 1))
+	g := mustGraph(t, m)
+
+	assert.Equal(t, []string{"cond", "c", "w"}, nodeUses(g.Producer("e")), "else_branch reads only its own c")
+	g.ReplaceUses("c", "b")
+	e := g.Producer("e")
+	assert.Equal(t, []string{"b"}, e.Attr("then_branch").GetG().GetNode()[0].GetInput())
+	assert.Equal(t, []string{"c"}, e.Attr("else_branch").GetG().GetNode()[1].GetInput(), "local c untouched")
+
+	assert.True(t, Dim{Value: 3}.Known())
+	assert.False(t, Dim{Value: -1, Param: "n"}.Known())
 }

@@ -148,7 +148,7 @@ func (n *Node) setAttr(a *onnx.AttributeProto) {
 
 // SetAttrInt sets the INT attribute name to v.
 func (n *Node) SetAttrInt(name string, v int64) {
-	n.setAttr(&onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INT, I: v})
+	n.setAttr(&onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INT, I: &v})
 }
 
 // SetAttrInts sets the INTS attribute name to a copy of v.
@@ -158,7 +158,7 @@ func (n *Node) SetAttrInts(name string, v []int64) {
 
 // SetAttrFloat sets the FLOAT attribute name to v.
 func (n *Node) SetAttrFloat(name string, v float32) {
-	n.setAttr(&onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_FLOAT, F: v})
+	n.setAttr(&onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_FLOAT, F: &v})
 }
 
 // SetAttrString sets the STRING attribute name to v.

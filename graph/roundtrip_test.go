@@ -114,7 +114,7 @@ func TestPreservesUnmodelledFields(t *testing.T) {
 	for _, msg := range []proto.Message{m, m.Graph, m.Graph.Node[0], m.Graph.Input[0], m.Graph.Initializer[0]} {
 		msg.ProtoReflect().SetUnknown(unknown)
 	}
-	m.Graph.Node[0].Attribute = []*onnx.AttributeProto{{Name: "a", Type: onnx.AttributeProto_INT, I: 1, DocString: "d"}}
+	m.Graph.Node[0].Attribute = []*onnx.AttributeProto{{Name: "a", Type: onnx.AttributeProto_INT, I: proto.Int64(1), DocString: "d"}}
 	orig := proto.Clone(m).(*onnx.ModelProto)
 
 	g := mustGraph(t, m)

@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"encoding/binary"
 	"math"
 	"testing"
@@ -222,12 +224,12 @@ func TestInt4Packing(t *testing.T) {
 }
 
 func TestNodeAttrs(t *testing.T) {
-	shared := &onnx.AttributeProto{Name: "group", Type: onnx.AttributeProto_INT, I: 4}
+	shared := &onnx.AttributeProto{Name: "group", Type: onnx.AttributeProto_INT, I: proto.Int64(4)}
 	n := &Node{OpType: "Conv", Attrs: []*onnx.AttributeProto{shared,
-		{Name: "legacy", I: 3}, // type field unset, as old exporters wrote it
+		{Name: "legacy", I: proto.Int64(3)}, // type field unset, as old exporters wrote it
 		{Name: "pads", Type: onnx.AttributeProto_INTS, Ints: []int64{1, 1, 1, 1}},
 		{Name: "mode", Type: onnx.AttributeProto_STRING, S: []byte("DCR")},
-		{Name: "alpha", Type: onnx.AttributeProto_FLOAT, F: 0.1},
+		{Name: "alpha", Type: onnx.AttributeProto_FLOAT, F: proto.Float32(0.1)},
 	}}
 	assert.Equal(t, int64(4), n.AttrInt("group", 1))
 	assert.Equal(t, int64(3), n.AttrInt("legacy", 1))
@@ -240,7 +242,7 @@ func TestNodeAttrs(t *testing.T) {
 	assert.Equal(t, float32(0.1), n.AttrFloat("alpha", 0.2))
 
 	n.SetAttrInt("group", 1)
-	assert.Equal(t, int64(4), shared.I, "a shared attribute proto is replaced, not edited")
+	assert.Equal(t, int64(4), shared.GetI(), "a shared attribute proto is replaced, not edited")
 	assert.Equal(t, int64(1), n.AttrInt("group", 0))
 	assert.Equal(t, "group", n.Attrs[0].Name, "position kept")
 	n.SetAttrInts("strides", []int64{2, 2})

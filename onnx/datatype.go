@@ -70,7 +70,7 @@ func elementCount(dims []int64) (int64, error) {
 // raw_data: sub-byte types are packed, the last byte padded.
 func byteSize(n int64, elemBits int) (int64, error) {
 	if n > (math.MaxInt64-7)/int64(elemBits) {
-		return 0, fmt.Errorf("%d elements of %d bits overflow int64 bytes", n, elemBits)
+		return 0, fmt.Errorf("declares %d elements of %d bits, over 2^63 bytes", n, elemBits)
 	}
 	return (n*int64(elemBits) + 7) / 8, nil
 }

@@ -32,7 +32,7 @@ const (
 func unknownFieldPaths(m protoreflect.Message, path string) []string {
 	var out []string
 	if len(m.GetUnknown()) > 0 {
-		out = append(out, fmt.Sprintf("%s (%d bytes)", orModel(path), len(m.GetUnknown())))
+		out = append(out, fmt.Sprintf("%q (%d bytes)", path, len(m.GetUnknown())))
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Message() == nil {

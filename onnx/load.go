@@ -122,15 +122,15 @@ func decodeModel(data []byte) (*ModelProto, error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty file, not an ONNX model")
 	}
-	if kind := sniffNonONNX(data); kind != "" {
-		return nil, fmt.Errorf("is %s, not an ONNX model", kind)
+	if what := sniffNonONNX(data); what != "" {
+		return nil, errors.New(what)
 	}
 	m := &ModelProto{}
 	err := proto.Unmarshal(data, m)
 	empty := err == nil && m.GetIrVersion() == 0 && m.GetGraph() == nil && len(m.GetFunctions()) == 0
 	if err != nil || empty {
-		if kind := sniffAfterFailure(data); kind != "" {
-			return nil, fmt.Errorf("is %s, not a binary ONNX model", kind)
+		if what := sniffAfterFailure(data); what != "" {
+			return nil, errors.New(what)
 		}
 	}
 	if err != nil {
@@ -142,56 +142,58 @@ func decodeModel(data []byte) (*ModelProto, error) {
 	return m, nil
 }
 
-// magics are the leading bytes of files people mistake for models. None of
-// them can start a valid ModelProto (each begins with a byte that is not a
-// tag of a ModelProto field with a matching wire type).
+// magics are the leading bytes of files people mistake for models. No model
+// ONNX writes starts with them (a model starts with the tag of ir_version or
+// another ModelProto field; most of these are not even valid tags), so they
+// are checked before parsing.
 var magics = []struct {
 	prefix string
-	kind   string
+	what   string
 }{
-	{"\x89PNG\r\n\x1a\n", "a PNG image"},
-	{"\xff\xd8\xff", "a JPEG image"},
-	{"GIF8", "a GIF image"},
-	{"PK\x03\x04", "a ZIP archive (a PyTorch checkpoint or .npz?)"},
-	{"\x1f\x8b", "a gzip-compressed file (decompress it first)"},
-	{"\x7fELF", "an ELF executable or library"},
-	{"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras model?)"},
-	{"version https://git-lfs", "a Git LFS pointer, not the model itself (run git lfs pull)"},
+	{"\x89PNG\r\n\x1a\n", "is a PNG image, not an ONNX model"},
+	{"\xff\xd8\xff", "is a JPEG image, not an ONNX model"},
+	{"GIF8", "is a GIF image, not an ONNX model"},
+	{"PK\x03\x04", "is a ZIP archive (a PyTorch checkpoint or .npz?), not an ONNX model"},
+	{"\x1f\x8b", "is gzip-compressed; decompress it first"},
+	{"\x7fELF", "is an ELF executable or library, not an ONNX model"},
+	{"\x89HDF\r\n\x1a\n", "is an HDF5 file (a Keras model?), not an ONNX model"},
+	{"version https://git-lfs", "is a Git LFS pointer, not the model itself (run git lfs pull)"},
 }
 
+// sniffNonONNX describes data when it starts with one of magics.
 func sniffNonONNX(data []byte) string {
 	for _, m := range magics {
 		if bytes.HasPrefix(data, []byte(m.prefix)) {
-			return m.kind
-		}
-	}
-	// FlatBuffers files (ORT format, TFLite) carry their identifier at 4..8.
-	if len(data) >= 8 {
-		switch string(data[4:8]) {
-		case "ORTM":
-			return "an ONNX Runtime (.ort) model, not an ONNX protobuf"
-		case "TFL3":
-			return "a TensorFlow Lite model"
+			return m.what
 		}
 	}
 	return ""
 }
 
-// sniffAfterFailure recognises text formats and pickles. It is consulted
-// only when data is not a usable model, because their first bytes could also
-// start valid protobuf.
+// sniffAfterFailure recognises FlatBuffers models, pickles and text
+// formats. It is consulted only when data is not a usable model, because
+// their first bytes could also start valid protobuf.
 func sniffAfterFailure(data []byte) string {
+	// FlatBuffers files carry their identifier at bytes 4..8.
+	if len(data) >= 8 {
+		switch string(data[4:8]) {
+		case "ORTM":
+			return "is an ONNX Runtime format (.ort) model, not an ONNX protobuf model"
+		case "TFL3":
+			return "is a TensorFlow Lite model, not an ONNX model"
+		}
+	}
 	if len(data) >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5 {
-		return "a Python pickle (a PyTorch or NumPy file?)"
+		return "is a Python pickle (a PyTorch or NumPy file?), not an ONNX model"
 	}
 	head := strings.TrimLeft(string(data[:min(len(data), 256)]), " \t\r\n\ufeff")
 	switch {
 	case strings.HasPrefix(head, "{") || strings.HasPrefix(head, "["):
-		return "JSON text"
+		return "is JSON text, not a binary ONNX model"
 	case strings.HasPrefix(head, "<"):
-		return "XML or HTML text (an error page from a download?)"
+		return "is XML or HTML text (an error page from a download?), not an ONNX model"
 	case strings.HasPrefix(head, "ir_version") || strings.HasPrefix(head, "graph {"):
-		return "a text-format protobuf"
+		return "is a text-format protobuf, not a binary ONNX model"
 	}
 	return ""
 }

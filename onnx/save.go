@@ -147,7 +147,7 @@ func save(path string, m *ModelProto, opts SaveOptions) error {
 	}
 	if len(chunks) > 0 {
 		if err := checkTarget(dataPath); err != nil {
-			return err
+			return fmt.Errorf("external data file %s: %w", dataPath, err)
 		}
 		err := writeAtomic(dataPath, func(w io.Writer) error {
 			var at int64
@@ -164,7 +164,7 @@ func save(path string, m *ModelProto, opts SaveOptions) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("external data %s: %w", dataPath, err)
+			return fmt.Errorf("external data file %s: %w", dataPath, err)
 		}
 	}
 	return writeAtomic(path, func(w io.Writer) error {

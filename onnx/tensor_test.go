@@ -68,7 +68,7 @@ func TestElementCount(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, int64(math.MaxInt64), n)
 	_, err = byteSize(math.MaxInt64, 32)
-	assert.ErrorContains(t, err, "overflow")
+	assert.ErrorContains(t, err, "over 2^63 bytes")
 }
 
 func TestCheckTensor(t *testing.T) {
@@ -101,7 +101,7 @@ func TestCheckTensor(t *testing.T) {
 		{"no data", &TensorProto{DataType: f, Dims: []int64{2}}, 0, "declares 2 float values (8 bytes) but has no data"},
 		{"negative dim", &TensorProto{DataType: f, Dims: []int64{2, -3}}, 0, "dimension 1 is negative (-3)"},
 		{"overflowing dims", &TensorProto{DataType: f, Dims: []int64{1 << 31, 1 << 31, 1 << 31}, RawData: []byte{1}}, 0, "overflow"},
-		{"bytes overflow", &TensorProto{DataType: f, Dims: []int64{1 << 62}, RawData: []byte{1}}, 0, "overflow int64 bytes"},
+		{"bytes overflow", &TensorProto{DataType: f, Dims: []int64{1 << 62}, RawData: []byte{1}}, 0, "over 2^63 bytes"},
 		{"undefined type", &TensorProto{Dims: []int64{1}}, 0, "has no data type (UNDEFINED)"},
 		{"unknown type", &TensorProto{DataType: 99, Dims: []int64{1}}, 0, "unknown data type 99"},
 		{"int4 raw odd", &TensorProto{DataType: int32(TensorProto_INT4), Dims: []int64{5}, RawData: make([]byte, 3)}, 3, ""},

@@ -50,7 +50,7 @@ func Validate(m *ModelProto) error {
 		opsets[d] = true // calls of model-local functions need no import
 	}
 	v := validator{opsets: opsets}
-	if _, err := v.graph(m.GetGraph(), nil, ""); err != nil {
+	if _, err := v.graph(m.GetGraph(), nil, "", 0); err != nil {
 		return err
 	}
 	return v.functions(m.GetFunctions())
@@ -103,7 +103,10 @@ func (s *scope) lookup(name string) bool {
 
 // graph checks g and returns the names it reads from enclosing graphs (its
 // free names), which are implicit inputs of the node that owns g.
-func (v *validator) graph(g *GraphProto, outer *scope, prefix string) (map[string]bool, error) {
+func (v *validator) graph(g *GraphProto, outer *scope, prefix string, depth int) (map[string]bool, error) {
+	if depth > maxGraphDepth {
+		return nil, fmt.Errorf("subgraphs nest more than %d levels deep", maxGraphDepth)
+	}
 	sc := &scope{producer: map[string]int{}, outer: outer}
 	free := map[string]bool{}
 	inputs := map[string]bool{}
@@ -202,7 +205,7 @@ func (v *validator) graph(g *GraphProto, outer *scope, prefix string) (map[strin
 				subs = append([]*GraphProto{a.GetG()}, subs...)
 			}
 			for _, sg := range subs {
-				subFree, err := v.graph(sg, sc, where+": ")
+				subFree, err := v.graph(sg, sc, where+": ", depth+1)
 				if err != nil {
 					return nil, err
 				}
@@ -382,7 +385,7 @@ func (v *validator) functions(fs []*FunctionProto) error {
 			g.Output = append(g.Output, &ValueInfoProto{Name: out})
 		}
 		fv := validator{opsets: mergeOpsets(opsets, v.opsets)}
-		if _, err := fv.graph(g, nil, where+": "); err != nil {
+		if _, err := fv.graph(g, nil, where+": ", 0); err != nil {
 			return err
 		}
 	}

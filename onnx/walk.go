@@ -1,6 +1,17 @@
 package onnx
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// maxGraphDepth bounds how deeply subgraphs (If/Loop/Scan bodies) may nest.
+// Real models nest a few levels; the bound keeps hostile files, which
+// protobuf lets nest thousands of levels deep, from costing quadratic time
+// and memory in the messages built per level.
+const maxGraphDepth = 100
 
 // tensorVisitor is called once for every TensorProto that carries data in a
 // model. where says where the tensor lives in words fit for an error message,
@@ -14,18 +25,18 @@ type tensorVisitor func(where string, t *TensorProto) error
 // first error fn returns and returns it unchanged.
 func visitModelTensors(m *ModelProto, fn tensorVisitor) error {
 	if g := m.GetGraph(); g != nil {
-		if err := visitGraphTensors(g, "", fn); err != nil {
+		if err := visitGraphTensors(g, "", 0, fn); err != nil {
 			return err
 		}
 	}
 	for i, ti := range m.GetTrainingInfo() {
 		if g := ti.GetInitialization(); g != nil {
-			if err := visitGraphTensors(g, fmt.Sprintf("training_info[%d] initialization: ", i), fn); err != nil {
+			if err := visitGraphTensors(g, fmt.Sprintf("training_info[%d] initialization: ", i), 0, fn); err != nil {
 				return err
 			}
 		}
 		if g := ti.GetAlgorithm(); g != nil {
-			if err := visitGraphTensors(g, fmt.Sprintf("training_info[%d] algorithm: ", i), fn); err != nil {
+			if err := visitGraphTensors(g, fmt.Sprintf("training_info[%d] algorithm: ", i), 0, fn); err != nil {
 				return err
 			}
 		}
@@ -33,12 +44,12 @@ func visitModelTensors(m *ModelProto, fn tensorVisitor) error {
 	for _, f := range m.GetFunctions() {
 		prefix := fmt.Sprintf("function %q: ", f.GetName())
 		for i, n := range f.GetNode() {
-			if err := visitNodeTensors(n, i, prefix, fn); err != nil {
+			if err := visitNodeTensors(n, i, prefix, 0, fn); err != nil {
 				return err
 			}
 		}
 		for _, a := range f.GetAttributeProto() {
-			if err := visitAttrTensors(a, fmt.Sprintf("%sattribute %q", prefix, a.GetName()), fn); err != nil {
+			if err := visitAttrTensors(a, fmt.Sprintf("%sattribute %q", prefix, a.GetName()), 0, fn); err != nil {
 				return err
 			}
 		}
@@ -48,7 +59,11 @@ func visitModelTensors(m *ModelProto, fn tensorVisitor) error {
 
 // visitGraphTensors visits g's initializers, sparse initializers and the
 // tensors in its nodes' attributes; prefix is prepended to every where.
-func visitGraphTensors(g *GraphProto, prefix string, fn tensorVisitor) error {
+// depth is the number of graphs enclosing g.
+func visitGraphTensors(g *GraphProto, prefix string, depth int, fn tensorVisitor) error {
+	if depth > maxGraphDepth {
+		return fmt.Errorf("subgraphs nest more than %d levels deep", maxGraphDepth)
+	}
 	for _, t := range g.GetInitializer() {
 		if err := fn(prefix+tensorLabel(t), t); err != nil {
 			return err
@@ -60,20 +75,20 @@ func visitGraphTensors(g *GraphProto, prefix string, fn tensorVisitor) error {
 		}
 	}
 	for i, n := range g.GetNode() {
-		if err := visitNodeTensors(n, i, prefix, fn); err != nil {
+		if err := visitNodeTensors(n, i, prefix, depth, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func visitNodeTensors(n *NodeProto, index int, prefix string, fn tensorVisitor) error {
+func visitNodeTensors(n *NodeProto, index int, prefix string, depth int, fn tensorVisitor) error {
 	for _, a := range n.GetAttribute() {
 		if !attrHasTensors(a) {
 			continue
 		}
 		where := fmt.Sprintf("%s%s attribute %q", prefix, nodeLabel(n, index), a.GetName())
-		if err := visitAttrTensors(a, where, fn); err != nil {
+		if err := visitAttrTensors(a, where, depth, fn); err != nil {
 			return err
 		}
 	}
@@ -85,7 +100,7 @@ func attrHasTensors(a *AttributeProto) bool {
 		len(a.GetTensors()) > 0 || len(a.GetGraphs()) > 0 || len(a.GetSparseTensors()) > 0
 }
 
-func visitAttrTensors(a *AttributeProto, where string, fn tensorVisitor) error {
+func visitAttrTensors(a *AttributeProto, where string, depth int, fn tensorVisitor) error {
 	if t := a.GetT(); t != nil {
 		if err := fn(where+": "+tensorLabel(t), t); err != nil {
 			return err
@@ -107,12 +122,12 @@ func visitAttrTensors(a *AttributeProto, where string, fn tensorVisitor) error {
 		}
 	}
 	if g := a.GetG(); g != nil {
-		if err := visitGraphTensors(g, where+": ", fn); err != nil {
+		if err := visitGraphTensors(g, where+": ", depth+1, fn); err != nil {
 			return err
 		}
 	}
 	for i, g := range a.GetGraphs() {
-		if err := visitGraphTensors(g, fmt.Sprintf("%s[%d]: ", where, i), fn); err != nil {
+		if err := visitGraphTensors(g, fmt.Sprintf("%s[%d]: ", where, i), depth+1, fn); err != nil {
 			return err
 		}
 	}
@@ -146,7 +161,16 @@ func tensorLabel(t *TensorProto) string {
 // no name (names are optional in ONNX).
 func nodeLabel(n *NodeProto, index int) string {
 	if n.GetName() == "" {
-		return fmt.Sprintf("node #%d (%s)", index, n.GetOpType())
+		return fmt.Sprintf("node #%d (%s)", index, printable(n.GetOpType()))
 	}
-	return fmt.Sprintf("node %q (%s)", n.GetName(), n.GetOpType())
+	return fmt.Sprintf("node %q (%s)", n.GetName(), printable(n.GetOpType()))
+}
+
+// printable returns s, quoted if it holds characters that could break a
+// one-line message (newlines, control characters).
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package onnx
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -16,79 +17,91 @@ import (
 // format is walked again, with the schema, to find the first problem.
 func describeParseError(data []byte, err error) error {
 	md := (&ModelProto{}).ProtoReflect().Descriptor()
-	if p := wireProblem(data, md, "", 0, 0); p != "" {
+	var path wirePath
+	if p := path.problem(data, md, 0); p != "" {
 		return errors.New(p)
 	}
-	// Not located (should not happen); fall back to protobuf's words
-	// without its "proto:" prefix.
-	msg := err.Error()
-	for _, sp := range []string{"proto: ", "proto:\u00a0"} {
-		msg = strings.TrimPrefix(msg, sp)
-	}
-	return fmt.Errorf("not a valid ONNX model (corrupt protobuf: %s)", msg)
+	// Not located (should not happen); fall back to protobuf's words.
+	return fmt.Errorf("not a valid ONNX model (corrupt protobuf: %s)", trimProtoPrefix(err.Error()))
 }
 
-// wireProblem walks b as an encoded md message and describes the first
-// thing protobuf cannot decode: a bad tag, a field running past the end of
-// its enclosing message (a truncated file), a packed array of the wrong
-// length, or a string that is not UTF-8. path names the message ("" for the
-// model), base is b's offset in the file. It returns "" when b decodes.
-func wireProblem(b []byte, md protoreflect.MessageDescriptor, path string, base, depth int) string {
-	if depth > protowire.DefaultRecursionLimit {
-		return fmt.Sprintf("corrupt: %s nests messages more than %d deep", orModel(path), protowire.DefaultRecursionLimit)
+// wirePath is the stack of fields ("graph", "node[3]", "name") leading to
+// the message being walked. It is joined only when a problem is reported,
+// so deep nesting costs no more than the walk itself.
+type wirePath []string
+
+func (p wirePath) String() string {
+	if len(p) == 0 {
+		return "the model"
+	}
+	return strings.Join(p, ".")
+}
+
+// problem walks b as an encoded md message and describes the first thing
+// protobuf cannot decode: a bad tag, a field running past the end of its
+// enclosing message (a truncated file), a packed array of the wrong length,
+// or a string that is not UTF-8. base is b's offset in the file. It returns
+// "" when b decodes.
+func (p *wirePath) problem(b []byte, md protoreflect.MessageDescriptor, base int) string {
+	if len(*p) > protowire.DefaultRecursionLimit {
+		return fmt.Sprintf("corrupt: messages nest more than %d levels deep at byte %d", protowire.DefaultRecursionLimit, base)
 	}
 	counts := map[protowire.Number]int{}
 	for off := 0; off < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
-			return fmt.Sprintf("truncated or corrupt: bad field tag at byte %d in %s: %v", base+off, orModel(path), protowire.ParseError(n))
+			return fmt.Sprintf("truncated or corrupt: bad field tag at byte %d in %s: %s", base+off, p, wireError(n))
 		}
 		fd := md.Fields().ByNumber(num)
-		name := fieldPath(path, fd, num, counts)
+		*p = append(*p, fieldName(fd, num, counts))
 		off += n
-		if typ != protowire.BytesType {
-			vn := protowire.ConsumeFieldValue(num, typ, b[off:])
-			if vn < 0 {
-				return fmt.Sprintf("truncated or corrupt: %s at byte %d: %v", name, base+off, protowire.ParseError(vn))
-			}
-			off += vn
-			continue
+		if msg := p.field(b, &off, fd, typ, num, base); msg != "" {
+			return msg
 		}
-		l, ln := protowire.ConsumeVarint(b[off:])
-		if ln < 0 {
-			return fmt.Sprintf("truncated or corrupt: length of %s at byte %d: %v", name, base+off, protowire.ParseError(ln))
-		}
-		off += ln
-		body := b[off:]
-		if l > uint64(len(body)) {
-			// Dig into what is left of a truncated message to name the
-			// innermost field that was cut.
-			if fd != nil && fd.Message() != nil {
-				if p := wireProblem(body, fd.Message(), name, base+off, depth+1); p != "" {
-					return p
-				}
-			}
-			return fmt.Sprintf("truncated or corrupt: %s at byte %d declares %d bytes but only %d remain", name, base+off, l, len(body))
-		}
-		body = body[:l]
-		if fd != nil {
-			if p := checkLengthDelimited(body, fd, name, base+off, depth); p != "" {
-				return p
-			}
-		}
-		off += int(l)
+		*p = (*p)[:len(*p)-1]
 	}
 	return ""
 }
 
-// checkLengthDelimited checks the payload of one length-delimited field.
-func checkLengthDelimited(body []byte, fd protoreflect.FieldDescriptor, name string, at, depth int) string {
+// field checks the value of one field (its name already on the path)
+// starting at b[*off], and advances *off past it.
+func (p *wirePath) field(b []byte, off *int, fd protoreflect.FieldDescriptor, typ protowire.Type, num protowire.Number, base int) string {
+	if typ != protowire.BytesType {
+		vn := protowire.ConsumeFieldValue(num, typ, b[*off:])
+		if vn < 0 {
+			return fmt.Sprintf("truncated or corrupt: %s at byte %d: %s", p, base+*off, wireError(vn))
+		}
+		*off += vn
+		return ""
+	}
+	l, ln := protowire.ConsumeVarint(b[*off:])
+	if ln < 0 {
+		return fmt.Sprintf("truncated or corrupt: length of %s at byte %d: %s", p, base+*off, wireError(ln))
+	}
+	*off += ln
+	at := base + *off
+	body := b[*off:]
+	if l > uint64(len(body)) {
+		// Dig into what is left of a truncated message to name the
+		// innermost field that was cut.
+		if fd != nil && fd.Message() != nil {
+			if msg := p.problem(body, fd.Message(), at); msg != "" {
+				return msg
+			}
+		}
+		return fmt.Sprintf("truncated or corrupt: %s at byte %d declares %d bytes but only %d remain", p, at, l, len(body))
+	}
+	body = body[:l]
+	*off += int(l)
+	if fd == nil {
+		return ""
+	}
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return wireProblem(body, fd.Message(), name, at, depth+1)
+		return p.problem(body, fd.Message(), at)
 	case protoreflect.StringKind:
 		if !utf8.Valid(body) {
-			return fmt.Sprintf("invalid UTF-8 in string %s at byte %d (ONNX strings must be UTF-8)", name, at)
+			return fmt.Sprintf("invalid UTF-8 in string %s at byte %d (ONNX strings must be UTF-8)", p, at)
 		}
 	case protoreflect.BytesKind:
 	default: // a packed repeated scalar
@@ -104,46 +117,48 @@ func checkLengthDelimited(body []byte, fd protoreflect.FieldDescriptor, name str
 		}
 		if size > 0 {
 			if len(body)%size != 0 {
-				return fmt.Sprintf("corrupt: packed %s at byte %d has %d bytes, not a multiple of %d", name, at, len(body), size)
+				return fmt.Sprintf("corrupt: packed %s at byte %d has %d bytes, not a multiple of %d", p, at, len(body), size)
 			}
 			return ""
 		}
-		for off := 0; off < len(body); {
-			_, n := protowire.ConsumeVarint(body[off:])
+		for o := 0; o < len(body); {
+			_, n := protowire.ConsumeVarint(body[o:])
 			if n < 0 {
-				return fmt.Sprintf("corrupt: packed %s at byte %d: %v", name, at+off, protowire.ParseError(n))
+				return fmt.Sprintf("corrupt: packed %s at byte %d: %s", p, at+o, wireError(n))
 			}
-			off += n
+			o += n
 		}
 	}
 	return ""
 }
 
-// fieldPath is "graph.node[3].name": the field name, with the index of this
-// occurrence for repeated fields, or "field 17" for numbers the schema
-// does not know.
-func fieldPath(parent string, fd protoreflect.FieldDescriptor, num protowire.Number, counts map[protowire.Number]int) string {
-	var name string
+// fieldName is "name", "node[3]" (with the index of this occurrence for
+// repeated fields) or "(unknown field 17)" for numbers the schema lacks.
+func fieldName(fd protoreflect.FieldDescriptor, num protowire.Number, counts map[protowire.Number]int) string {
 	switch {
 	case fd == nil:
-		name = fmt.Sprintf("(unknown field %d)", num)
+		return fmt.Sprintf("(unknown field %d)", num)
 	case fd.IsList():
-		name = fmt.Sprintf("%s[%d]", fd.Name(), counts[num])
+		i := counts[num]
 		counts[num]++
-	default:
-		name = string(fd.Name())
+		return string(fd.Name()) + "[" + strconv.Itoa(i) + "]"
 	}
-	if parent == "" {
-		return name
-	}
-	return parent + "." + name
+	return string(fd.Name())
 }
 
-func orModel(path string) string {
-	if path == "" {
-		return "the model"
+// wireError is protowire's description of a negative Consume result,
+// without its "proto:" prefix.
+func wireError(n int) string {
+	return trimProtoPrefix(protowire.ParseError(n).Error())
+}
+
+// trimProtoPrefix drops the "proto: " prefix of protobuf's errors (spelt
+// with a regular or a non-breaking space, at random, on purpose).
+func trimProtoPrefix(msg string) string {
+	for _, p := range []string{"proto: ", "proto:\u00a0"} {
+		msg = strings.TrimPrefix(msg, p)
 	}
-	return path
+	return msg
 }
 
 // findInvalidUTF8 returns the path of the first string field of m that is

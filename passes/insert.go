@@ -81,8 +81,12 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			order = append(order, pl.OutputOf(n))
 		}
 	}
+	quantized := map[*graph.Node]bool{}
+	for _, n := range pl.Nodes {
+		quantized[n] = true
+	}
 	for _, v := range order {
-		if err := insertPair(g, v, params[v]); err != nil {
+		if err := insertPair(g, v, params[v], quantized); err != nil {
 			return err
 		}
 	}
@@ -90,9 +94,13 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 	return nil
 }
 
-// insertPair puts Q→DQ on value v. Consumers read the dequantized value; a
-// graph output keeps its name (the producer writes a renamed value first).
-func insertPair(g *graph.Graph, v string, q qdq.Params) error {
+// insertPair puts Q→DQ on value v. A graph output keeps its name (the
+// producer writes a renamed value first). Quantized consumers read the
+// dequantized value; so do float consumers when v comes from a quantized
+// node, since ORT's fused int8 kernel will not produce the float value. A
+// value from a float producer (or a graph input) stays float for float
+// consumers, which keeps e.g. a float residual stream free of rounding.
+func insertPair(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Node]bool) error {
 	scale, zp := quantInits(g, v, q)
 	dq := g.UniqueName(v + "_dq")
 	src := v
@@ -114,7 +122,20 @@ func insertPair(g *graph.Graph, v string, q qdq.Params) error {
 	qn := &graph.Node{Name: g.UniqueName(v + "_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{src, scale, zp}, Outputs: []string{qv}}
 	dn := &graph.Node{Name: g.UniqueName(v + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{qv, scale, zp}, Outputs: []string{dq}}
 	if dq != v {
-		g.ReplaceUses(v, dq)
+		if prod := g.Producer(v); prod != nil && quantized[prod] {
+			g.ReplaceUses(v, dq)
+		} else {
+			for _, c := range g.Consumers(v) {
+				if !quantized[c] {
+					continue
+				}
+				for i, in := range c.Inputs {
+					if in == v {
+						g.ReplaceInput(c, i, dq)
+					}
+				}
+			}
+		}
 	}
 	g.AddNode(qn)
 	g.AddNode(dn)

@@ -33,6 +33,8 @@ type Policy struct {
 	Skip []string
 	// FirstLast is the first/last Conv policy ("" means FirstLast8).
 	FirstLast FirstLast
+	// FloatOps lists operator types that stay float everywhere (e.g. Add).
+	FloatOps []string
 }
 
 // Plan is the outcome of planning QDQ insertion on a graph: which nodes run
@@ -90,7 +92,7 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	}
 	for _, n := range g.Nodes {
 		r, ok := ruleFor(n)
-		if !ok {
+		if !ok || slices.Contains(pol.FloatOps, n.OpType) {
 			continue
 		}
 		if skip[n.Name] {

@@ -39,7 +39,7 @@ func floats(name string, dims []int64, v []float32) *onnx.TensorProto {
 }
 
 func intAttr(name string, v int64) *onnx.AttributeProto {
-	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INT, I: v}
+	return &onnx.AttributeProto{Name: name, Type: onnx.AttributeProto_INT, I: &v}
 }
 
 func intsAttr(name string, v ...int64) *onnx.AttributeProto {

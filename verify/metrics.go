@@ -107,13 +107,13 @@ func SSIMY(a, b *img.Image, shave int) (float64, error) {
 	g := gaussian(ssimWin, ssimSigma)
 	// The five local moments are independent: filter them concurrently.
 	var maps [5][]float64
-	var oh, ow int
+	oh, ow := h-len(g)+1, w-len(g)+1
 	var wg sync.WaitGroup
 	for i, src := range [5][]float64{x, y, xx, yy, xy} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			maps[i], oh, ow = filterValid(src, h, w, g)
+			maps[i], _, _ = filterValid(src, h, w, g)
 		}()
 	}
 	wg.Wait()

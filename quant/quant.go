@@ -1,0 +1,241 @@
+// Package quant runs srq's post-training quantization end to end: it probes
+// the FP32 model, prepares its graph, plans where Q/DQ goes, calibrates
+// activation ranges in ONNX Runtime on image patches, and writes the QDQ
+// model. The CLI's `srq quantize` is a thin wrapper around Quantize.
+package quant
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/srquant/srq/calib"
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/qdq"
+	"github.com/srquant/srq/sr"
+)
+
+// Method is an activation range method.
+type Method string
+
+const (
+	MinMax     Method = "minmax"
+	Percentile Method = "percentile"
+	MSE        Method = "mse"
+)
+
+// ParseMethod checks a --method value.
+func ParseMethod(s string) (Method, error) {
+	switch m := Method(s); m {
+	case MinMax, Percentile, MSE:
+		return m, nil
+	}
+	return "", fmt.Errorf("method %q: want minmax, percentile or mse", s)
+}
+
+// Bits is a weight/activation bit-width setting such as w8a8.
+type Bits struct{ W, A int }
+
+func (b Bits) String() string { return fmt.Sprintf("w%da%d", b.W, b.A) }
+
+// ParseBits reads "wNaM". Only 8-bit activations deploy on ORT's int8
+// kernels; weights and activations of other widths are not supported yet.
+func ParseBits(s string) (Bits, error) {
+	var b Bits
+	ls := strings.ToLower(s)
+	i := strings.IndexByte(ls, 'a')
+	if !strings.HasPrefix(ls, "w") || i < 2 {
+		return b, fmt.Errorf("bits %q: want wNaM, e.g. w8a8", s)
+	}
+	w, err1 := strconv.Atoi(ls[1:i])
+	a, err2 := strconv.Atoi(ls[i+1:])
+	if err1 != nil || err2 != nil {
+		return b, fmt.Errorf("bits %q: want wNaM, e.g. w8a8", s)
+	}
+	b = Bits{W: w, A: a}
+	if b != (Bits{8, 8}) {
+		return b, fmt.Errorf("bits %q: only w8a8 is supported so far", s)
+	}
+	return b, nil
+}
+
+// Config is every knob of a quantization run; CLI flags map onto it one to one.
+type Config struct {
+	Bits       Bits
+	Method     Method
+	Percentile float64 // for Method == Percentile, e.g. 99.99
+	// Weights: per output channel (default) or per tensor, clip by MSE
+	// search (default) or min/max.
+	PerTensorWeights bool
+	WeightMethod     qdq.WeightMethod
+	FirstLast        passes.FirstLast
+	Skip             []string
+	FloatOps         []string
+
+	// Calibration data.
+	Patches   int   // number of LR patches
+	PatchSize int   // LR patch side
+	Seed      int64 // patch sampling seed
+	CalibLR   bool  // images are LR already (no bicubic downscale)
+	Batch     int   // patches per ORT run
+
+	Threads int             // ORT intra-op threads (0: ORT default)
+	Probe   sr.ProbeOptions // scale / input range overrides
+}
+
+// DefaultConfig returns the defaults of `srq quantize`.
+func DefaultConfig() Config {
+	return Config{Bits: Bits{8, 8}, Method: MSE, Percentile: 99.99, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8,
+		Patches: 32, PatchSize: 64, Seed: 1, Batch: 8}
+}
+
+// Range is the chosen range of one activation value.
+type Range struct {
+	Value  string  `json:"value"`
+	Min    float32 `json:"min"` // observed
+	Max    float32 `json:"max"`
+	Lo     float32 `json:"lo"` // chosen clip
+	Hi     float32 `json:"hi"`
+	Scale  float32 `json:"scale"`
+	Zero   int32   `json:"zero_point"`
+	Reason string  `json:"reason,omitempty"` // why the range is not the method's
+}
+
+// Result is a quantized model with what a summary needs.
+type Result struct {
+	Model        *onnx.ModelProto
+	Scale        int
+	InputRange   float32
+	ConvsInt8    int
+	Convs        int
+	Skipped      map[string]string // node -> reason
+	Ranges       []Range
+	Patches      int
+	CalibTime    time.Duration
+	RewriteTime  time.Duration
+	PrepareNotes []string
+}
+
+// Quantize quantizes the FP32 model (parsed m, serialized data, named name
+// in messages) with calibration images imgs under cfg. log receives
+// progress lines; it may be nil.
+func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg Config, log func(string)) (*Result, error) {
+	if log == nil {
+		log = func(string) {}
+	}
+	if cfg.Patches <= 0 || cfg.PatchSize <= 0 {
+		return nil, fmt.Errorf("calibration needs a positive patch count and size, got %d patches of %d", cfg.Patches, cfg.PatchSize)
+	}
+	probe, err := sr.Open(data, name, ort.Options{Threads: cfg.Threads}, cfg.Probe)
+	if err != nil {
+		return nil, err
+	}
+	scale, rng := probe.Scale, probe.Range
+	probe.Close()
+
+	g, err := graph.FromModel(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	plan, err := passes.PlanQDQ(g, passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	res := &Result{Scale: scale, InputRange: rng, Skipped: map[string]string{}}
+	for n, why := range plan.Skipped {
+		res.Skipped[n.Name] = why
+	}
+
+	t0 := time.Now()
+	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
+	if err != nil {
+		return nil, err
+	}
+	batches, shape, err := patchData(patches, rng)
+	if err != nil {
+		return nil, err
+	}
+	res.Patches = len(batches)
+	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(plan.Values), len(batches), shape[2], shape[1]))
+	stats, err := calib.Capture(g, plan.Values, batches, shape, calib.CaptureOptions{
+		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
+		Progress: func(done, total int) { log(fmt.Sprintf("  calibration %d/%d patches", done, total)) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	res.CalibTime = time.Since(t0)
+
+	t1 := time.Now()
+	act := map[string]qdq.Params{}
+	for _, v := range plan.Values {
+		r := chooseRange(g, v, stats[v], cfg, rng)
+		q := qdq.Asymmetric(r.Lo, r.Hi, cfg.Bits.A)
+		r.Scale, r.Zero = q.Scale, q.ZeroPoint
+		act[v] = q
+		res.Ranges = append(res.Ranges, r)
+	}
+	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}}
+	res.ConvsInt8, res.Convs = plan.Convs(g)
+	if err := passes.Run(g, ins); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if res.Model, err = g.ToModel(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	res.Model.ProducerName = "srq"
+	res.RewriteTime = time.Since(t1)
+	return res, nil
+}
+
+// chooseRange picks the clip range of one activation. The model's input and
+// output are images on a known 8-bit grid, so they get exactly [0, range]:
+// the 8-bit input is then represented without error, and the output
+// quantizer does what the metric does anyway (clip, round to 8 bits).
+func chooseRange(g *graph.Graph, v string, s *calib.Stats, cfg Config, rng float32) Range {
+	r := Range{Value: v, Min: s.Min, Max: s.Max}
+	switch {
+	case g.IsGraphInput(v) || g.IsGraphOutput(v):
+		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
+		return r
+	}
+	switch cfg.Method {
+	case MinMax:
+		r.Lo, r.Hi = calib.RangeMinMax(s)
+	case Percentile:
+		r.Lo, r.Hi = calib.RangePercentile(s, cfg.Percentile)
+	default:
+		r.Lo, r.Hi = calib.RangeMSE(s, cfg.Bits.A)
+	}
+	return r
+}
+
+// patchData scales patches to the model's input range and flattens them.
+func patchData(patches []*img.Image, rng float32) ([][]float32, [3]int, error) {
+	var shape [3]int
+	var out [][]float32
+	for i, p := range patches {
+		if i == 0 {
+			shape = [3]int{p.C, p.H, p.W}
+		} else if [3]int{p.C, p.H, p.W} != shape {
+			continue // whole small images of another size are not batched
+		}
+		d := make([]float32, len(p.Pix))
+		for j, v := range p.Pix {
+			d[j] = v * rng
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, shape, fmt.Errorf("calibration: no patches")
+	}
+	return out, shape, nil
+}
