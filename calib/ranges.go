@@ -88,6 +88,13 @@ type mseModel struct {
 
 func newMSEModel(s *Stats) *mseModel {
 	m := &mseModel{lo: min(float64(s.Min), 0), hi: max(float64(s.Max), 0)}
+	occupied := 0
+	for _, c := range s.counts {
+		if c > 0 {
+			occupied++
+		}
+	}
+	m.a, m.b, m.c, m.n = make([]float64, 0, occupied), make([]float64, 0, occupied), make([]float64, 0, occupied), make([]float64, 0, occupied)
 	w := math.Ldexp(1, s.exp)
 	for i, cnt := range s.counts {
 		g := s.base + int64(i)
@@ -178,34 +185,50 @@ func (m *mseModel) searchApprox(levels float64) (lo, hi float64) {
 
 // exact is stage 2's error: Σ over bins of n·E[(x - fq(x))²] for x uniform
 // on the bin, with fq the real quantizer qdq.Asymmetric(lo, hi, bits) (as
-// float32 endpoints, which is what RangeMSE returns).
+// float32 endpoints, which is what RangeMSE returns). Code k dequantizes to
+// g_k = (k - zp)·d and takes the cell [g_k - d/2, g_k + d/2), the end cells
+// extending to ±∞ (saturation); over a segment [x1, x2] of one cell,
+// ∫(x - g)² dx = ((x2-g)³ - (x1-g)³)/3. Bins are sorted, so one forward walk
+// over the cells serves all of them.
 func (m *mseModel) exact(lo, hi float64, bits int) float64 {
 	p := qdq.Asymmetric(float32(lo), float32(hi), bits)
 	d, zp := float64(p.Scale), float64(p.ZeroPoint)
-	qmin, qmax := float64(p.QMin), float64(p.QMax)
-	cell := func(x float64) float64 { // code whose rounding cell holds x
-		return min(max(math.Floor(x/d+0.5)+zp, qmin), qmax)
+	qmax := float64(p.QMax)
+	k := float64(p.QMin)
+	upper := func(k float64) float64 { // upper edge of code k's cell
+		if k >= qmax {
+			return math.Inf(1)
+		}
+		return (k + 0.5 - zp) * d
 	}
+	ub := upper(k)
 	var e float64
 	for i, n := range m.n {
 		a, b := m.a[i], m.b[i]
-		ka, kb := cell(a), cell(b)
-		if b <= a {
-			g := (ka - zp) * d
+		for a >= ub {
+			k++
+			ub = upper(k)
+		}
+		if b <= a { // a point: Min == Max inside one bin
+			g := (k - zp) * d
 			e += n * (a - g) * (a - g)
 			continue
 		}
 		var s float64
-		x1 := a
-		for k := ka; k <= kb; k++ {
-			g := (k - zp) * d
-			x2 := b
-			if k < kb {
-				x2 = (k + 0.5 - zp) * d
+		x1, kk, kub := a, k, ub
+		for {
+			g := (kk - zp) * d
+			u := x1 - g
+			if b <= kub {
+				v := b - g
+				s += v*v*v - u*u*u
+				break
 			}
-			u, v := x1-g, x2-g
+			v := kub - g
 			s += v*v*v - u*u*u
-			x1 = x2
+			x1 = kub
+			kk++
+			kub = upper(kk)
 		}
 		e += n * s / (3 * (b - a))
 	}

@@ -29,14 +29,15 @@ const (
 // tensors get a finite grid). When a batch extends the range, w doubles as
 // often as needed and old bins are merged into the wider ones: because w
 // only ever grows by powers of two and every grid contains 0 as an edge, each
-// old bin lies inside exactly one new bin, so the merge is exact, not the
-// interpolating re-binning of ORT's HistogramCalibrater, whose bins move with
-// the data. The state therefore depends only on the multiset of samples:
-// adding batches in any order, or merging Stats of parts, gives the same
-// histogram, Min, Max and counts as one pass over all the data (Sum and SumSq
-// differ only by float64 rounding). The price is resolution: the occupied
-// range spans between bins/2 and bins bins (at least bins/4 per sign for
-// two-sided data).
+// old bin lies inside exactly one new bin, so the merge is exact. The state
+// therefore depends only on the multiset of samples: adding batches in any
+// order, or merging Stats of parts, gives the same histogram, Min, Max and
+// counts as one pass over all the data (Sum and SumSq differ only by float64
+// rounding). The one approximation is resolution: [Min, Max] spans at least
+// (bins-1)/2 bins (else w/2 would fit), at most bins. (ORT's
+// HistogramCalibrater instead keeps the first batch's bin width and appends
+// bins as the range grows: also exact, but its size is unbounded and its
+// resolution, and so its result, depend on which batch came first.)
 //
 // Exact zeros (ReLU outputs, padding) are also counted separately, so the
 // percentile and MSE code treats them as a point mass at 0, which every
@@ -61,7 +62,7 @@ type Stats struct {
 	// first call of a given size.
 	tmp    []int64    // re-binning target
 	chunks []chunkSum // per-chunk results of the scan pass
-	local  [][]uint32 // per-worker histograms of the binning pass
+	local  [][]uint32 // per-worker pairs of histograms of the binning pass
 }
 
 // NewStats returns empty statistics with a histogram of bins bins (clamped
@@ -87,8 +88,8 @@ func (s *Stats) Mean() float64 {
 }
 
 // Std returns the population standard deviation sqrt(SumSq/Count - Mean²),
-// clamped at 0 (0 when empty). It loses precision when |Mean| ≫ Std, which
-// activations do not show.
+// clamped at 0 (0 when empty). Being computed from raw moments, it loses
+// relative precision when |Mean| ≫ Std (about 1e-16·Mean²/Std²).
 func (s *Stats) Std() float64 {
 	if s.Count == 0 {
 		return 0
@@ -127,25 +128,56 @@ type chunkSum struct {
 }
 
 // scanChunk computes the extremes, counts and moments of the finite values
-// of x; the fast loop assumes finite data and the slow one runs only when
-// the sums show that a NaN or Inf is present.
+// of x. The fast loop assumes finite data (NaN fails every comparison, so it
+// cannot corrupt the extremes, and it or an Inf shows in the sums); the slow
+// loop runs only when the sums are not finite. Two interleaved accumulators
+// per sum halve the floating-point dependency chain; comparisons, not the
+// min/max builtins, keep the extremes cheap, and zeros are counted without a
+// branch (ReLU data is half zeros in random order).
 func scanChunk(x []float32) chunkSum {
 	c := chunkSum{min: float32(math.Inf(1)), max: float32(math.Inf(-1))}
-	var sum, sumSq float64
-	var zeros int64
 	mn, mx := c.min, c.max
-	for _, v := range x {
-		mn = min(mn, v)
-		mx = max(mx, v)
-		if v == 0 {
-			zeros++
+	var s0, s1, q0, q1 float64
+	var nonZero int64
+	i := 0
+	for ; i+1 < len(x); i += 2 {
+		v, u := x[i], x[i+1]
+		if v < mn {
+			mn = v
 		}
-		f := float64(v)
-		sum += f
-		sumSq += f * f
+		if v > mx {
+			mx = v
+		}
+		if u < mn {
+			mn = u
+		}
+		if u > mx {
+			mx = u
+		}
+		nonZero += isNonZero(v) + isNonZero(u)
+		f, g := float64(v), float64(u)
+		s0 += f
+		s1 += g
+		q0 += f * f
+		q1 += g * g
 	}
+	for ; i < len(x); i++ {
+		v := x[i]
+		if v < mn {
+			mn = v
+		}
+		if v > mx {
+			mx = v
+		}
+		nonZero += isNonZero(v)
+		f := float64(v)
+		s0 += f
+		q0 += f * f
+	}
+	sum, sumSq := s0+s1, q0+q1
 	if !math.IsNaN(sumSq) && !math.IsInf(sumSq, 0) && !math.IsInf(sum, 0) {
-		c.min, c.max, c.zeros, c.count, c.sum, c.sumSq = mn, mx, zeros, int64(len(x)), sum, sumSq
+		n := int64(len(x))
+		c.min, c.max, c.zeros, c.count, c.sum, c.sumSq = mn, mx, n-nonZero, n, sum, sumSq
 		return c
 	}
 	c.hasNonFiniteData = true
@@ -155,15 +187,21 @@ func scanChunk(x []float32) chunkSum {
 			continue
 		}
 		c.min, c.max = min(c.min, v), max(c.max, v)
-		if v == 0 {
-			c.zeros++
-		}
+		c.zeros += 1 - isNonZero(v)
 		c.count++
 		f := float64(v)
 		c.sum += f
 		c.sumSq += f * f
 	}
 	return c
+}
+
+// isNonZero returns 0 for ±0 and 1 otherwise, without a branch: the bits
+// without the sign are 0 only for ±0, and z | -z has its top bit set for any
+// other z.
+func isNonZero(v float32) int64 {
+	z := math.Float32bits(v) << 1
+	return int64((z | -z) >> 31)
 }
 
 // forChunks runs fn(worker, chunk) over the nChunks chunks on `workers`
@@ -239,51 +277,67 @@ func (s *Stats) Add(x []float32) {
 	s.SumSq += b.sumSq
 
 	inv := math.Ldexp(1, -s.exp)
-	if workers == 1 {
-		binInto(s.counts, x, inv, s.base, b.hasNonFiniteData)
-		return
-	}
 	for len(s.local) < workers {
 		s.local = append(s.local, nil)
 	}
 	for k := range workers {
-		if cap(s.local[k]) < s.bins {
-			s.local[k] = make([]uint32, s.bins)
+		if cap(s.local[k]) < 2*s.bins {
+			s.local[k] = make([]uint32, 2*s.bins)
 		}
-		s.local[k] = s.local[k][:s.bins]
+		s.local[k] = s.local[k][:2*s.bins]
 		clear(s.local[k])
 	}
-	forChunks(workers, nChunks, func(k, c int) {
-		cx := x[c*chunkSize : min((c+1)*chunkSize, len(x))]
-		binInto(s.local[k], cx, inv, s.base, chunks[c].hasNonFiniteData)
-	})
+	if workers == 1 {
+		binInto(s.local[0], x, inv, s.base, b.hasNonFiniteData)
+	} else {
+		forChunks(workers, nChunks, func(k, c int) {
+			cx := x[c*chunkSize : min((c+1)*chunkSize, len(x))]
+			binInto(s.local[k], cx, inv, s.base, chunks[c].hasNonFiniteData)
+		})
+	}
 	for k := range workers {
-		for i, n := range s.local[k] {
-			s.counts[i] += int64(n)
+		l := s.local[k]
+		for i := range s.counts {
+			s.counts[i] += int64(l[i]) + int64(l[s.bins+i])
 		}
 	}
 }
 
-// binInto adds x's finite samples to counts, whose bin i is global bin
-// base+i of width 1/inv: index floor(v·inv) - base, exact because inv is a
-// power of two. Out-of-window indices (impossible unless x changed since the
-// scan) are dropped rather than panicking.
-func binInto[C uint32 | int64](counts []C, x []float32, inv float64, base int64, skipNonFinite bool) {
-	n := uint64(len(counts))
+// binInto adds x's finite samples to the two histograms local[:bins] and
+// local[bins:] (bins = len(local)/2; elements alternate between them so that
+// runs of equal values, such as ReLU zeros, do not serialise on one
+// counter). Bin i is global bin base+i of width 1/inv: index
+// floor(v·inv) - base, exact because inv is a power of two. Out-of-window
+// indices (impossible unless x changed since the scan) are dropped rather
+// than panicking.
+func binInto(local []uint32, x []float32, inv float64, base int64, skipNonFinite bool) {
+	n := uint64(len(local) / 2)
+	c0, c1 := local[:n], local[n:2*n]
 	if skipNonFinite {
 		for _, v := range x {
 			if v-v != 0 {
 				continue
 			}
 			if j := uint64(int64(math.Floor(float64(v)*inv)) - base); j < n {
-				counts[j]++
+				c0[j]++
 			}
 		}
 		return
 	}
-	for _, v := range x {
-		if j := uint64(int64(math.Floor(float64(v)*inv)) - base); j < n {
-			counts[j]++
+	i := 0
+	for ; i+1 < len(x); i += 2 {
+		j0 := uint64(int64(math.Floor(float64(x[i])*inv)) - base)
+		j1 := uint64(int64(math.Floor(float64(x[i+1])*inv)) - base)
+		if j0 < n {
+			c0[j0]++
+		}
+		if j1 < n {
+			c1[j1]++
+		}
+	}
+	if i < len(x) {
+		if j := uint64(int64(math.Floor(float64(x[i])*inv)) - base); j < n {
+			c0[j]++
 		}
 	}
 }
@@ -370,15 +424,15 @@ func (s *Stats) Merge(o *Stats) error {
 	if o == nil || o == s {
 		return fmt.Errorf("calib: cannot merge statistics with nil or themselves")
 	}
+	if s.bins == 0 && s.Count == 0 { // zero value Stats
+		s.bins = o.bins
+	}
 	if o.Count > 0 && s.bins != o.bins {
 		return fmt.Errorf("calib: cannot merge statistics with %d and %d histogram bins", s.bins, o.bins)
 	}
 	s.NonFinite += o.NonFinite
 	if o.Count == 0 {
 		return nil
-	}
-	if s.bins == 0 {
-		s.bins = o.bins
 	}
 	s.extend(o.Min, o.Max)
 	if o.exp > s.exp { // impossible for canonical layouts; never drop samples

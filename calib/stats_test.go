@@ -213,11 +213,14 @@ func TestStatsEdgeCases(t *testing.T) {
 			}
 		})
 	}
-	// The zero value is usable.
+	// The zero value is usable, for Add and for Merge.
 	var z Stats
 	z.Add([]float32{1, 2})
 	assert.Equal(t, DefaultBins, z.Bins())
 	assert.Equal(t, int64(2), z.Count)
+	var zm Stats
+	require.NoError(t, zm.Merge(&z))
+	requireSameState(t, &z, &zm)
 }
 
 func TestStatsMergeErrors(t *testing.T) {

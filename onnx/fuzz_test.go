@@ -31,6 +31,9 @@ func FuzzLoad(f *testing.F) {
 			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "fuzz.onnx: ") {
 				t.Fatalf("error not one line starting with the name: %q", msg)
 			}
+			if strings.Contains(err.Error(), "corrupt protobuf:") {
+				t.Fatalf("parse error not located by the wire walker: %v", err)
+			}
 			return
 		}
 		if err := Validate(m); err != nil && strings.Contains(err.Error(), "\n") {

@@ -77,14 +77,10 @@ func (o LoadOptions) LoadBytes(data []byte, name, baseDir string) (*ModelProto, 
 }
 
 // readBounded reads a regular file of at most limit bytes, with errors that
-// start with the path and say what is wrong in plain words.
+// start with the path and say what is wrong in plain words. It stats before
+// opening because opening a FIFO would block until someone writes to it.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fileError(path, err)
 	}
@@ -96,6 +92,14 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	case fi.Size() > limit:
 		return nil, fmt.Errorf("%s: file is %d bytes, over the %d-byte limit (LoadOptions.MaxBytes)", path, fi.Size(), limit)
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileError(path, err)
+	}
+	defer f.Close()
+	if ofi, err := f.Stat(); err != nil || !os.SameFile(fi, ofi) {
+		return nil, fmt.Errorf("%s: file was replaced while opening it", path)
+	}
 	data := make([]byte, fi.Size())
 	if _, err := io.ReadFull(f, data); err != nil {
 		return nil, fmt.Errorf("%s: file changed while reading: %w", path, err)
@@ -103,17 +107,15 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// fileError turns an *fs.PathError into "path: cannot read: reason" without
-// repeating the path, keeping the cause for errors.Is(err, fs.ErrNotExist).
+// fileError turns an *fs.PathError into "path: reason" without repeating
+// the path or the operation, keeping the cause for errors.Is (e.g.
+// fs.ErrNotExist).
 func fileError(path string, err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		err = pe.Err
 	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: no such file: %w", path, err)
-	}
-	return fmt.Errorf("%s: cannot read: %w", path, err)
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 // decodeModel unmarshals data after ruling out the common wrong inputs, and

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -15,6 +16,12 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
+
+func mkfifo(t *testing.T, path string) string {
+	t.Helper()
+	require.NoError(t, syscall.Mkfifo(path, 0o644))
+	return path
+}
 
 // readEDSR returns the repository's EDSR x2 fixture (always committed).
 func readEDSR(t testing.TB) []byte {
@@ -85,7 +92,8 @@ func TestLoadErrors(t *testing.T) {
 		path string
 		want string
 	}{
-		{"absent", filepath.Join(dir, "absent.onnx"), "no such file"},
+		{"absent", filepath.Join(dir, "absent.onnx"), "absent.onnx: no such file or directory"},
+		{"fifo", mkfifo(t, filepath.Join(dir, "pipe.onnx")), "is not a regular file (p---------)"},
 		{"directory", dir, "is a directory, not an ONNX model file"},
 		{"empty", write("empty.onnx", nil), "empty file, not an ONNX model"},
 		{"png", "../testdata/images/brick.png", "is a PNG image, not an ONNX model"},

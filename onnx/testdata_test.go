@@ -37,6 +37,7 @@ func TestLibONNXTestdata(t *testing.T) {
 			continue
 		}
 		assert.Empty(t, unknownFieldPaths(m.ProtoReflect(), ""), "%s: unknown fields", rel)
+		assert.Equal(t, countTensorMessages(m.ProtoReflect()), countVisited(t, m), "%s: tensor walker missed tensors", rel)
 		if reason, ok := validateExceptions[rel]; ok {
 			assert.Error(t, Validate(m), "%s is listed as an exception (%s) but validates: remove it", rel, reason)
 		} else {

@@ -145,4 +145,3 @@ func TestPrintableLabels(t *testing.T) {
 	assert.False(t, strings.Contains(nodeLabel(n, 0), "\n"))
 	assert.Equal(t, `node #3 (Relu)`, nodeLabel(&NodeProto{OpType: "Relu"}, 3))
 }
-

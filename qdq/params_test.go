@@ -107,6 +107,7 @@ func TestQuantizeMatchesFloat64Reference(t *testing.T) {
 func TestQuantizeEdgeCases(t *testing.T) {
 	u8 := Params{Scale: 2, ZeroPoint: 128, QMin: 0, QMax: 255}
 	s8 := Params{Scale: 0.5, ZeroPoint: 0, QMin: -127, QMax: 127}
+	i32 := Params{Scale: 1, ZeroPoint: 5, QMin: math.MinInt32, QMax: math.MaxInt32}
 	inf := float32(math.Inf(1))
 	nan := float32(math.NaN())
 	negZero := float32(math.Copysign(0, -1))
@@ -136,6 +137,8 @@ func TestQuantizeEdgeCases(t *testing.T) {
 		{"narrow s8 tie -63.5 to -64", s8, -31.75, -64},
 		{"max float32", s8, math.MaxFloat32, 127},
 		{"smallest subnormal", s8, math.SmallestNonzeroFloat32, 0},
+		{"int32 grid with a zero point", i32, -1 << 31, -1<<31 + 5},
+		{"int32 grid saturates", i32, 1 << 31, math.MaxInt32},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,7 +75,7 @@ func (z *quantizer) q(x float32) int32 {
 	if v >= z.hi {
 		return z.qmax
 	}
-	return int32((v+roundMagic)-roundMagic) + z.zp
+	return int32(int64((v+roundMagic)-roundMagic) + int64(z.zp)) // int64: exact for any int32 grid
 }
 
 // QuantizeSlice sets dst[i] = p.Quantize(src[i]) (see Params.Quantize for

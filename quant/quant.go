@@ -99,6 +99,7 @@ type Range struct {
 	Value  string  `json:"value"`
 	Min    float32 `json:"min"` // observed
 	Max    float32 `json:"max"`
+	Std    float64 `json:"std"`
 	Lo     float32 `json:"lo"` // chosen clip
 	Hi     float32 `json:"hi"`
 	Scale  float32 `json:"scale"`
@@ -201,7 +202,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 // the 8-bit input is then represented without error, and the output
 // quantizer does what the metric does anyway (clip, round to 8 bits).
 func chooseRange(g *graph.Graph, v string, s *calib.Stats, cfg Config, rng float32) Range {
-	r := Range{Value: v, Min: s.Min, Max: s.Max}
+	r := Range{Value: v, Min: s.Min, Max: s.Max, Std: s.Std()}
 	switch {
 	case g.IsGraphInput(v) || g.IsGraphOutput(v):
 		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
