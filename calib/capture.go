@@ -2,6 +2,7 @@ package calib
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/srquant/srq/graph"
@@ -23,49 +24,95 @@ type CaptureOptions struct {
 	Progress func(done, total int)
 }
 
-// Capture runs the float graph g in ONNX Runtime on the input batches and
-// returns streaming statistics of each named value. The values become extra
-// graph outputs of a copy of g; a value that is a graph input is measured
-// from the input itself. inputs are NCHW float32 batches of equal-size
-// patches already scaled to the model's input range (see Batch).
+// Capture runs the float graph g in ONNX Runtime on the patches and returns
+// streaming statistics of each named value. The values become extra graph
+// outputs of a copy of g; a value that is a graph input is measured from the
+// input itself. Patches are CHW float32 slices of one shape, already scaled
+// to the model's input range.
 func Capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string]*Stats, error) {
+	if o.Bins <= 0 {
+		o.Bins = DefaultBins
+	}
+	stats := make(map[string]*Stats, len(values))
+	for _, v := range values {
+		stats[v] = NewStats(o.Bins)
+	}
+	err := capture(g, values, patches, shape, o, func(v string, _ []int64, data []float32) {
+		stats[v].Add(data)
+	})
+	return stats, err
+}
+
+// CaptureChannelMax is Capture for per-channel extremes: for each value (an
+// NCHW tensor) it returns max |x| of every channel over all patches.
+func CaptureChannelMax(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string][]float32, error) {
+	out := make(map[string][]float32, len(values))
+	err := capture(g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
+		if len(dims) < 2 {
+			return
+		}
+		n, c := int(dims[0]), int(dims[1])
+		m := out[v]
+		if m == nil {
+			m = make([]float32, c)
+			out[v] = m
+		}
+		if len(m) != c || n*c == 0 {
+			return
+		}
+		hw := len(data) / (n * c)
+		for i := 0; i < n; i++ {
+			for ch := 0; ch < c; ch++ {
+				top := m[ch]
+				for _, x := range data[(i*c+ch)*hw : (i*c+ch+1)*hw] {
+					if a := float32(math.Abs(float64(x))); a > top {
+						top = a
+					}
+				}
+				m[ch] = top
+			}
+		}
+	})
+	return out, err
+}
+
+// capture runs g on the patches in batches with the values as outputs and
+// hands every captured tensor to visit.
+func capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions, visit func(v string, dims []int64, data []float32)) error {
 	if len(g.Inputs) != 1 {
-		return nil, fmt.Errorf("capture: model has %d inputs, want 1", len(g.Inputs))
+		return fmt.Errorf("capture: model has %d inputs, want 1", len(g.Inputs))
 	}
 	if o.Batch <= 0 {
 		o.Batch = 8
 	}
-	if o.Bins <= 0 {
-		o.Bins = DefaultBins
-	}
 	input := g.Inputs[0].Name
-	stats := make(map[string]*Stats, len(values))
 	var outs []string
+	wantInput := false
 	for _, v := range values {
-		stats[v] = NewStats(o.Bins)
-		if v != input && !slices.Contains(outs, v) {
+		if v == input {
+			wantInput = true
+		} else if !slices.Contains(outs, v) {
 			outs = append(outs, v)
 		}
 	}
-	c := g.Clone()
-	c.Outputs = nil
-	for _, v := range outs {
-		c.Outputs = append(c.Outputs, &graph.Value{Name: v, DType: onnx.TensorProto_FLOAT})
-	}
-	c.RemoveDead()
-	m, err := c.ToModel()
-	if err != nil {
-		return nil, fmt.Errorf("capture: %w", err)
-	}
-	data, err := onnx.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("capture: %w", err)
-	}
 	var sess *ort.Session
 	if len(outs) > 0 {
-		sess, err = ort.NewSession(data, "calibration model", o.Session)
+		c := g.Clone()
+		c.Outputs = nil
+		for _, v := range outs {
+			c.Outputs = append(c.Outputs, &graph.Value{Name: v, DType: onnx.TensorProto_FLOAT})
+		}
+		c.RemoveDead()
+		m, err := c.ToModel()
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("capture: %w", err)
+		}
+		data, err := onnx.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		if sess, err = ort.NewSession(data, "calibration model", o.Session); err != nil {
+			return err
 		}
 		defer sess.Close()
 	}
@@ -76,25 +123,26 @@ func Capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int,
 		buf = buf[:0]
 		for _, p := range patches[start:end] {
 			if len(p) != per {
-				return nil, fmt.Errorf("capture: patch of %d values, want %d (%dx%dx%d)", len(p), per, shape[0], shape[1], shape[2])
+				return fmt.Errorf("capture: patch of %d values, want %d (%dx%dx%d)", len(p), per, shape[0], shape[1], shape[2])
 			}
 			buf = append(buf, p...)
 		}
-		if s, ok := stats[input]; ok {
-			s.Add(buf)
+		dims := []int64{int64(end - start), int64(shape[0]), int64(shape[1]), int64(shape[2])}
+		if wantInput {
+			visit(input, dims, buf)
 		}
 		if sess != nil {
-			res, err := sess.Run(&ort.Tensor{Shape: []int64{int64(end - start), int64(shape[0]), int64(shape[1]), int64(shape[2])}, Data: buf})
+			res, err := sess.Run(&ort.Tensor{Shape: dims, Data: buf})
 			if err != nil {
-				return nil, fmt.Errorf("capture: %w", err)
+				return fmt.Errorf("capture: %w", err)
 			}
 			for i, v := range outs {
-				stats[v].Add(res[i].Data)
+				visit(v, res[i].Shape, res[i].Data)
 			}
 		}
 		if o.Progress != nil {
 			o.Progress(end, len(patches))
 		}
 	}
-	return stats, nil
+	return nil
 }
