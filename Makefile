@@ -17,11 +17,19 @@ setup:
 build:
 	$(GO) build -o $(BIN) ./cmd/srq
 
-# demo: set up, build, and run the main job on the bundled model and images.
+# demo: set up, build, and run the main job on the bundled model and images:
+# quantize EDSR x2 to W8A8, verify it against ground truth, upscale a photo.
 demo: setup build
 	@mkdir -p $(OUT)
 	$(BIN) inspect $(MODEL)
-	$(BIN) upscale --model $(MODEL) --hr $(IMAGES)/chelsea.png $(OUT)/chelsea_x2.png
+	$(BIN) quantize --model $(MODEL) --calib $(IMAGES) --out $(OUT)/edsr_x2_w8a8.onnx
+	$(BIN) verify --model $(MODEL) --quantized $(OUT)/edsr_x2_w8a8.onnx --images $(IMAGES) --hr --size 128 --json $(OUT)/verify.json
+	$(BIN) upscale --model $(OUT)/edsr_x2_w8a8.onnx --hr $(IMAGES)/chelsea.png $(OUT)/chelsea_x2_w8a8.png
+
+# bench: every model in ../shared/models x {minmax, percentile, mse} -> BENCHMARKS.md (about 30 minutes on 2 cores).
+bench: setup build
+	@mkdir -p $(OUT)
+	$(BIN) bench --out BENCHMARKS.md --json $(OUT)/bench.json
 
 vet:
 	$(GO) vet ./...
