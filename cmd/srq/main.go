@@ -39,6 +39,9 @@ func (e *gateError) Error() string { return e.msg }
 var commands = []command{
 	{"inspect", "MODEL", "show a model's structure, scale and input range", inspectFlags},
 	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model", upscaleFlags},
+	{"quantize", "--model M --calib DIR --out Q", "quantize a model to int8 QDQ form", quantizeFlags},
+	{"verify", "--model M --quantized Q --images DIR", "compare a quantized model with its FP32 original", verifyFlags},
+	{"bench", "", "benchmark models x methods and write BENCHMARKS.md", benchFlags},
 }
 
 func main() {

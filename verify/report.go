@@ -1,0 +1,257 @@
+package verify
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Resampler names the bicubic implementation that made the LR inputs in HR
+// mode: img.ResizeBicubic is byte-exact with Pillow's BICUBIC, which the SR
+// benchmark LR sets use. Another implementation moves PSNR by hundredths
+// of a dB, so reports say which one they used.
+const Resampler = "pillow-bicubic"
+
+// Report is the result of Run. Its JSON keys are a stable contract for
+// scripts; apart from the latency fields the content is deterministic (no
+// timestamps, no temporary paths). PSNR values are in dB, rounded to 1e-4,
+// SSIM to 1e-6, times to 1 µs; an infinite PSNR (identical outputs) is
+// written as MaxPSNR. Ground-truth fields are present only in HR mode.
+type Report struct {
+	Model      string  `json:"model"`
+	Quantized  string  `json:"quantized"`
+	Scale      int     `json:"scale"`
+	InputRange float32 `json:"input_range"`
+	HR         bool    `json:"hr"`
+	Resampler  string  `json:"resampler"`
+	Images     int     `json:"images"`
+
+	// PSNRvsFP32 is the mean over images of PSNR-Y, quantized vs FP32.
+	PSNRvsFP32 float64 `json:"psnr_vs_fp32_db"`
+	PSNRGT     *Pair   `json:"psnr_gt_db,omitempty"`
+	// PSNRGTDrop is PSNRGT.FP32 - PSNRGT.Quantized (positive: a loss).
+	PSNRGTDrop *float64 `json:"psnr_gt_drop_db,omitempty"`
+	SSIMGT     *Pair    `json:"ssim_gt,omitempty"`
+
+	// LatencyMS holds the medians; Latency the details per model.
+	LatencyMS    Pair                    `json:"latency_ms"`
+	Speedup      float64                 `json:"speedup"` // fp32 median / quantized median
+	Latency      map[string]LatencyStats `json:"latency"`
+	LatencyInput string                  `json:"latency_input"` // image the input was cut from
+	// Int8Conv is nil (null) on TensorRT, whose compiled graph ORT cannot write.
+	Int8Conv *ConvCoverage `json:"int8_conv"`
+
+	EP         string `json:"ep"`
+	Threads    int    `json:"threads"`
+	Size       int    `json:"size"`
+	Runs       int    `json:"runs"`
+	Warmup     int    `json:"warmup"`
+	ORTVersion string `json:"ort_version"`
+	CPU        CPU    `json:"cpu"`
+
+	PerImage []ImageResult `json:"per_image"`
+}
+
+// newReport fills the quality part of a report: per-image results (rounded)
+// and their means.
+func newReport(res []ImageResult, hr bool) *Report {
+	r := &Report{HR: hr, Resampler: Resampler, Images: len(res), PerImage: make([]ImageResult, len(res))}
+	var psnr float64
+	var pg, sg Pair
+	for i, x := range res {
+		psnr += x.PSNRvsFP32
+		y := x
+		y.PSNRvsFP32 = round(x.PSNRvsFP32, 4)
+		if x.PSNRGT != nil && x.SSIMGT != nil {
+			pg.FP32 += x.PSNRGT.FP32
+			pg.Quantized += x.PSNRGT.Quantized
+			sg.FP32 += x.SSIMGT.FP32
+			sg.Quantized += x.SSIMGT.Quantized
+			y.PSNRGT = &Pair{round(x.PSNRGT.FP32, 4), round(x.PSNRGT.Quantized, 4)}
+			y.SSIMGT = &Pair{round(x.SSIMGT.FP32, 6), round(x.SSIMGT.Quantized, 6)}
+		}
+		r.PerImage[i] = y
+	}
+	n := float64(max(len(res), 1))
+	r.PSNRvsFP32 = round(psnr/n, 4)
+	if hr {
+		r.PSNRGT = &Pair{round(pg.FP32/n, 4), round(pg.Quantized/n, 4)}
+		r.SSIMGT = &Pair{round(sg.FP32/n, 6), round(sg.Quantized/n, 6)}
+		d := round((pg.FP32-pg.Quantized)/n, 4)
+		r.PSNRGTDrop = &d
+	}
+	return r
+}
+
+// round rounds x to n decimals so reports stay readable and byte-stable.
+func round(x float64, n int) float64 {
+	p := math.Pow(10, float64(n))
+	return math.Round(x*p) / p
+}
+
+func roundStats(s LatencyStats) LatencyStats {
+	return LatencyStats{Runs: s.Runs, MedianMS: round(s.MedianMS, 3), MinMS: round(s.MinMS, 3), MaxMS: round(s.MaxMS, 3)}
+}
+
+// JSON returns the indented JSON form of the report, newline-terminated.
+func (r *Report) JSON() ([]byte, error) {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteJSON writes the report to path atomically: into a temporary file in
+// the same folder, then renamed over path, so a reader (or a crash) never
+// sees half a report and a failure leaves path untouched.
+func (r *Report) WriteJSON(path string) error {
+	b, err := r.JSON()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b)
+}
+
+func writeFileAtomic(path string, data []byte) (err error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file; refusing to replace it", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%s: create temporary file: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("%s: write: %w", path, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("%s: chmod: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("%s: sync: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("%s: close: %w", path, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// Gates are the quality thresholds a CI job can require; nil means unset.
+type Gates struct {
+	// MinPSNR applies to the mean PSNR-Y of the quantized output against
+	// the FP32 output.
+	MinPSNR *float64
+	// MaxDrop applies to the mean ground-truth PSNR-Y drop, FP32 minus
+	// quantized; it needs an HR report.
+	MaxDrop *float64
+}
+
+// Check returns nil when every set gate passes, else one error naming each
+// failed gate with the measured and required values.
+func (r *Report) Check(g Gates) error {
+	var fails []string
+	if g.MinPSNR != nil && !(r.PSNRvsFP32 >= *g.MinPSNR) {
+		fails = append(fails, fmt.Sprintf("mean PSNR-Y vs FP32 %.2f dB is below the minimum %.2f dB", r.PSNRvsFP32, *g.MinPSNR))
+	}
+	if g.MaxDrop != nil {
+		switch {
+		case r.PSNRGTDrop == nil:
+			fails = append(fails, "a maximum ground-truth PSNR drop needs ground-truth images (HR mode)")
+		case !(*r.PSNRGTDrop <= *g.MaxDrop):
+			fails = append(fails, fmt.Sprintf("mean PSNR-Y drop vs ground truth %.4f dB is above the maximum %.4f dB", *r.PSNRGTDrop, *g.MaxDrop))
+		}
+	}
+	if len(fails) == 0 {
+		return nil
+	}
+	return fmt.Errorf("quality gate failed: %s", strings.Join(fails, "; "))
+}
+
+// WriteTable prints the human-readable summary: one row per image, the
+// means, latency, speed-up and int8 coverage.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b bytes.Buffer
+	mode := "LR inputs"
+	if r.HR {
+		mode = "HR ground truth, LR by " + r.Resampler
+	}
+	fmt.Fprintf(&b, "%s vs %s: x%d, input 0..%g, %d images (%s), ep %s, %s\n",
+		r.Quantized, r.Model, r.Scale, r.InputRange, r.Images, mode, r.EP, threadsText(r.Threads))
+
+	nameW := len("mean")
+	for _, x := range r.PerImage {
+		nameW = max(nameW, len(x.Image))
+	}
+	tw := &b
+	if r.HR {
+		fmt.Fprintf(tw, "%-*s  %12s  %10s  %10s  %7s  %9s  %9s\n", nameW, "image", "PSNR q/fp32", "PSNR fp32", "PSNR q", "q-fp32", "SSIM fp32", "SSIM q")
+		row := func(name string, vs float64, p, s *Pair) {
+			fmt.Fprintf(tw, "%-*s  %12s  %10.2f  %10.2f  %+7.2f  %9.4f  %9.4f\n", nameW, name, db(vs), p.FP32, p.Quantized, p.Quantized-p.FP32, s.FP32, s.Quantized)
+		}
+		for _, x := range r.PerImage {
+			row(x.Image, x.PSNRvsFP32, x.PSNRGT, x.SSIMGT)
+		}
+		row("mean", r.PSNRvsFP32, r.PSNRGT, r.SSIMGT)
+		fmt.Fprintln(tw, "(PSNR-Y / SSIM-Y in dB / 0..1, shave = scale; q/fp32: quantized vs FP32 output; fp32, q: vs ground truth)")
+	} else {
+		fmt.Fprintf(tw, "%-*s  %12s\n", nameW, "image", "PSNR q/fp32")
+		for _, x := range r.PerImage {
+			fmt.Fprintf(tw, "%-*s  %12s\n", nameW, x.Image, db(x.PSNRvsFP32))
+		}
+		fmt.Fprintf(tw, "%-*s  %12s\n", nameW, "mean", db(r.PSNRvsFP32))
+		fmt.Fprintln(tw, "(PSNR-Y in dB of the quantized output against the FP32 output, shave = scale)")
+	}
+	fmt.Fprintf(&b, "latency %dx%d LR, median of %d runs: fp32 %.1f ms, quantized %.1f ms, speed-up %.2fx\n",
+		r.Size, r.Size, r.Runs, r.LatencyMS.FP32, r.LatencyMS.Quantized, r.Speedup)
+	if r.Int8Conv != nil {
+		fmt.Fprintf(&b, "int8 coverage (ORT's optimized graph on %s): %s\n", r.EP, r.Int8Conv)
+		if f := r.Int8Conv.Float; len(f) > 0 {
+			more := ""
+			if len(f) > maxTableNames {
+				f, more = f[:maxTableNames], fmt.Sprintf(", … (%d more in the JSON report)", len(f)-maxTableNames)
+			}
+			fmt.Fprintf(&b, "float convs: %s%s\n", strings.Join(f, ", "), more)
+		}
+	} else {
+		fmt.Fprintf(&b, "int8 coverage: not available on %s (ORT cannot write a graph with compiled nodes)\n", r.EP)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// maxTableNames bounds the float conv names the table lists; a model with
+// no int8 at all would otherwise print every conv.
+const maxTableNames = 8
+
+// db formats a PSNR, spelling the MaxPSNR sentinel as "inf".
+func db(v float64) string {
+	if v >= MaxPSNR {
+		return "inf"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func threadsText(n int) string {
+	if n == 0 {
+		return "ORT default threads"
+	}
+	if n == 1 {
+		return "1 thread"
+	}
+	return fmt.Sprintf("%d threads", n)
+}

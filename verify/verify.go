@@ -1,0 +1,146 @@
+package verify
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/sr"
+)
+
+// Source is a model to verify: its serialised bytes (external data inlined,
+// as onnx.Marshal gives them) and the path it came from, which names it in
+// messages and in the report.
+type Source struct {
+	Path string
+	Data []byte
+}
+
+// Config is every knob of a verification run; `srq verify` flags map onto it
+// one to one.
+type Config struct {
+	// EP is the execution provider both models run on: "cpu" (or ""),
+	// "cuda" or "tensorrt". Coverage is read from the graph ORT builds for
+	// this EP.
+	EP string
+	// Threads is ORT's intra-op thread count for both models (0: ORT's
+	// default, one per physical core).
+	Threads int
+	// HR: the images are ground truth (see CompareOptions.HR).
+	HR bool
+	// Tile is the LR tile side for upscaling the images (0: whole image).
+	Tile int
+	// Size is the side of the square LR input the latency is measured on.
+	Size int
+	// Runs is the number of timed runs per model; RecommendedRuns or more
+	// for anything reported. Fewer (down to 1) is for tests.
+	Runs int
+	// Probe overrides the detected scale and input range of both models.
+	Probe sr.ProbeOptions
+}
+
+// Run verifies a quantized model against its FP32 original on the images at
+// paths (see ListImages): quality (Compare), latency on a Size×Size input
+// (LatencyPair, both models on the same EP and thread count) and int8
+// coverage (Coverage of the graph ORT optimised for the quantized session).
+// ORT must be initialised (ort.Init). The two models must agree on scale and
+// input range.
+func Run(fp32, quantized Source, paths []string, cfg Config) (*Report, error) {
+	if cfg.Size < 1 {
+		return nil, fmt.Errorf("latency size %d: want at least 1", cfg.Size)
+	}
+	if cfg.Runs < 1 {
+		return nil, fmt.Errorf("latency runs %d: want at least 1 (%d for a report)", cfg.Runs, RecommendedRuns)
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no images to verify on")
+	}
+	ep := epName(cfg.EP)
+	opts := ort.Options{EP: ep, Threads: cfg.Threads}
+
+	fm, err := sr.Open(fp32.Data, fp32.Path, opts, cfg.Probe)
+	if err != nil {
+		return nil, err
+	}
+	defer fm.Close()
+
+	// ORT writes the graph it optimised for this EP; counting its convs is
+	// the only reliable way to know what runs in int8. TensorRT compiles
+	// its part of the graph into nodes ORT refuses to serialise, so there
+	// is no such graph to read.
+	qopts := opts
+	var optPath string
+	if ep != "tensorrt" {
+		dir, err := os.MkdirTemp("", "srq-verify-")
+		if err != nil {
+			return nil, fmt.Errorf("temporary folder for ORT's optimized model: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		optPath = filepath.Join(dir, "optimized.onnx")
+		qopts.OptimizedModelPath = optPath
+	}
+	qm, err := sr.Open(quantized.Data, quantized.Path, qopts, cfg.Probe)
+	if err != nil {
+		return nil, err
+	}
+	defer qm.Close()
+	if fm.Scale != qm.Scale {
+		return nil, fmt.Errorf("scale mismatch: %s is x%d but %s is x%d; is it a quantized form of that model?", fp32.Path, fm.Scale, quantized.Path, qm.Scale)
+	}
+	if fm.Range != qm.Range {
+		return nil, fmt.Errorf("input range mismatch: %s takes 0..%g but %s takes 0..%g; pass --input-range if detection is wrong", fp32.Path, fm.Range, quantized.Path, qm.Range)
+	}
+
+	var cov *ConvCoverage
+	if optPath != "" {
+		om, err := onnx.Load(optPath)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading the graph ORT optimised for %s: %w", quantized.Path, ep, err)
+		}
+		c := Coverage(om)
+		cov = &c
+	}
+
+	results, err := Compare(fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile})
+	if err != nil {
+		return nil, err
+	}
+
+	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
+	if err != nil {
+		return nil, err
+	}
+	in, err := LatencyInput(lr, cfg.Size, fm.Range)
+	if err != nil {
+		return nil, err
+	}
+	lf, lq, err := LatencyPair(fm.Session, qm.Session, in, cfg.Runs)
+	if err != nil {
+		return nil, err
+	}
+
+	r := newReport(results, cfg.HR)
+	r.Model, r.Quantized = fp32.Path, quantized.Path
+	r.Scale, r.InputRange = fm.Scale, fm.Range
+	r.LatencyMS = Pair{FP32: round(lf.MedianMS, 3), Quantized: round(lq.MedianMS, 3)}
+	r.Speedup = round(lf.MedianMS/lq.MedianMS, 3)
+	r.LatencyInput = filepath.Base(paths[0])
+	r.Latency = map[string]LatencyStats{"fp32": roundStats(lf), "quantized": roundStats(lq)}
+	r.Int8Conv = cov
+	r.EP, r.Threads, r.Size, r.Runs, r.Warmup = ep, cfg.Threads, cfg.Size, cfg.Runs, WarmupRuns
+	r.ORTVersion = ort.Version()
+	r.CPU = HostCPU()
+	return r, nil
+}
+
+// epName normalises an execution provider name; "" means cpu.
+func epName(ep string) string {
+	ep = strings.ToLower(strings.TrimSpace(ep))
+	if ep == "" {
+		return "cpu"
+	}
+	return ep
+}
