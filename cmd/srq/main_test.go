@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/ort"
+)
+
+// Fixtures, relative to this package's folder.
+const (
+	tdModel   = "../../testdata/models/edsr_x2.onnx"
+	tdImages  = "../../testdata/images"
+	tdChelsea = "../../testdata/images/chelsea.png"
+)
+
+// runSRQ runs the CLI in-process and returns its exit code and output.
+func runSRQ(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// needORT skips the test when the ONNX Runtime library is not installed.
+func needORT(t *testing.T) {
+	t.Helper()
+	if _, err := ort.FindLibrary(""); err != nil {
+		t.Skipf("ONNX Runtime library not installed (run `make setup`): %v", err)
+	}
+}
+
+// assertOneLineError checks the CLI's error contract: exit 2 and exactly one
+// line on stderr, prefixed with the command, that contains want.
+func assertOneLineError(t *testing.T, code int, stdout, stderr, prefix, want string) {
+	t.Helper()
+	assert.Equal(t, exitFailure, code, "stderr: %s", stderr)
+	assert.Empty(t, stdout)
+	assert.True(t, strings.HasSuffix(stderr, "\n") && strings.Count(stderr, "\n") == 1, "want one line, got %q", stderr)
+	assert.True(t, strings.HasPrefix(stderr, prefix), "want prefix %q, got %q", prefix, stderr)
+	assert.Contains(t, stderr, want)
+}
+
+// writeCrop writes a w×h crop of chelsea.png to a temporary PNG.
+func writeCrop(t *testing.T, x, y, w, h int) string {
+	t.Helper()
+	src, err := img.Read(tdChelsea)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "crop.png")
+	require.NoError(t, img.WritePNG(p, img.Crop(src, x, y, w, h)))
+	return p
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"--help"}} {
+		code, out, errOut := runSRQ(args...)
+		assert.Equal(t, exitOK, code, args)
+		assert.Empty(t, errOut, args)
+		for _, c := range commands {
+			assert.Contains(t, out, "\n  "+c.name+" ", args)
+		}
+		assert.Contains(t, out, "exit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure")
+	}
+}
+
+func TestCommandHelp(t *testing.T) {
+	for _, c := range commands {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runSRQ(c.name, "--help")
+			assert.Equal(t, exitOK, code)
+			assert.Empty(t, errOut)
+			assert.True(t, strings.HasPrefix(out, "usage: srq "+c.name+" [flags]"), out)
+			assert.Contains(t, out, "--ort-lib")
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out.png")
+	tests := []struct {
+		name   string
+		args   []string
+		prefix string
+		want   string
+	}{
+		{"unknown command", []string{"frobnicate"}, "srq: ", `unknown command "frobnicate"`},
+		{"unknown flag", []string{"inspect", "--nope", tdModel}, "srq inspect: ", "unknown flag: --nope"},
+		{"bad flag value", []string{"upscale", "--tile", "x", "a", "b"}, "srq upscale: ", "--tile"},
+		{"inspect without model", []string{"inspect"}, "srq inspect: ", "expected one MODEL, got 0"},
+		{"inspect two models", []string{"inspect", tdModel, tdModel}, "srq inspect: ", "got 2"},
+		{"inspect missing file", []string{"inspect", "--no-probe", "nope.onnx"}, "srq inspect: ", "nope.onnx"},
+		{"inspect not a model", []string{"inspect", "--no-probe", tdChelsea}, "srq inspect: ", "chelsea.png"},
+		{"inspect bad range", []string{"inspect", "--input-range", "3", tdModel}, "srq inspect: ", "--input-range 3: want 1 or 255"},
+		{"inspect bad scale", []string{"inspect", "--scale", "-2", tdModel}, "srq inspect: ", "--scale -2"},
+		{"upscale one path", []string{"upscale", "--model", tdModel, tdChelsea}, "srq upscale: ", "expected IN and OUT"},
+		{"upscale without model", []string{"upscale", tdChelsea, out}, "srq upscale: ", "--model is required"},
+		{"upscale negative tile", []string{"upscale", "--model", tdModel, "--tile", "-1", tdChelsea, out}, "srq upscale: ", "--tile and --overlap"},
+		{"upscale over its input", []string{"upscale", "--model", tdModel, tdChelsea, tdChelsea}, "srq upscale: ", "same file as an input"},
+		{"upscale over the model", []string{"upscale", "--model", tdModel, tdChelsea, tdModel}, "srq upscale: ", "same file as an input"},
+		{"upscale missing image", []string{"upscale", "--model", tdModel, "nope.png", out}, "srq upscale: ", "nope.png"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runSRQ(tc.args...)
+			assertOneLineError(t, code, stdout, stderr, tc.prefix, tc.want)
+		})
+	}
+	_, err := os.Stat(out)
+	assert.True(t, os.IsNotExist(err), "no output written")
+}
+
+func TestInspectNoProbe(t *testing.T) {
+	code, out, errOut := runSRQ("inspect", "--no-probe", tdModel)
+	require.Equal(t, exitOK, code, errOut)
+	for _, want := range []string{
+		"ir version  8, opsets ai.onnx 17\n",
+		"input       input float [batch 3 height width]\n",
+		"output      output float [batch 3 out_height out_width]\n",
+		"nodes       73 (38 Conv), 1369874 parameters\n",
+		"  Conv                   38\n",
+		"  DepthToSpace           1\n",
+	} {
+		assert.Contains(t, out, want)
+	}
+	assert.NotContains(t, out, "scale", "no probe, no scale line")
+}
+
+func TestInspectJSON(t *testing.T) {
+	needORT(t)
+	code, out, errOut := runSRQ("inspect", "--json", tdModel)
+	require.Equal(t, exitOK, code, errOut)
+	var r inspectReport
+	require.NoError(t, json.Unmarshal([]byte(out), &r))
+	assert.Equal(t, tdModel, r.Model)
+	assert.Equal(t, 38, r.Convs)
+	assert.Equal(t, 73, r.Nodes)
+	assert.Equal(t, int64(1369874), r.Params)
+	assert.Equal(t, 2, r.Scale)
+	assert.Equal(t, float32(255), r.InputRange)
+	require.Len(t, r.Inputs, 1)
+	assert.Equal(t, ioDesc{Name: "input", Type: "float", Shape: []string{"batch", "3", "height", "width"}}, r.Inputs[0])
+
+	// Overrides are taken as given when they agree with the model.
+	code, out, errOut = runSRQ("inspect", "--scale", "2", "--input-range", "255", tdModel)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "scale       x2")
+	// and refused when they do not.
+	code, out, errOut = runSRQ("inspect", "--scale", "3", tdModel)
+	assertOneLineError(t, code, out, errOut, "srq inspect: ", "scale 3 requested")
+}
+
+func TestUpscale(t *testing.T) {
+	needORT(t)
+	in := writeCrop(t, 150, 60, 40, 32)
+	tests := []struct {
+		name string
+		args []string
+		w, h int
+		want []string
+	}{
+		{"whole", nil, 80, 64, []string{": 40x32 -> 80x64 (x2, input range 0..255)"}},
+		{"tiled", []string{"--tile", "16", "--overlap", "8"}, 80, 64, []string{"40x32 -> 80x64"}},
+		{"hr", []string{"--hr"}, 40, 32, []string{"20x16 -> 40x32", "PSNR-Y vs " + in + ": model "}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "sr.png")
+			args := append([]string{"upscale", "--model", tdModel, "--threads", "1"}, tc.args...)
+			code, stdout, stderr := runSRQ(append(args, in, out)...)
+			require.Equal(t, exitOK, code, stderr)
+			assert.Empty(t, stderr)
+			for _, w := range tc.want {
+				assert.Contains(t, stdout, w)
+			}
+			im, err := img.Read(out)
+			require.NoError(t, err)
+			assert.Equal(t, [3]int{3, tc.h, tc.w}, [3]int{im.C, im.H, im.W})
+		})
+	}
+}

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/srquant/srq/calib"
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/qdq"
+	"github.com/srquant/srq/quant"
+)
+
+// quantizeOpts holds the raw flag values of `srq quantize`; config turns them
+// into a quant.Config, one flag per field, so the CLI adds no knobs of its own
+// beyond where files go and how much it prints.
+type quantizeOpts struct {
+	model, calib, out, rangesJSON string
+	bits, method, weights         string
+	weightMethod, firstLast       string
+	percentile, equalize          float64
+	skip, floatOps                []string
+	patches, patchSize, batch     int
+	threads                       int
+	seed                          int64
+	calibLR, externalData         bool
+	verbose                       bool
+	probe                         probeFlags
+}
+
+func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
+	def := quant.DefaultConfig()
+	var o quantizeOpts
+	fs.StringVar(&o.model, "model", "", "FP32 ONNX SR model (required)")
+	fs.StringVar(&o.calib, "calib", "", "folder of calibration images, HR unless --calib-lr (required)")
+	fs.StringVar(&o.out, "out", "", "path of the quantized model to write (required)")
+	fs.StringVar(&o.bits, "bits", def.Bits.String(), "weight and activation bits, wNaM")
+	fs.StringVar(&o.method, "method", string(def.Method), "activation range method: minmax, percentile or mse")
+	fs.Float64Var(&o.percentile, "percentile", def.Percentile, "percentile kept on each side by --method percentile, in [50, 100]")
+	fs.StringVar(&o.weights, "weights", "per-channel", "weight quantizer granularity: per-channel or per-tensor")
+	fs.StringVar(&o.weightMethod, "weight-method", def.WeightMethod.String(), "weight clip: mse or minmax")
+	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
+	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
+	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
+	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
+	fs.IntVar(&o.patches, "patches", def.Patches, "number of calibration patches")
+	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "side of a calibration patch in LR pixels")
+	fs.Int64Var(&o.seed, "seed", def.Seed, "seed of the patch positions (same seed, same model)")
+	fs.BoolVar(&o.calibLR, "calib-lr", def.CalibLR, "calibration images are LR inputs already (no bicubic downscale)")
+	fs.IntVar(&o.batch, "batch", def.Batch, "patches per ONNX Runtime run during calibration (bounds memory)")
+	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's default)")
+	fs.IntVar(&o.probe.scale, "scale", 0, "upscale factor (default: detected)")
+	fs.Float32Var(&o.probe.rng, "input-range", 0, "input range, 1 or 255 (default: detected)")
+	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
+	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
+	return func(a *app, args []string) error {
+		if err := wantArgs(args, 0, "no positional arguments (use --model, --calib, --out)"); err != nil {
+			return err
+		}
+		return a.quantize(&o)
+	}
+}
+
+// config validates the flags and maps them onto a quant.Config.
+func (o *quantizeOpts) config() (quant.Config, error) {
+	cfg := quant.DefaultConfig()
+	var err error
+	if cfg.Bits, err = quant.ParseBits(o.bits); err != nil {
+		return cfg, fmt.Errorf("--bits: %w", err)
+	}
+	if cfg.Method, err = quant.ParseMethod(o.method); err != nil {
+		return cfg, fmt.Errorf("--method: %w", err)
+	}
+	if !(o.percentile >= 50 && o.percentile <= 100) { // also rejects NaN
+		return cfg, fmt.Errorf("--percentile %g: want a value in [50, 100]", o.percentile)
+	}
+	cfg.Percentile = o.percentile
+	switch o.weights {
+	case "per-channel":
+		cfg.PerTensorWeights = false
+	case "per-tensor":
+		cfg.PerTensorWeights = true
+	default:
+		return cfg, fmt.Errorf("--weights %q: want per-channel or per-tensor", o.weights)
+	}
+	switch o.weightMethod {
+	case qdq.MSE.String():
+		cfg.WeightMethod = qdq.MSE
+	case qdq.MinMax.String():
+		cfg.WeightMethod = qdq.MinMax
+	default:
+		return cfg, fmt.Errorf("--weight-method %q: want mse or minmax", o.weightMethod)
+	}
+	if cfg.FirstLast, err = passes.ParseFirstLast(o.firstLast); err != nil {
+		return cfg, fmt.Errorf("--first-last: %w", err)
+	}
+	cfg.Skip = nonEmpty(o.skip)
+	cfg.FloatOps = nonEmpty(o.floatOps)
+	if o.equalize < 0 || o.equalize > 1 {
+		return cfg, fmt.Errorf("--equalize %g: want a value in [0, 1]", o.equalize)
+	}
+	cfg.Equalize = o.equalize
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"--patches", o.patches}, {"--patch-size", o.patchSize}, {"--batch", o.batch}} {
+		if f.v <= 0 {
+			return cfg, fmt.Errorf("%s %d: want a positive integer", f.name, f.v)
+		}
+	}
+	if o.threads < 0 {
+		return cfg, fmt.Errorf("--threads %d: want 0 (ONNX Runtime's default) or more", o.threads)
+	}
+	cfg.Patches, cfg.PatchSize, cfg.Batch, cfg.Seed, cfg.CalibLR = o.patches, o.patchSize, o.batch, o.seed, o.calibLR
+	cfg.Threads = o.threads
+	if cfg.Probe, err = o.probe.options(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// nonEmpty trims the items of a comma-separated flag and drops empty ones,
+// so `--skip a,,b ` means a and b.
+func nonEmpty(s []string) []string {
+	var out []string
+	for _, v := range s {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// checkOutputs refuses output paths that would destroy an input or cannot be
+// written, before any work is done, so a bad path costs no calibration time.
+func (o *quantizeOpts) checkOutputs() error {
+	outs := []string{o.out}
+	if o.externalData {
+		outs = append(outs, o.out+".data")
+	}
+	if o.rangesJSON != "" {
+		outs = append(outs, o.rangesJSON)
+		if filepath.Clean(o.rangesJSON) == filepath.Clean(o.out) || onnx.SameFile(o.rangesJSON, o.out) {
+			return fmt.Errorf("--ranges-json %s: same path as --out", o.rangesJSON)
+		}
+	}
+	for _, p := range outs {
+		if filepath.Clean(p) == filepath.Clean(o.model) || onnx.SameFile(p, o.model) {
+			return fmt.Errorf("%s: output path is the same file as the model; refusing to overwrite it", p)
+		}
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			return fmt.Errorf("%s: output path is a directory; give a file name", p)
+		}
+		dir := filepath.Dir(p)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%s: output folder %s does not exist", p, dir)
+		}
+	}
+	return nil
+}
+
+func (a *app) quantize(o *quantizeOpts) error {
+	start := time.Now()
+	switch {
+	case o.model == "":
+		return errors.New("--model is required")
+	case o.calib == "":
+		return errors.New("--calib is required")
+	case o.out == "":
+		return errors.New("--out is required")
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	if err := o.checkOutputs(); err != nil {
+		return err
+	}
+	imgs, err := calib.ListImages(o.calib)
+	if err != nil {
+		return err
+	}
+	m, data, err := loadModel(o.model)
+	if err != nil {
+		return err
+	}
+	if err := a.initORT(); err != nil {
+		return err
+	}
+	// Progress goes to stderr, the summary to stdout, so scripts can keep
+	// the summary and still show progress.
+	log := func(s string) { fmt.Fprintln(a.stderr, s) }
+	res, err := quant.Quantize(m, data, o.model, imgs, cfg, log)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := onnx.Save(o.out, res.Model, onnx.SaveOptions{ExternalData: o.externalData}); err != nil {
+		return err
+	}
+	if err := selfCheck(o.out, cfg.Threads); err != nil {
+		os.Remove(o.out)
+		if o.externalData {
+			os.Remove(o.out + ".data")
+		}
+		return fmt.Errorf("%s: the written model fails its self-check, removed it: %w", o.out, err)
+	}
+	if o.rangesJSON != "" {
+		if err := writeRangesJSON(o.rangesJSON, o, cfg, res); err != nil {
+			return err
+		}
+	}
+	printQuantizeSummary(a.stdout, o, cfg, res, time.Since(t0), time.Since(start))
+	return nil
+}
+
+// selfCheck reloads the written model from disk, validates it and opens it in
+// ONNX Runtime: a model srq writes must load wherever it is deployed.
+func selfCheck(path string, threads int) error {
+	m, err := onnx.Load(path)
+	if err != nil {
+		return err
+	}
+	if err := onnx.Validate(m); err != nil {
+		return err
+	}
+	b, err := onnx.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s, err := ort.NewSession(b, path, ort.Options{Threads: threads})
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
+
+// rangesFile is the JSON form of --ranges-json; keys are a stable contract.
+type rangesFile struct {
+	Model      string        `json:"model"`
+	Bits       string        `json:"bits"`
+	Method     string        `json:"method"`
+	Percentile float64       `json:"percentile,omitempty"`
+	Patches    int           `json:"patches"`
+	PatchSize  int           `json:"patch_size"`
+	Seed       int64         `json:"seed"`
+	Ranges     []quant.Range `json:"ranges"`
+}
+
+// writeRangesJSON writes the chosen ranges through a temporary file and a
+// rename, like the model, so a reader never sees half a file.
+func writeRangesJSON(path string, o *quantizeOpts, cfg quant.Config, res *quant.Result) (err error) {
+	rf := rangesFile{Model: o.model, Bits: cfg.Bits.String(), Method: string(cfg.Method),
+		Patches: res.Patches, PatchSize: cfg.PatchSize, Seed: cfg.Seed, Ranges: res.Ranges}
+	if cfg.Method == quant.Percentile {
+		rf.Percentile = cfg.Percentile
+	}
+	b, err := json.MarshalIndent(rf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// rangeRowsShown is how many ranges the summary prints at each end of the
+// list without -v: the input and output edges are where ranges go wrong.
+const rangeRowsShown = 4
+
+func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *quant.Result, saveTime, total time.Duration) {
+	weights := "per-channel"
+	if cfg.PerTensorWeights {
+		weights = "per-tensor"
+	}
+	method := string(cfg.Method)
+	if cfg.Method == quant.Percentile {
+		method = fmt.Sprintf("percentile %g", cfg.Percentile)
+	}
+	fmt.Fprintf(w, "wrote %s (x%d, input range 0..%g)\n", o.out, res.Scale, res.InputRange)
+	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast)
+	fmt.Fprintf(w, "convs     %d/%d quantized\n", res.ConvsInt8, res.Convs)
+	if len(res.Skipped) == 0 {
+		fmt.Fprintln(w, "skipped   none")
+	} else {
+		names := make([]string, 0, len(res.Skipped))
+		for n := range res.Skipped {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(w, "skipped   %d:\n", len(names))
+		for _, n := range names {
+			fmt.Fprintf(w, "  %s (%s)\n", n, res.Skipped[n])
+		}
+	}
+	printRanges(w, res.Ranges, o.verbose)
+	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d), rewrite %s, save+check %s, total %s\n",
+		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize,
+		res.RewriteTime.Round(time.Millisecond), saveTime.Round(time.Millisecond), total.Round(time.Millisecond))
+}
+
+// printRanges prints the chosen activation ranges as a table: all of them
+// with -v, else the first and last few.
+func printRanges(w io.Writer, rs []quant.Range, all bool) {
+	fmt.Fprintf(w, "ranges    %d activation tensors", len(rs))
+	shown := rs
+	cut := !all && len(rs) > 2*rangeRowsShown
+	if cut {
+		fmt.Fprintf(w, " (first and last %d; -v for all)", rangeRowsShown)
+		shown = append(append([]quant.Range(nil), rs[:rangeRowsShown]...), rs[len(rs)-rangeRowsShown:]...)
+	}
+	fmt.Fprintln(w, ":")
+	if len(rs) == 0 {
+		return
+	}
+	width := len("value")
+	for _, r := range shown {
+		width = max(width, len(r.Value))
+	}
+	row := func(name, obs, chosen, scale, zp, note string) {
+		line := fmt.Sprintf("  %-*s  %-21s  %-21s  %-11s  %-4s  %s", width, name, obs, chosen, scale, zp, note)
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
+	row("value", "observed", "chosen", "scale", "zp", "")
+	for i, r := range shown {
+		if cut && i == rangeRowsShown {
+			fmt.Fprintf(w, "  ... %d more\n", len(rs)-2*rangeRowsShown)
+		}
+		row(r.Value, fmt.Sprintf("%.4g..%.4g", r.Min, r.Max), fmt.Sprintf("%.4g..%.4g", r.Lo, r.Hi),
+			fmt.Sprintf("%.4g", r.Scale), fmt.Sprint(r.Zero), r.Reason)
+	}
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/onnx"
+)
+
+// quickFlags make a quantize run take about 2 s on EDSR x2.
+var quickFlags = []string{"--patches", "8", "--patch-size", "32", "--threads", "2"}
+
+// dirEntries lists a folder's names, to check that a failed run wrote nothing.
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// oneChannelModel writes a valid x2 SR-shaped model whose input has one
+// channel (a grayscale network), which srq must refuse.
+func oneChannelModel(t *testing.T, dir string) string {
+	t.Helper()
+	g := graph.New("gray", map[string]int64{"": 17})
+	g.Inputs = []*graph.Value{{Name: "input", DType: onnx.TensorProto_FLOAT,
+		Shape: graph.Shape{{Value: -1, Param: "n"}, {Value: 1}, {Value: -1, Param: "h"}, {Value: -1, Param: "w"}}}}
+	g.Outputs = []*graph.Value{{Name: "output", DType: onnx.TensorProto_FLOAT}}
+	g.SetInitializer(graph.NewFloat32("w", []int64{4, 1, 3, 3}, make([]float32, 36)))
+	conv := &graph.Node{Name: "conv", OpType: "Conv", Inputs: []string{"input", "w"}, Outputs: []string{"c"}}
+	conv.SetAttrInts("pads", []int64{1, 1, 1, 1})
+	d2s := &graph.Node{Name: "d2s", OpType: "DepthToSpace", Inputs: []string{"c"}, Outputs: []string{"output"}}
+	d2s.SetAttrInt("blocksize", 2)
+	g.AddNode(conv)
+	g.AddNode(d2s)
+	m, err := g.ToModel()
+	require.NoError(t, err)
+	p := filepath.Join(dir, "gray.onnx")
+	require.NoError(t, onnx.Save(p, m, onnx.SaveOptions{}))
+	return p
+}
+
+// TestQuantizeRefuses covers the issue's bad inputs: each is one clear error
+// line, exit code 2, and nothing written.
+func TestQuantizeRefuses(t *testing.T) {
+	needORT(t)
+	fixtures := t.TempDir()
+	emptyDir := filepath.Join(fixtures, "empty")
+	textDir := filepath.Join(fixtures, "text")
+	require.NoError(t, os.Mkdir(emptyDir, 0o755))
+	require.NoError(t, os.Mkdir(textDir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(textDir, "notes.txt"), []byte("no images"), 0o644))
+	gray := oneChannelModel(t, fixtures)
+
+	tests := []struct {
+		name string
+		// args are added to --model tdModel --calib tdImages --out OUT
+		// (later flags win); OUT is a file in a fresh folder.
+		args []string
+		want string
+	}{
+		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + emptyDir},
+		{"calibration folder without images", []string{"--calib", textDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + textDir},
+		{"missing calibration folder", []string{"--calib", filepath.Join(fixtures, "nope")}, "cannot read folder"},
+		{"one-channel model", []string{"--model", gray}, ": not an NCHW 3-channel image input"},
+		{"missing model", []string{"--model", filepath.Join(fixtures, "nope.onnx")}, "nope.onnx"},
+		{"unknown method", []string{"--method", "entropy"}, `--method: method "entropy": want minmax, percentile or mse`},
+		{"unsupported bits", []string{"--bits", "w4a4"}, `--bits: bits "w4a4": only w8a8 is supported so far`},
+		{"malformed bits", []string{"--bits", "int8"}, `--bits: bits "int8": want wNaM`},
+		{"bad weights", []string{"--weights", "per-row"}, `--weights "per-row": want per-channel or per-tensor`},
+		{"bad weight method", []string{"--weight-method", "kl"}, `--weight-method "kl": want mse or minmax`},
+		{"bad first-last", []string{"--first-last", "4"}, `--first-last: first/last policy "4"`},
+		{"bad percentile", []string{"--percentile", "101"}, "--percentile 101: want a value in [50, 100]"},
+		{"no patches", []string{"--patches", "0"}, "--patches 0: want a positive integer"},
+		{"bad patch size", []string{"--patch-size", "-4"}, "--patch-size -4"},
+		{"bad batch", []string{"--batch", "0"}, "--batch 0"},
+		{"bad threads", []string{"--threads", "-1"}, "--threads -1"},
+		{"bad input range", []string{"--input-range", "2"}, "--input-range 2: want 1 or 255"},
+		{"wrong scale", []string{"--scale", "3"}, "scale 3 requested"},
+		{"unknown skip", []string{"--skip", "/head/Conv,/nope/Conv"}, "--skip: no quantizable node named /nope/Conv"},
+		{"positional argument", []string{"extra"}, "expected no positional arguments"},
+		{"missing --model", []string{"--model", ""}, "--model is required"},
+		{"missing --calib", []string{"--calib", ""}, "--calib is required"},
+		{"missing --out", []string{"--out", ""}, "--out is required"},
+		{"output is the model", []string{"--out", tdModel}, "output path is the same file as the model"},
+		{"output is the model, other spelling", []string{"--out", "../srq/" + tdModel}, "output path is the same file as the model"},
+		{"output is a directory", []string{"--out", fixtures}, "output path is a directory"},
+		{"output folder missing", []string{"--out", filepath.Join(fixtures, "nope", "q.onnx")}, "output folder " + filepath.Join(fixtures, "nope") + " does not exist"},
+		{"ranges json is the output", []string{"--ranges-json", "SAME"}, "--ranges-json"},
+	}
+	modelBefore, err := os.ReadFile(tdModel)
+	require.NoError(t, err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "q.onnx")
+			args := append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out}, quickFlags...)
+			for _, a := range tc.args {
+				if a == "SAME" {
+					a = out
+				}
+				args = append(args, a)
+			}
+			code, stdout, stderr := runSRQ(args...)
+			assertOneLineError(t, code, stdout, stderr, "srq quantize: ", tc.want)
+			assert.Empty(t, dirEntries(t, dir), "nothing written")
+		})
+	}
+	after, err := os.ReadFile(tdModel)
+	require.NoError(t, err)
+	assert.Equal(t, modelBefore, after, "the model is untouched")
+	assert.Equal(t, []string{"empty", "gray.onnx", "text"}, dirEntries(t, fixtures))
+}
+
+// rangesLine reads the count from the summary's "ranges    N activation tensors" line.
+var rangesLine = regexp.MustCompile(`(?m)^ranges    (\d+) activation tensors`)
+
+func TestQuantizeCLI(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "q.onnx")
+	rj := filepath.Join(dir, "ranges.json")
+
+	// Verbose, external data and a ranges dump.
+	args := append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out,
+		"--ranges-json", rj, "--external-data", "-v"}, quickFlags...)
+	code, stdout, stderr := runSRQ(args...)
+	require.Equal(t, exitOK, code, stderr)
+	t.Logf("summary:\n%s", stdout)
+	assert.Contains(t, stderr, "calibrating ")
+	assert.Contains(t, stderr, "calibration 8/8 patches")
+	assert.NotContains(t, stderr, "srq quantize:")
+	for _, want := range []string{
+		"wrote " + out + " (x2, input range 0..255)\n",
+		"setting   w8a8, activations mse, weights per-channel mse, first/last 8\n",
+		"convs     37/37 quantized\n",
+		"skipped   none\n",
+		"time      calibration ",
+		"(8 patches of 32x32)",
+	} {
+		assert.Contains(t, stdout, want)
+	}
+	m := rangesLine.FindStringSubmatch(stdout)
+	require.NotNil(t, m, stdout)
+	nRanges, err := strconv.Atoi(m[1])
+	require.NoError(t, err)
+	assert.NotContains(t, stdout, "more\n", "-v lists every range")
+
+	var rf rangesFile
+	b, err := os.ReadFile(rj)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rf))
+	require.Len(t, rf.Ranges, nRanges)
+	assert.Equal(t, "mse", rf.Method)
+	assert.Equal(t, 8, rf.Patches)
+	for _, r := range rf.Ranges {
+		assert.Contains(t, stdout, "\n  "+r.Value+" ", "-v row for %s", r.Value)
+		assert.LessOrEqual(t, r.Lo, float32(0), r.Value)
+		assert.Greater(t, r.Hi, r.Lo, r.Value)
+		assert.Positive(t, r.Scale, r.Value)
+	}
+	assert.Equal(t, "input", rf.Ranges[0].Value)
+	assert.Equal(t, "image grid", rf.Ranges[0].Reason)
+
+	_, err = os.Stat(out + ".data")
+	require.NoError(t, err, "--external-data writes the weights beside the model")
+	q, err := onnx.Load(out)
+	require.NoError(t, err)
+	g, err := graph.FromModel(q)
+	require.NoError(t, err)
+	ops := map[string]int{}
+	for _, n := range g.Nodes {
+		ops[n.OpType]++
+	}
+	assert.Equal(t, 37, ops["Conv"])
+	assert.GreaterOrEqual(t, ops["QuantizeLinear"], nRanges)
+	assert.Equal(t, "input", g.Inputs[0].Name)
+	assert.Equal(t, "output", g.Outputs[0].Name)
+
+	// The default summary, into another folder: same model, table cut short.
+	out2 := filepath.Join(t.TempDir(), "q.onnx")
+	args = append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out2}, quickFlags...)
+	code, stdout, stderr = runSRQ(args...)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, stdout, "(first and last 4; -v for all):\n")
+	assert.Contains(t, stdout, "  ... "+strconv.Itoa(nRanges-8)+" more\n")
+	q2, err := onnx.Load(out2)
+	require.NoError(t, err)
+	b1, err := onnx.Marshal(q)
+	require.NoError(t, err)
+	b2, err := onnx.Marshal(q2)
+	require.NoError(t, err)
+	assert.Equal(t, b1, b2, "same flags and seed, same model, with or without external data")
+}
+
+func TestSelfCheck(t *testing.T) {
+	needORT(t)
+	require.NoError(t, (&app{}).initORT())
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.onnx")
+	require.NoError(t, os.WriteFile(bad, []byte("not a model"), 0o644))
+	assert.Error(t, selfCheck(bad, 1))
+	assert.Error(t, selfCheck(filepath.Join(dir, "missing.onnx"), 1))
+	assert.NoError(t, selfCheck(tdModel, 1))
+}
