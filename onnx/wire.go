@@ -52,6 +52,9 @@ func (p *wirePath) problem(b []byte, md protoreflect.MessageDescriptor, base int
 		if n < 0 {
 			return fmt.Sprintf("truncated or corrupt: bad field tag at byte %d in %s: %s", base+off, p, wireError(n))
 		}
+		if !num.IsValid() {
+			return fmt.Sprintf("truncated or corrupt: bad field tag at byte %d in %s: field number %d out of range", base+off, p, num)
+		}
 		fd := md.Fields().ByNumber(num)
 		*p = append(*p, fieldName(fd, num, counts))
 		off += n
