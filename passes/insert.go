@@ -90,6 +90,7 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			return err
 		}
 	}
+	shapeOfQuantized(g)
 	g.RemoveDead()
 	return nil
 }
@@ -247,4 +248,18 @@ func dequantizeConst(g *graph.Graph, q, base string, scales []float32, zp8 []int
 	}
 	g.AddNode(dn)
 	return out
+}
+
+// shapeOfQuantized makes every Shape that reads a dequantized value read the
+// quantized one instead: same shape, but ORT then never has to materialise
+// the float tensor just to measure it.
+func shapeOfQuantized(g *graph.Graph) {
+	for _, n := range g.Nodes {
+		if !isOp(n, "Shape") || len(n.Inputs) != 1 {
+			continue
+		}
+		if dq := g.Producer(n.Inputs[0]); dq != nil && isOp(dq, "DequantizeLinear") {
+			g.ReplaceInput(n, 0, dq.Inputs[0])
+		}
+	}
 }

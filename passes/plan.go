@@ -90,9 +90,10 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	for _, n := range append(slices.Clone(p.First), p.Last...) {
 		edge[n] = true
 	}
+	shapes := shapeValues(g)
 	for _, n := range g.Nodes {
 		r, ok := ruleFor(n)
-		if !ok || slices.Contains(pol.FloatOps, n.OpType) {
+		if !ok || slices.Contains(pol.FloatOps, n.OpType) || allIn(n.Outputs, shapes) {
 			continue
 		}
 		if skip[n.Name] {
@@ -213,4 +214,64 @@ func firstLast(g *graph.Graph) (first, last []*graph.Node) {
 		j--
 	}
 	return slices.Clone(convs[:i+1]), slices.Clone(convs[j:])
+}
+
+// shapeInputs lists, per operator, the inputs that are shapes, sizes or
+// indices rather than data.
+var shapeInputs = map[string][]int{
+	"Reshape": {1}, "Expand": {1}, "Tile": {1}, "ConstantOfShape": {0},
+	"Slice": {1, 2, 3, 4}, "Resize": {1, 2, 3}, "Upsample": {1}, "Gather": {1},
+	"Squeeze": {1}, "Unsqueeze": {1}, "Pad": {1, 3}, "ReduceMean": {1}, "ReduceSum": {1},
+}
+
+// shapeValues returns the values that only feed shape-like inputs, directly
+// or through arithmetic on them (Shape → Slice → Mul → Concat → Reshape):
+// integer tensors that must never be quantized. Shape itself ends the walk,
+// since its input is data.
+func shapeValues(g *graph.Graph) map[string]bool {
+	s := map[string]bool{}
+	for _, n := range g.Nodes {
+		for _, i := range shapeInputs[n.OpType] {
+			if v := input(n, i); v != "" {
+				s[v] = true
+			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for i := len(g.Nodes) - 1; i >= 0; i-- {
+			n := g.Nodes[i]
+			if n.OpType == "Shape" || !allIn(n.Outputs, s) {
+				continue
+			}
+			for _, v := range n.Inputs {
+				if v != "" && !s[v] && onlyShapeUses(g, v, s) {
+					s[v], changed = true, true
+				}
+			}
+		}
+	}
+	return s
+}
+
+// onlyShapeUses reports whether every consumer of v uses it as a shape.
+func onlyShapeUses(g *graph.Graph, v string, s map[string]bool) bool {
+	if g.IsGraphOutput(v) {
+		return false
+	}
+	for _, c := range g.Consumers(v) {
+		if !allIn(c.Outputs, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func allIn(vs []string, s map[string]bool) bool {
+	for _, v := range vs {
+		if !s[v] {
+			return false
+		}
+	}
+	return len(vs) > 0
 }

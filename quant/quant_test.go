@@ -118,6 +118,8 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.Zero(t, ops["Conv"], "float convs left")
 		assert.Equal(t, 1, ops["QuantizeLinear"], "only the graph input is quantized in float")
 		assert.Equal(t, 1, ops["DequantizeLinear"], "only the graph output is dequantized")
+		assert.Zero(t, ops["DepthToSpace"], "the pixel shuffle runs as a channels-last Transpose")
+		assert.Equal(t, 3, ops["Transpose"], "input to NHWC, the shuffle, output to NCHW")
 	})
 
 	t.Run("PSNR vs FP32", func(t *testing.T) {

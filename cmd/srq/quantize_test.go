@@ -144,7 +144,7 @@ func TestQuantizeCLI(t *testing.T) {
 	assert.NotContains(t, stderr, "srq quantize:")
 	for _, want := range []string{
 		"wrote " + out + " (x2, input range 0..255)\n",
-		"setting   w8a8, activations mse, weights per-channel mse, first/last 8\n",
+		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8\n",
 		"convs     37/37 quantized\n",
 		"skipped   none\n",
 		"time      calibration ",
@@ -163,7 +163,7 @@ func TestQuantizeCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &rf))
 	require.Len(t, rf.Ranges, nRanges)
-	assert.Equal(t, "mse", rf.Method)
+	assert.Equal(t, "percentile", rf.Method)
 	assert.Equal(t, 8, rf.Patches)
 	for _, r := range rf.Ranges {
 		assert.Contains(t, stdout, "\n  "+r.Value+" ", "-v row for %s", r.Value)
