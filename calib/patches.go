@@ -3,9 +3,6 @@ package calib
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/srquant/srq/img"
 )
@@ -21,46 +18,6 @@ type PatchOptions struct {
 
 // pcgStream is the fixed second PCG word; only Seed varies between runs.
 const pcgStream = 0x5eed5a7c4e5c0de5
-
-// isImageName reports whether name has an extension img.Read decodes.
-func isImageName(name string) bool {
-	switch strings.ToLower(filepath.Ext(name)) {
-	case ".png", ".jpg", ".jpeg", ".bmp":
-		return true
-	}
-	return false
-}
-
-// ListImages returns the .png, .jpg, .jpeg and .bmp files (any letter case)
-// directly inside dir, sorted by name. Sub-folders are not searched. It is an
-// error if dir cannot be read or holds no such file, because calibrating on
-// nothing would silently produce a useless model.
-func ListImages(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("calibration images: cannot read folder %s: %w", dir, err)
-	}
-	var out []string
-	for _, e := range entries { // ReadDir sorts by name
-		if !isImageName(e.Name()) {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		if e.IsDir() {
-			continue
-		}
-		if e.Type()&os.ModeSymlink != 0 { // follow links, keep only those to files
-			if st, err := os.Stat(p); err != nil || st.IsDir() {
-				continue
-			}
-		}
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("calibration images: no .png/.jpg/.jpeg/.bmp files in folder %s", dir)
-	}
-	return out, nil
-}
 
 // source is one image ready to be sampled, with the patch size it yields.
 type source struct {

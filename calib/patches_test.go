@@ -18,45 +18,9 @@ const testImages = "../testdata/images"
 
 func listTestImages(t *testing.T) []string {
 	t.Helper()
-	paths, err := ListImages(testImages)
+	paths, err := img.List(testImages)
 	require.NoError(t, err)
 	return paths
-}
-
-func TestListImages(t *testing.T) {
-	paths := listTestImages(t)
-	names := make([]string, len(paths))
-	for i, p := range paths {
-		names[i] = filepath.Base(p)
-		assert.Equal(t, testImages, filepath.Dir(p))
-	}
-	assert.Equal(t, []string{"brick.png", "chelsea.png", "rocket.jpg"}, names)
-
-	dir := t.TempDir()
-	for _, n := range []string{"b.JPEG", "a.Png", "c.bmp", "d.jpg", "notes.txt", "e.gif", "noext"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644))
-	}
-	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub.png"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "sub.png", "inner.png"), []byte("x"), 0o644))
-	paths, err := ListImages(dir)
-	require.NoError(t, err)
-	names = names[:0]
-	for _, p := range paths {
-		names = append(names, filepath.Base(p))
-	}
-	assert.Equal(t, []string{"a.Png", "b.JPEG", "c.bmp", "d.jpg"}, names)
-}
-
-func TestListImagesErrors(t *testing.T) {
-	empty := t.TempDir()
-	noImages := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(noImages, "readme.txt"), []byte("hi"), 0o644))
-	missing := filepath.Join(empty, "missing")
-	for _, dir := range []string{empty, noImages, missing} {
-		_, err := ListImages(dir)
-		require.Error(t, err, dir)
-		assert.Contains(t, err.Error(), dir)
-	}
 }
 
 func TestPatchesDeterministicAndSpread(t *testing.T) {

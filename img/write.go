@@ -1,12 +1,12 @@
 package img
 
 import (
-	"bufio"
 	"fmt"
 	"image"
 	"image/png"
-	"os"
-	"path/filepath"
+	"io"
+
+	"github.com/srquant/srq/internal/atomicfile"
 )
 
 // WritePNG writes im as an 8-bit PNG: RGB when C==3, gray when C==1. Values
@@ -39,35 +39,14 @@ func WritePNG(path string, im *Image) (err error) {
 		m = rgba // opaque: image/png stores it as 8-bit RGB without alpha
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		enc := png.Encoder{CompressionLevel: png.DefaultCompression}
+		if err := enc.Encode(w, m); err != nil {
+			return fmt.Errorf("encode: %w", err)
 		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<16)
-	enc := png.Encoder{CompressionLevel: png.DefaultCompression}
-	if err = enc.Encode(bw, m); err != nil {
-		return fmt.Errorf("write %s: encode: %w", path, err)
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -1,9 +1,9 @@
 package onnx
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"github.com/srquant/srq/internal/atomicfile"
 	"io"
 	"math"
 	"os"
@@ -98,7 +98,7 @@ func save(path string, m *ModelProto, opts SaveOptions) error {
 		if err != nil {
 			return err
 		}
-		return writeAtomic(path, func(w io.Writer) error {
+		return atomicfile.Write(path, func(w io.Writer) error {
 			_, err := w.Write(b)
 			return err
 		})
@@ -149,7 +149,7 @@ func save(path string, m *ModelProto, opts SaveOptions) error {
 		if err := checkTarget(dataPath); err != nil {
 			return fmt.Errorf("external data file %s: %w", dataPath, err)
 		}
-		err := writeAtomic(dataPath, func(w io.Writer) error {
+		err := atomicfile.Write(dataPath, func(w io.Writer) error {
 			var at int64
 			for _, raw := range chunks {
 				pad := (at+externalAlign-1)/externalAlign*externalAlign - at
@@ -167,7 +167,7 @@ func save(path string, m *ModelProto, opts SaveOptions) error {
 			return fmt.Errorf("external data file %s: %w", dataPath, err)
 		}
 	}
-	return writeAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})
@@ -213,53 +213,6 @@ func checkTarget(path string) error {
 		return nil // the link is replaced by the new file, its target kept
 	case !fi.Mode().IsRegular():
 		return fmt.Errorf("is not a regular file (%s); refusing to replace it", fi.Mode().Type())
-	}
-	return nil
-}
-
-// writeAtomic writes a file through a temporary file in the same folder:
-// write, fsync, rename, then fsync the folder so the rename survives a crash.
-// The new file keeps the permissions of the file it replaces (0644 for a new
-// one). On any error the temporary file is removed and path is untouched.
-func writeAtomic(path string, write func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	perm := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-		perm = fi.Mode().Perm()
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := write(bw); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: not every file system syncs directories
-		d.Close()
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
@@ -52,7 +51,7 @@ func quantizeFile(t *testing.T, path, dir string, cfg quant.Config) (*quant.Resu
 	require.NoError(t, err)
 	data, err := onnx.Marshal(m)
 	require.NoError(t, err)
-	imgs, err := calib.ListImages(dir)
+	imgs, err := img.List(dir)
 	require.NoError(t, err)
 	res, err := quant.Quantize(m, data, path, imgs, cfg, func(s string) { t.Log(s) })
 	require.NoError(t, err)
@@ -178,7 +177,7 @@ func TestQuantizeSet5(t *testing.T) {
 	_, q := quantizeFile(t, model, filepath.Join(sharedDir, "images"), cfg)
 	fp, err := os.ReadFile(model)
 	require.NoError(t, err)
-	names, err := calib.ListImages(hrDir)
+	names, err := img.List(hrDir)
 	require.NoError(t, err)
 	require.Len(t, names, 5)
 	var mean [2]float64
@@ -211,7 +210,7 @@ func TestQuantizeBadInput(t *testing.T) {
 	require.NoError(t, err)
 	data, err := onnx.Marshal(m)
 	require.NoError(t, err)
-	imgs, err := calib.ListImages(images)
+	imgs, err := img.List(images)
 	require.NoError(t, err)
 	tests := []struct {
 		name string

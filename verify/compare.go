@@ -3,9 +3,7 @@ package verify
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/sr"
@@ -138,33 +136,4 @@ func LoadLR(path string, scale int, hr bool) (lr, gt *img.Image, err error) {
 		return nil, nil, fmt.Errorf("%s: %dx%d is smaller than the scale %d", path, im.W, im.H, scale)
 	}
 	return img.ResizeBicubic(gt, gt.W/scale, gt.H/scale), gt, nil
-}
-
-// ListImages returns the .png, .jpg, .jpeg and .bmp files (any letter case)
-// directly inside dir, sorted by name; sub-folders are not searched. A
-// folder without images is an error: verifying on nothing would pass any
-// gate. (calib has its own copy for calibration folders; verify must not
-// import calib.)
-func ListImages(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("images: cannot read folder %s: %w", dir, err)
-	}
-	var out []string
-	for _, e := range entries { // ReadDir sorts by name
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".png", ".jpg", ".jpeg", ".bmp":
-		default:
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
-			continue // sub-folders, dangling links
-		}
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("images: no .png/.jpg/.jpeg/.bmp files in folder %s", dir)
-	}
-	return out, nil
 }

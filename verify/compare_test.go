@@ -12,28 +12,6 @@ import (
 	"github.com/srquant/srq/img"
 )
 
-func TestListImages(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"b.PNG", "a.jpg", "c.jpeg", "d.bmp", "notes.txt", "e.png.bak"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644))
-	}
-	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub.png"), 0o755))
-	require.NoError(t, os.Symlink("missing.png", filepath.Join(dir, "dangling.png")))
-	got, err := ListImages(dir)
-	require.NoError(t, err)
-	want := []string{"a.jpg", "b.PNG", "c.jpeg", "d.bmp"}
-	for i := range want {
-		want[i] = filepath.Join(dir, want[i])
-	}
-	assert.Equal(t, want, got)
-
-	empty := t.TempDir()
-	_, err = ListImages(empty)
-	assert.ErrorContains(t, err, "no .png/.jpg/.jpeg/.bmp files in folder "+empty)
-	_, err = ListImages(filepath.Join(empty, "nope"))
-	assert.ErrorContains(t, err, "cannot read folder")
-}
-
 func TestLoadLR(t *testing.T) {
 	dir := t.TempDir()
 	src, err := img.Read(filepath.Join(testImage, "chelsea.png"))
@@ -70,7 +48,7 @@ func TestLoadLRMatchesBenchmarkLR(t *testing.T) {
 	if _, err := os.Stat(hrDir); err != nil {
 		t.Skipf("shared benchmark data not found at %s: %v", hrDir, err)
 	}
-	paths, err := ListImages(hrDir)
+	paths, err := img.List(hrDir)
 	require.NoError(t, err)
 	for _, scale := range []int{2, 3, 4} {
 		for _, p := range paths {

@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/srquant/srq/img"
 	"math"
 	"testing"
 
@@ -20,7 +21,7 @@ func TestRunEDSRAgainstItself(t *testing.T) {
 	requireORT(t)
 	data := readFile(t, edsrX2)
 	dir := smallImages(t, 41, 34) // odd sizes: HR mode crops to 40×34
-	paths, err := ListImages(dir)
+	paths, err := img.List(dir)
 	require.NoError(t, err)
 	cfg := Config{Threads: 1, HR: true, Size: 16, Runs: 1}
 	src := Source{Path: edsrX2, Data: data}
@@ -83,7 +84,7 @@ func withoutLatency(r *Report) *Report {
 // by output rounding only.
 func TestRunTinyQDQ(t *testing.T) {
 	requireORT(t)
-	paths, err := ListImages(smallImages(t, 24, 20))
+	paths, err := img.List(smallImages(t, 24, 20))
 	require.NoError(t, err)
 	r, err := Run(Source{"float.onnx", tinyFloatModel()}, Source{"qdq.onnx", tinyQDQModel()}, paths,
 		Config{Threads: 1, Size: 8, Runs: 2, Probe: sr.ProbeOptions{Range: 255}})
@@ -104,7 +105,7 @@ func TestRunTinyQDQ(t *testing.T) {
 
 func TestRunRejects(t *testing.T) {
 	requireORT(t)
-	paths, err := ListImages(smallImages(t, 24, 20))
+	paths, err := img.List(smallImages(t, 24, 20))
 	require.NoError(t, err)
 	edsr := Source{edsrX2, readFile(t, edsrX2)}
 	tiny := Source{"tiny.onnx", tinyFloatModel()}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/srquant/srq/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
@@ -69,7 +69,7 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if len(*only) > 0 {
 			paths = slices.DeleteFunc(paths, func(p string) bool { return !slices.Contains(*only, filepath.Base(p)) })
 		}
-		calibImgs, err := calib.ListImages(*calibDir)
+		calibImgs, err := calibImages(*calibDir)
 		if err != nil {
 			return err
 		}
@@ -86,16 +86,16 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			rows = append(rows, r...)
 		}
 		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, time.Since(start))
-		if err := writeAtomic(*out, []byte(md)); err != nil {
-			return err
+		if err := atomicfile.WriteBytes(*out, []byte(md)); err != nil {
+			return fmt.Errorf("%s: %w", *out, err)
 		}
 		if *jsonOut != "" {
 			b, err := json.MarshalIndent(rows, "", "  ")
 			if err != nil {
 				return err
 			}
-			if err := writeAtomic(*jsonOut, append(b, '\n')); err != nil {
-				return err
+			if err := atomicfile.WriteBytes(*jsonOut, append(b, '\n')); err != nil {
+				return fmt.Errorf("%s: %w", *jsonOut, err)
 			}
 		}
 		fmt.Fprintf(a.stdout, "wrote %s (%d rows, %s)\n", *out, len(rows), time.Since(start).Round(time.Second))
@@ -164,7 +164,7 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets, m
 }
 
 func loadBenchSet(fm *sr.Model, dir string) (*benchSet, error) {
-	paths, err := verify.ListImages(dir)
+	paths, err := img.List(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -277,26 +277,4 @@ func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs i
 		fmt.Fprintf(&b, " %d/%d |\n", r.Coverage.Int8, r.Coverage.Total)
 	}
 	return b.String()
-}
-
-// writeAtomic writes data to path through a temporary file in the same folder.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
 }

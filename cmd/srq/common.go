@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/srquant/srq/img"
 
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
@@ -56,4 +57,13 @@ func (p *probeFlags) options() (sr.ProbeOptions, error) {
 		return sr.ProbeOptions{}, fmt.Errorf("--scale %d: want a positive integer", p.scale)
 	}
 	return sr.ProbeOptions{Scale: p.scale, Range: p.rng}, nil
+}
+
+// calibImages lists a calibration folder (img.List), naming its role in errors.
+func calibImages(dir string) ([]string, error) {
+	paths, err := img.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("calibration images: %w", err)
+	}
+	return paths, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/srquant/srq/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -187,7 +187,7 @@ func (a *app) quantize(o *quantizeOpts) error {
 	if err := o.checkOutputs(); err != nil {
 		return err
 	}
-	imgs, err := calib.ListImages(o.calib)
+	imgs, err := calibImages(o.calib)
 	if err != nil {
 		return err
 	}
@@ -270,23 +270,7 @@ func writeRangesJSON(path string, o *quantizeOpts, cfg quant.Config, res *quant.
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.WriteBytes(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/srquant/srq/img"
 	"errors"
 	"fmt"
 	"os"
@@ -57,7 +58,7 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err != nil {
 			return err
 		}
-		paths, err := verify.ListImages(*images)
+		paths, err := img.List(*images)
 		if err != nil {
 			return err
 		}
