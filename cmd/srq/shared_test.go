@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/verify"
+)
+
+// sharedDir holds the project's shared models and benchmark data; tests that
+// need it skip when it is absent.
+const sharedDir = "../../../shared"
+
+func needShared(t *testing.T, rel string) string {
+	t.Helper()
+	p := filepath.Join(sharedDir, rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("%s not present (the shared models and data live beside the checkout): %v", p, err)
+	}
+	return p
+}
+
+// TestInspectSharedModels: scale and input range are detected on every
+// shared model, including the third-party CARN-M and IMDN exports.
+func TestInspectSharedModels(t *testing.T) {
+	needORT(t)
+	for _, tc := range []struct {
+		model string
+		scale int
+		rng   float32
+	}{
+		{"edsr_x2.onnx", 2, 255}, {"edsr_x4.onnx", 4, 255}, {"srresnet_x4.onnx", 4, 1},
+		{"rcan_x4.onnx", 4, 255}, {"carn_m_x4.onnx", 4, 1}, {"imdn_x4.onnx", 4, 1},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			p := needShared(t, filepath.Join("models", tc.model))
+			code, out, errOut := runSRQ("inspect", "--json", p)
+			require.Equal(t, exitOK, code, errOut)
+			var r map[string]any
+			require.NoError(t, json.Unmarshal([]byte(out), &r))
+			assert.EqualValues(t, tc.scale, r["scale"])
+			assert.EqualValues(t, tc.rng, r["input_range"])
+		})
+	}
+}
+
+// TestUpscaleReproducesSet5: `srq upscale` with EDSR x2 on the Set5 LR
+// images reproduces the README's FP32 PSNR-Y (37.28 dB, Pillow-bicubic LR,
+// shave = scale) within 0.01 dB.
+func TestUpscaleReproducesSet5(t *testing.T) {
+	needORT(t)
+	if testing.Short() {
+		t.Skip("slow: EDSR x2 on all of Set5")
+	}
+	model := needShared(t, "models/edsr_x2.onnx")
+	hrDir := needShared(t, "data/Set5")
+	lrDir := needShared(t, "data/Set5_LRbicx2")
+	hrs, err := img.List(hrDir)
+	require.NoError(t, err)
+	var sum float64
+	for _, hrPath := range hrs {
+		out := filepath.Join(t.TempDir(), "sr.png")
+		code, _, errOut := runSRQ("upscale", "--model", model, "--threads", "2", filepath.Join(lrDir, filepath.Base(hrPath)), out)
+		require.Equal(t, exitOK, code, errOut)
+		sr, err := img.Read(out)
+		require.NoError(t, err)
+		hr, err := img.Read(hrPath)
+		require.NoError(t, err)
+		hr = img.Crop(hr, 0, 0, hr.W-hr.W%2, hr.H-hr.H%2)
+		p, err := verify.PSNRY(sr, hr, 2)
+		require.NoError(t, err)
+		sum += p
+	}
+	mean := sum / float64(len(hrs))
+	t.Logf("srq upscale, EDSR x2, Set5: mean PSNR-Y %.4f dB", mean)
+	assert.Len(t, hrs, 5)
+	assert.InDelta(t, 37.28, mean, 0.01)
+}
