@@ -2,6 +2,7 @@ package passes_test
 
 import (
 	"fmt"
+	"github.com/srquant/srq/ort/orttest"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -116,15 +117,8 @@ func nodeNames(ns []*graph.Node) []string {
 	return out
 }
 
-// requireORT initialises ONNX Runtime or skips when it is not installed.
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib, err := ort.FindLibrary("")
-	if err != nil {
-		t.Skipf("ONNX Runtime library not installed (run `make setup`): %v", err)
-	}
-	require.NoError(t, ort.Init(lib))
-}
+// requireORT initialises ORT or skips when the library is not installed.
+func requireORT(t testing.TB) { orttest.Require(t) }
 
 // serialize writes g as a validated model.
 func serialize(t testing.TB, g *graph.Graph) []byte {

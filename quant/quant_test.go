@@ -2,6 +2,7 @@ package quant_test
 
 import (
 	"bytes"
+	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,15 +26,8 @@ const (
 	sharedDir = "../../shared"
 )
 
-// requireORT initialises ONNX Runtime or skips when it is not installed.
-func requireORT(t testing.TB) {
-	t.Helper()
-	lib, err := ort.FindLibrary("")
-	if err != nil {
-		t.Skipf("ONNX Runtime library not installed (run `make setup`): %v", err)
-	}
-	require.NoError(t, ort.Init(lib))
-}
+// requireORT initialises ORT or skips when the library is not installed.
+func requireORT(t testing.TB) { orttest.Require(t) }
 
 // smallConfig calibrates on 8 patches of 32x32: enough to exercise every
 // stage, fast enough (about 2 s on EDSR x2, 2 threads) to run several times.

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
-	"github.com/srquant/srq/ort"
 )
 
 const (
@@ -18,14 +18,7 @@ const (
 )
 
 // requireORT initialises ORT or skips when the library is not installed.
-func requireORT(t *testing.T) {
-	t.Helper()
-	lib, err := ort.FindLibrary("")
-	if err != nil {
-		t.Skipf("ONNX Runtime library not installed (run `make setup`): %v", err)
-	}
-	require.NoError(t, ort.Init(lib))
-}
+func requireORT(t testing.TB) { orttest.Require(t) }
 
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()

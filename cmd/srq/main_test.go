@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/img"
-	"github.com/srquant/srq/ort"
 )
 
 // Fixtures, relative to this package's folder.
@@ -30,12 +30,7 @@ func runSRQ(args ...string) (code int, stdout, stderr string) {
 }
 
 // needORT skips the test when the ONNX Runtime library is not installed.
-func needORT(t *testing.T) {
-	t.Helper()
-	if _, err := ort.FindLibrary(""); err != nil {
-		t.Skipf("ONNX Runtime library not installed (run `make setup`): %v", err)
-	}
-}
+func needORT(t *testing.T) { orttest.Require(t) }
 
 // assertOneLineError checks the CLI's error contract: exit 2 and exactly one
 // line on stderr, prefixed with the command, that contains want.

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"github.com/srquant/srq/img"
 	"errors"
 	"fmt"
+	"github.com/srquant/srq/img"
 	"os"
 	"path/filepath"
 

@@ -99,18 +99,6 @@ func scale1Model(t *testing.T) []byte {
 	return b
 }
 
-// fileNames lists a folder, to check that a failed command wrote nothing.
-func fileNames(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 func TestVerifyCLI(t *testing.T) {
 	f := newVerifyFixture(t)
 	base := []string{"verify", "--model", testModel, "--quantized", f.quantized, "--size", "16", "--runs", "2", "--threads", "1"}
@@ -223,8 +211,8 @@ func TestVerifyCLI(t *testing.T) {
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()
-			before := fileNames(t, f.dir)
-			lrBefore := fileNames(t, f.lr)
+			before := dirEntries(t, f.dir)
+			lrBefore := dirEntries(t, f.lr)
 			a := append(append([]string{}, tc.args...), "--json", filepath.Join(out, "r.json"))
 			if strings.Contains(strings.Join(tc.args, " "), "--json") {
 				a = tc.args
@@ -236,9 +224,9 @@ func TestVerifyCLI(t *testing.T) {
 				assert.Contains(t, stderr, m)
 			}
 			assert.Equal(t, 1, strings.Count(stderr, "srq verify: "), "one error line: %q", stderr)
-			assert.Empty(t, fileNames(t, out), "nothing written on error")
-			assert.Equal(t, before, fileNames(t, f.dir))
-			assert.Equal(t, lrBefore, fileNames(t, f.lr))
+			assert.Empty(t, dirEntries(t, out), "nothing written on error")
+			assert.Equal(t, before, dirEntries(t, f.dir))
+			assert.Equal(t, lrBefore, dirEntries(t, f.lr))
 		})
 	}
 	got, err := os.ReadFile(modelCopy)
