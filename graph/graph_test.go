@@ -3,10 +3,11 @@ package graph
 import (
 	"testing"
 
-	"github.com/srquant/srq/onnx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // diamond: x -> Relu a; b = a*a; c = a+w; d = b+c (output d).

@@ -6,9 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/srquant/srq/onnx"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // sharedModels is ../shared/models seen from the repository root.

@@ -5,8 +5,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/srquant/srq/onnx"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // Node is one operator application. An empty string in Inputs or Outputs is

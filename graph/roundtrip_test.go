@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/srquant/srq/onnx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // TestRoundTripSharedModels: an unedited FromModel -> ToModel reproduces each

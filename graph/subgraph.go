@@ -1,8 +1,9 @@
 package graph
 
 import (
-	"github.com/srquant/srq/onnx"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // Control-flow nodes (If, Loop, Scan) carry subgraphs as GRAPH/GRAPHS

@@ -7,8 +7,9 @@ import (
 	"math"
 	"slices"
 
-	"github.com/srquant/srq/onnx"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // Tensor is a typed constant (an initializer or a Constant node's value).

@@ -1,15 +1,15 @@
 package graph
 
 import (
-	"google.golang.org/protobuf/proto"
-
 	"encoding/binary"
 	"math"
 	"testing"
 
-	"github.com/srquant/srq/onnx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // le encodes values little-endian, independently of the code under test.

@@ -6,8 +6,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/srquant/srq/onnx"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // Dim is one dimension of a shape: a fixed size (Value >= 0), a symbolic one

@@ -3,7 +3,6 @@ package onnx
 import (
 	"errors"
 	"fmt"
-	"github.com/srquant/srq/internal/atomicfile"
 	"io"
 	"math"
 	"os"
@@ -12,6 +11,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/srquant/srq/internal/atomicfile"
 )
 
 // DefaultExternalThreshold is the raw_data size (bytes) from which Save

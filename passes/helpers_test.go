@@ -2,7 +2,6 @@ package passes_test
 
 import (
 	"fmt"
-	"github.com/srquant/srq/ort/orttest"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
 )
 
 // edsrX2 is the committed EDSR x2 fixture (a real PyTorch export).

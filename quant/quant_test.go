@@ -2,7 +2,6 @@ package quant_test
 
 import (
 	"bytes"
-	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
 	"github.com/srquant/srq/verify"

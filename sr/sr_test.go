@@ -1,7 +1,6 @@
 package sr
 
 import (
-	"github.com/srquant/srq/ort/orttest"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
 )
 
 const (

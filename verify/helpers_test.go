@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort/orttest"
 )
 
 const (

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/srquant/srq/internal/atomicfile"
 	"io"
 	"math"
 	"strings"
+
+	"github.com/srquant/srq/internal/atomicfile"
 )
 
 // Resampler names the bicubic implementation that made the LR inputs in HR

@@ -3,13 +3,13 @@ package verify
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/srquant/srq/img"
 	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/sr"
 )
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/srquant/srq/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/quant"

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/srquant/srq/img"
 
+	"github.com/spf13/pflag"
+
+	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/sr"
@@ -47,6 +49,13 @@ func (a *app) openSR(model []byte, name string, o ort.Options, p sr.ProbeOptions
 type probeFlags struct {
 	scale int
 	rng   float32
+}
+
+// register adds --scale and --input-range; of names whose model(s) they
+// describe in the help text.
+func (p *probeFlags) register(fs *pflag.FlagSet, of string) {
+	fs.IntVar(&p.scale, "scale", 0, "upscale factor"+of+" (default: detected)")
+	fs.Float32Var(&p.rng, "input-range", 0, "input range"+of+", 1 or 255 (default: detected)")
 }
 
 func (p *probeFlags) options() (sr.ProbeOptions, error) {

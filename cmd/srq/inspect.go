@@ -39,8 +39,7 @@ func inspectFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	noProbe := fs.Bool("no-probe", false, "do not run the model to detect its scale and input range (no ONNX Runtime needed)")
 	var pf probeFlags
-	fs.IntVar(&pf.scale, "scale", 0, "upscale factor (default: detected)")
-	fs.Float32Var(&pf.rng, "input-range", 0, "input range, 1 or 255 (default: detected)")
+	pf.register(fs, "")
 	return func(a *app, args []string) error {
 		if err := wantArgs(args, 1, "one MODEL"); err != nil {
 			return err

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/srquant/srq/ort/orttest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/ort/orttest"
 )
 
 // Fixtures, relative to this package's folder.

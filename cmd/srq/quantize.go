@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/srquant/srq/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -59,8 +59,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.BoolVar(&o.calibLR, "calib-lr", def.CalibLR, "calibration images are LR inputs already (no bicubic downscale)")
 	fs.IntVar(&o.batch, "batch", def.Batch, "patches per ONNX Runtime run during calibration (bounds memory)")
 	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's default)")
-	fs.IntVar(&o.probe.scale, "scale", 0, "upscale factor (default: detected)")
-	fs.Float32Var(&o.probe.rng, "input-range", 0, "input range, 1 or 255 (default: detected)")
+	o.probe.register(fs, "")
 	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")

@@ -20,8 +20,7 @@ func upscaleFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	threads := fs.Int("threads", 0, "intra-op threads (0: ONNX Runtime's default)")
 	ep := fs.String("ep", "cpu", "execution provider: cpu, cuda or tensorrt")
 	var pf probeFlags
-	fs.IntVar(&pf.scale, "scale", 0, "upscale factor (default: detected)")
-	fs.Float32Var(&pf.rng, "input-range", 0, "input range, 1 or 255 (default: detected)")
+	pf.register(fs, "")
 	return func(a *app, args []string) error {
 		if err := wantArgs(args, 2, "IN and OUT image paths"); err != nil {
 			return err

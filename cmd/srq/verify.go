@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/srquant/srq/img"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/verify"
 )
@@ -31,8 +31,7 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	minPSNR := fs.Float64("min-psnr", 0, "quality gate: exit 1 when the mean PSNR-Y of the quantized output against the FP32 output (dB) is below this")
 	maxDrop := fs.Float64("max-drop", 0, "quality gate (needs --hr): exit 1 when the mean ground-truth PSNR-Y drop, FP32 minus quantized (dB), is above this")
 	var pf probeFlags
-	fs.IntVar(&pf.scale, "scale", 0, "upscale factor of both models (default: detected)")
-	fs.Float32Var(&pf.rng, "input-range", 0, "input range of both models, 1 or 255 (default: detected)")
+	pf.register(fs, " of both models")
 	return func(a *app, args []string) error {
 		if err := wantArgs(args, 0, "no positional arguments (use --model, --quantized and --images)"); err != nil {
 			return err
