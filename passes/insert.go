@@ -2,8 +2,10 @@ package passes
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/qdq"
 )
 
@@ -67,6 +69,16 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 		g.RemoveNode(relu)
 	}
 	g.Invalidate()
+	quantized := map[*graph.Node]bool{}
+	for _, n := range pl.Nodes {
+		quantized[n] = true
+	}
+	splits := map[string]split{}
+	for _, v := range pl.Split {
+		if s, ok := widenForSplit(g, v, params[v], quantized); ok {
+			splits[v] = s
+		}
+	}
 	for _, n := range pl.Nodes {
 		if isOp(n, "Conv") {
 			if err := p.quantizeConvParams(g, n, params); err != nil {
@@ -81,12 +93,14 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			order = append(order, pl.OutputOf(n))
 		}
 	}
-	quantized := map[*graph.Node]bool{}
-	for _, n := range pl.Nodes {
-		quantized[n] = true
-	}
 	for _, v := range order {
-		if err := insertPair(g, v, params[v], quantized); err != nil {
+		var err error
+		if s, ok := splits[v]; ok {
+			err = insertSplit(g, v, params[v], s, quantized)
+		} else {
+			err = insertPair(g, v, params[v], quantized)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -140,6 +154,107 @@ func insertPair(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Nod
 	}
 	g.AddNode(qn)
 	g.AddNode(dn)
+	return nil
+}
+
+// split is the two-part encoding of one value (see Plan.Split): its gain
+// and the Convs that read it, whose weights are already widened.
+type split struct {
+	k     int
+	convs []*graph.Node
+}
+
+// widenForSplit prepares the two-part encoding of v: every quantized Conv
+// reading v gets the weight [W, W/k] along its input channels. It declines
+// (false, graph untouched) when the zero point leaves no room for a gain of
+// 2 or more, or when a Conv reading v is grouped or has no constant float
+// weight.
+func widenForSplit(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Node]bool) (split, bool) {
+	s := split{k: SplitGain(q.ZeroPoint, q.QMin, q.QMax)}
+	if s.k < 2 || g.IsGraphOutput(v) {
+		return s, false
+	}
+	var weights []*graph.Tensor
+	for _, c := range g.Consumers(v) {
+		if !quantized[c] || !isOp(c, "Conv") {
+			continue
+		}
+		wt, ok := g.Const(input(c, 1))
+		if c.Inputs[0] != v || slices.Contains(c.Inputs[1:], v) || c.AttrInt("group", 1) != 1 || !ok || wt.DType != onnx.TensorProto_FLOAT || len(wt.Dims) < 3 {
+			return s, false
+		}
+		s.convs = append(s.convs, c)
+		weights = append(weights, wt)
+	}
+	if len(s.convs) == 0 {
+		return s, false
+	}
+	inv := 1 / float32(s.k)
+	for i, c := range s.convs {
+		w, err := weights[i].Float32()
+		if err != nil {
+			return s, false
+		}
+		dims := slices.Clone(weights[i].Dims)
+		o := int(dims[0])
+		row := len(w) / o
+		wide := make([]float32, 0, 2*len(w))
+		for oc := range o {
+			src := w[oc*row : (oc+1)*row]
+			wide = append(wide, src...)
+			for _, x := range src {
+				wide = append(wide, x*inv)
+			}
+		}
+		dims[1] *= 2
+		name := g.UniqueName(c.Name + ".split_weight")
+		g.SetInitializer(graph.NewFloat32(name, dims, wide))
+		g.ReplaceInput(c, 1, name)
+	}
+	return s, true
+}
+
+// insertSplit writes the two-part encoding of v for the Convs in s:
+// v̂ = DQ(Q(v)), r = v − v̂, and the Convs read DQ(Q(Concat(v, k·r))) on
+// v's grid, so ORT still fuses each into one int8 conv over twice the input
+// channels. Other quantized consumers read v̂, as from a plain pair.
+func insertSplit(g *graph.Graph, v string, q qdq.Params, s split, quantized map[*graph.Node]bool) error {
+	scale, zp := quantInits(g, v, q)
+	vq, hi := g.UniqueName(v+"_q"), g.UniqueName(v+"_dq")
+	r, rk := g.UniqueName(v+"_residual"), g.UniqueName(v+"_residual_scaled")
+	kc := g.UniqueName(v + "_split_gain")
+	cat, catq, catdq := g.UniqueName(v+"_split"), g.UniqueName(v+"_split_q"), g.UniqueName(v+"_split_dq")
+	g.SetInitializer(graph.NewFloat32(kc, nil, []float32{float32(s.k)}))
+	fromQuantized := false
+	if prod := g.Producer(v); prod != nil && quantized[prod] {
+		fromQuantized = true
+	}
+	for _, c := range g.Consumers(v) {
+		if slices.Contains(s.convs, c) || (!fromQuantized && !quantized[c]) {
+			continue
+		}
+		for i, in := range c.Inputs {
+			if in == v {
+				g.ReplaceInput(c, i, hi)
+			}
+		}
+	}
+	for _, c := range s.convs {
+		g.ReplaceInput(c, 0, catdq)
+	}
+	concat := &graph.Node{Name: g.UniqueName(v + "_split_Concat"), OpType: "Concat", Inputs: []string{v, rk}, Outputs: []string{cat}}
+	concat.SetAttrInt("axis", 1)
+	for _, n := range []*graph.Node{
+		{Name: g.UniqueName(v + "_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{v, scale, zp}, Outputs: []string{vq}},
+		{Name: g.UniqueName(v + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{vq, scale, zp}, Outputs: []string{hi}},
+		{Name: g.UniqueName(v + "_residual_Sub"), OpType: "Sub", Inputs: []string{v, hi}, Outputs: []string{r}},
+		{Name: g.UniqueName(v + "_residual_Mul"), OpType: "Mul", Inputs: []string{r, kc}, Outputs: []string{rk}},
+		concat,
+		{Name: g.UniqueName(v + "_split_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{cat, scale, zp}, Outputs: []string{catq}},
+		{Name: g.UniqueName(v + "_split_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{catq, scale, zp}, Outputs: []string{catdq}},
+	} {
+		g.AddNode(n)
+	}
 	return nil
 }
 

@@ -35,6 +35,9 @@ type Policy struct {
 	FirstLast FirstLast
 	// FloatOps lists operator types that stay float everywhere (e.g. Add).
 	FloatOps []string
+	// LongSkip, if set, is the float long-skip path PreciseLongSkip built:
+	// its nodes stay float and its sum gets the two-part encoding.
+	LongSkip *LongSkipPath
 }
 
 // Plan is the outcome of planning QDQ insertion on a graph: which nodes run
@@ -57,8 +60,17 @@ type Plan struct {
 	// First and Last are the first and last Convs (with any 1x1 Convs
 	// between them and the graph input/output), as FirstLast sees them.
 	First, Last []*graph.Node
-	// Skipped lists the Convs that stay float, with the reason.
+	// Skipped lists the quantizable nodes that stay float by policy, with
+	// the reason.
 	Skipped map[*graph.Node]string
+	// Split lists values (in Values) that quantized Convs read in a
+	// two-part int8 encoding rather than one Q→DQ pair: with v̂ = DQ(Q(v))
+	// and r = v − v̂, the Conv reads DQ(Q(Concat(v, k·r))) on one grid and
+	// its weight becomes [W, W/k] along the input channels, so
+	// W·v̂ + (W/k)·(k·r) = W·v up to 1/k of the 8-bit rounding. It doubles
+	// that Conv's cost; srq uses it where one tensor's precision decides
+	// the output (the long-skip sum, see LongSkip).
+	Split []string
 }
 
 // Quantized reports whether n is in the plan.
@@ -86,6 +98,12 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	}
 	found := map[string]bool{}
 	p.First, p.Last = firstLast(g)
+	keepFloat := map[string]bool{}
+	if pol.LongSkip != nil {
+		for _, n := range pol.LongSkip.Float {
+			keepFloat[n] = true
+		}
+	}
 	edge := map[*graph.Node]bool{}
 	for _, n := range append(slices.Clone(p.First), p.Last...) {
 		edge[n] = true
@@ -99,6 +117,16 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 		if skip[n.Name] {
 			found[n.Name] = true
 			p.Skipped[n] = "--skip"
+			continue
+		}
+		if keepFloat[n.Name] {
+			p.Skipped[n] = "long skip kept precise"
+			continue
+		}
+		if (isOp(n, "Add") || isOp(n, "Mul")) && len(actInputs(g, n, r)) < len(n.Inputs) {
+			// A constant operand: ORT's QLinearAdd/QLinearMul take two
+			// quantized activations, so this stays float (a bias or scale
+			// such as a rewritten mean shift).
 			continue
 		}
 		if isOp(n, "Conv") {
@@ -126,6 +154,9 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	}
 	p.absorbRelus(g)
 	p.collectValues(g)
+	if pol.LongSkip != nil && slices.Contains(p.Values, pol.LongSkip.Sum) {
+		p.Split = []string{pol.LongSkip.Sum}
+	}
 	return p, nil
 }
 

@@ -6,6 +6,7 @@ package quant
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,7 @@ type Config struct {
 	PerTensorWeights bool
 	WeightMethod     qdq.WeightMethod
 	FirstLast        passes.FirstLast
+	LongSkip         passes.LongSkip
 	Skip             []string
 	FloatOps         []string
 
@@ -83,6 +85,12 @@ type Config struct {
 	Seed      int64 // patch sampling seed
 	CalibLR   bool  // images are LR already (no bicubic downscale)
 	Batch     int   // patches per ORT run
+
+	// Tune picks the percentile of each group of activations (outputs of
+	// the same operator type) from TunePercentiles by the output error of
+	// the deploy model on the calibration patches; only with Method ==
+	// Percentile.
+	Tune bool
 
 	// Equalize is the strength (alpha) of channel equalization before
 	// calibration, 0 to disable; see passes.Equalize. Measured on EDSR x2
@@ -102,7 +110,7 @@ type Config struct {
 // output more than the rounding noise a wider range adds.
 func DefaultConfig() Config {
 	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8,
-		Patches: 32, PatchSize: 64, Seed: 1, Batch: 8}
+		LongSkip: passes.LongSkipPrecise, Tune: true, Patches: 32, PatchSize: 64, Seed: 1, Batch: 8}
 }
 
 // Range is the chosen range of one activation value.
@@ -120,15 +128,20 @@ type Range struct {
 
 // Result is a quantized model with what a summary needs.
 type Result struct {
-	Model        *onnx.ModelProto
-	Scale        int
-	InputRange   float32
-	ConvsInt8    int
-	Convs        int
-	Skipped      map[string]string // node -> reason
-	Ranges       []Range
-	Patches      int
-	CalibTime    time.Duration
+	Model      *onnx.ModelProto
+	Scale      int
+	InputRange float32
+	ConvsInt8  int
+	Convs      int
+	Skipped    map[string]string // node -> reason
+	Ranges     []Range
+	Patches    int
+	CalibTime  time.Duration
+	// Tuned lists the range tuning's choice per group of values (empty
+	// when tuning is off); TuneTime and TuneEvals are what it cost.
+	Tuned        []TuneGroup
+	TuneTime     time.Duration
+	TuneEvals    int
 	RewriteTime  time.Duration
 	PrepareNotes []string
 }
@@ -157,7 +170,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	plan, err := passes.PlanQDQ(g, passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps})
+	plan, pol, grid, err := plan(g, cfg, rng)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -196,13 +209,38 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 	t1 := time.Now()
 	act := map[string]qdq.Params{}
 	for _, v := range plan.Values {
-		r := chooseRange(g, v, stats[v], cfg, rng)
+		r := chooseRange(g, v, stats[v], cfg, rng, grid[v])
+		if slices.Contains(plan.Split, v) && r.Reason == "" {
+			// The residual branch carries the rounding error, not clipped
+			// tails, so the grid must cover every value seen.
+			r.Lo, r.Hi = calib.RangeMinMax(stats[v])
+			r.Reason = "two-part encoding"
+		}
 		q := qdq.Asymmetric(r.Lo, r.Hi, cfg.Bits.A)
 		r.Scale, r.Zero = q.Scale, q.ZeroPoint
 		act[v] = q
 		res.Ranges = append(res.Ranges, r)
 	}
-	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}}
+	wcfg := passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
+	if cfg.Tune && cfg.Method == Percentile {
+		t2 := time.Now()
+		fixed := map[string]bool{}
+		for _, r := range res.Ranges {
+			if r.Reason != "" {
+				fixed[r.Value] = true
+			}
+		}
+		log(fmt.Sprintf("tuning ranges on %d patches", min(len(batches), tunePatches)))
+		tn, err := newTuner(g, pol, plan, wcfg, batches, shape, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: tuning: %w", name, err)
+		}
+		if res.Tuned, err = tn.tune(act, res.Ranges, stats, fixed, log); err != nil {
+			return nil, fmt.Errorf("%s: tuning: %w", name, err)
+		}
+		res.TuneTime, res.TuneEvals = time.Since(t2), tn.evals
+	}
+	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: wcfg}
 	res.ConvsInt8, res.Convs = plan.Convs(g)
 	if err := passes.Run(g, ins); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -215,14 +253,37 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 	return res, nil
 }
 
+// plan decides where Q/DQ goes, after folding the input mean shift into the
+// head and building the float long-skip path if cfg asks for it. It also
+// returns the values that lie on the input image's grid.
+func plan(g *graph.Graph, cfg Config, rng float32) (*passes.Plan, passes.Policy, map[string]bool, error) {
+	grid := map[string]bool{}
+	pol := passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps}
+	p, err := passes.FoldInputShift(g, rng)
+	if err != nil {
+		return nil, pol, nil, err
+	}
+	if p != "" {
+		grid[p] = true
+	}
+	if cfg.LongSkip == passes.LongSkipPrecise {
+		if pol.LongSkip, err = passes.PreciseLongSkip(g); err != nil {
+			return nil, pol, nil, err
+		}
+	}
+	pl, err := passes.PlanQDQ(g, pol)
+	return pl, pol, grid, err
+}
+
 // chooseRange picks the clip range of one activation. The model's input and
 // output are images on a known 8-bit grid, so they get exactly [0, range]:
 // the 8-bit input is then represented without error, and the output
-// quantizer does what the metric does anyway (clip, round to 8 bits).
-func chooseRange(g *graph.Graph, v string, s *calib.Stats, cfg Config, rng float32) Range {
+// quantizer does what the metric does anyway (clip, round to 8 bits). So
+// does a value onGrid: the padded image FoldInputShift makes.
+func chooseRange(g *graph.Graph, v string, s *calib.Stats, cfg Config, rng float32, onGrid bool) Range {
 	r := Range{Value: v, Min: s.Min, Max: s.Max, Std: s.Std()}
 	switch {
-	case g.IsGraphInput(v) || g.IsGraphOutput(v):
+	case onGrid || g.IsGraphInput(v) || g.IsGraphOutput(v):
 		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
 		return r
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
+	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
 	"github.com/srquant/srq/verify"
@@ -63,11 +64,24 @@ func TestQuantizeEDSR(t *testing.T) {
 	res, model := quantizeFile(t, edsrX2, images, cfg)
 	assert.Equal(t, 2, res.Scale)
 	assert.Equal(t, float32(255), res.InputRange)
-	assert.Equal(t, 37, res.Convs, "38 convs, the output mean-shift folded into the tail")
-	assert.Equal(t, 37, res.ConvsInt8)
-	assert.Empty(t, res.Skipped)
+	// 38 convs: the output mean shift folds into the tail, the input mean
+	// shift into the head, and the long skip adds a float copy of the head.
+	assert.Equal(t, 37, res.Convs)
+	assert.Equal(t, 36, res.ConvsInt8)
+	assert.Equal(t, map[string]string{"/head/Conv_skip": "long skip kept precise", "/Add": "long skip kept precise"}, res.Skipped)
 	assert.Equal(t, 8, res.Patches)
 	require.NotEmpty(t, res.Ranges)
+	reasons := map[string]string{}
+	for _, r := range res.Ranges {
+		reasons[r.Value] = r.Reason
+	}
+	assert.Equal(t, "image grid", reasons["input_padded"], "the head reads the image itself, padded with the mean")
+	assert.Equal(t, "two-part encoding", reasons["/Add_output_0"], "the upsampler reads the long-skip sum in two parts")
+	require.NotEmpty(t, res.Tuned)
+	for _, tg := range res.Tuned {
+		assert.Contains(t, quant.TunePercentiles, tg.Percentile, tg.Op)
+	}
+	assert.Positive(t, res.TuneEvals)
 
 	t.Run("deterministic", func(t *testing.T) {
 		_, again := quantizeFile(t, edsrX2, images, cfg)
@@ -91,33 +105,45 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.False(t, bytes.Equal(model, b))
 	})
 
-	t.Run("ORT fuses every conv", func(t *testing.T) {
-		// ORT writes the graph it actually runs: every Conv must have become
-		// an int8 QLinearConv, with only the input Q and output DQ left float.
-		opt := filepath.Join(t.TempDir(), "optimized.onnx")
-		s, err := ort.NewSession(model, "quantized", ort.Options{Threads: 1, OptimizedModelPath: opt})
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-		om, err := onnx.Load(opt)
-		require.NoError(t, err)
-		g, err := graph.FromModel(om)
-		require.NoError(t, err)
-		ops := map[string]int{}
-		for _, n := range g.Nodes {
-			ops[n.OpType]++
-		}
-		t.Logf("ORT optimized graph: %v", ops)
-		assert.Equal(t, 37, ops["QLinearConv"])
-		assert.Zero(t, ops["Conv"], "float convs left")
-		assert.Equal(t, 1, ops["QuantizeLinear"], "only the graph input is quantized in float")
-		assert.Equal(t, 1, ops["DequantizeLinear"], "only the graph output is dequantized")
+	t.Run("ORT fuses every body conv", func(t *testing.T) {
+		// ORT writes the graph it actually runs: every Conv but the float
+		// head copy of the long skip must be an int8 QLinearConv, the
+		// residual stream must stay channels-last (a Transpose pair per
+		// conv would cost 25%), and the float ops are the padded input,
+		// the skip Add and the two-part encoding of its sum.
+		ops := optimizedOps(t, model)
+		assert.Equal(t, 36, ops["QLinearConv"])
+		assert.Equal(t, 1, ops["Conv"], "the float head copy")
+		assert.Equal(t, 4, ops["QuantizeLinear"], "padded input, head output, skip sum and its two-part form")
+		assert.Equal(t, 4, ops["DequantizeLinear"], "body output, skip sum, head output for the body, graph output")
 		assert.Zero(t, ops["DepthToSpace"], "the pixel shuffle runs as a channels-last Transpose")
+		assert.LessOrEqual(t, ops["Transpose"], 5, "the residual stream stays channels-last")
+	})
+
+	t.Run("long skip int8", func(t *testing.T) {
+		// Without the precise long skip and tuning every conv is int8 and
+		// the graph is one channels-last int8 chain.
+		c := cfg
+		c.LongSkip, c.Tune = passes.LongSkipInt8, false
+		r, b := quantizeFile(t, edsrX2, images, c)
+		assert.Equal(t, 36, r.Convs, "the head conv absorbs the input mean shift")
+		assert.Equal(t, 36, r.ConvsInt8)
+		assert.Empty(t, r.Skipped)
+		assert.Empty(t, r.Tuned)
+		ops := optimizedOps(t, b)
+		assert.Equal(t, 36, ops["QLinearConv"])
+		assert.Zero(t, ops["Conv"], "float convs left")
 		assert.Equal(t, 3, ops["Transpose"], "input to NHWC, the shuffle, output to NCHW")
+		// The precise long skip must be what it claims: closer to FP32.
+		pi, pp := psnrVsFP32(t, b), psnrVsFP32(t, model)
+		t.Logf("PSNR-Y vs FP32: long skip int8 %.2f dB, precise and tuned %.2f dB", pi, pp)
+		assert.Greater(t, pp, pi)
 	})
 
 	t.Run("PSNR vs FP32", func(t *testing.T) {
-		// Measured with this config (seed 1): 50.4 dB (49.6 dB with an
-		// experimental channel equalization). Other settings of the same
+		// Measured with this config (seed 1): 56.4 dB, 53.7 dB with the
+		// long skip in int8 and no tuning (50.4 dB before the input mean
+		// shift was folded into the head). Other settings of the same
 		// small calibration gave 49.9-55.0 dB (seed 3, MinMax, per-tensor
 		// MinMax weights) and 41.5 dB for percentile 99.99, which 8 small
 		// patches cannot estimate. 45 dB leaves room for seed-level noise
@@ -126,6 +152,25 @@ func TestQuantizeEDSR(t *testing.T) {
 		t.Logf("PSNR-Y quantized vs FP32 on a 96x96 crop of chelsea: %.2f dB", psnr)
 		assert.Greater(t, psnr, 45.0)
 	})
+}
+
+// optimizedOps counts the operators of the graph ORT optimizes model into.
+func optimizedOps(t *testing.T, model []byte) map[string]int {
+	t.Helper()
+	opt := filepath.Join(t.TempDir(), "optimized.onnx")
+	s, err := ort.NewSession(model, "quantized", ort.Options{Threads: 1, OptimizedModelPath: opt})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	om, err := onnx.Load(opt)
+	require.NoError(t, err)
+	g, err := graph.FromModel(om)
+	require.NoError(t, err)
+	ops := map[string]int{}
+	for _, n := range g.Nodes {
+		ops[n.OpType]++
+	}
+	t.Logf("ORT optimized graph: %v", ops)
+	return ops
 }
 
 // psnrVsFP32 upscales a 96x96 crop of chelsea.png with the FP32 EDSR x2 and

@@ -25,17 +25,17 @@ import (
 // into a quant.Config, one flag per field, so the CLI adds no knobs of its own
 // beyond where files go and how much it prints.
 type quantizeOpts struct {
-	model, calib, out, rangesJSON string
-	bits, method, weights         string
-	weightMethod, firstLast       string
-	percentile, equalize          float64
-	skip, floatOps                []string
-	patches, patchSize, batch     int
-	threads                       int
-	seed                          int64
-	calibLR, externalData         bool
-	verbose                       bool
-	probe                         probeFlags
+	model, calib, out, rangesJSON     string
+	bits, method, weights             string
+	weightMethod, firstLast, longSkip string
+	percentile, equalize              float64
+	skip, floatOps                    []string
+	patches, patchSize, batch         int
+	threads                           int
+	seed                              int64
+	calibLR, externalData, tune       bool
+	verbose                           bool
+	probe                             probeFlags
 }
 
 func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
@@ -50,6 +50,8 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.weights, "weights", "per-channel", "weight quantizer granularity: per-channel or per-tensor")
 	fs.StringVar(&o.weightMethod, "weight-method", def.WeightMethod.String(), "weight clip: mse or minmax")
 	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
+	fs.StringVar(&o.longSkip, "long-skip", string(def.LongSkip), "long skip (head output added back before the upsampler): precise (float head and skip adds, two-part int8 upsampler input) or int8")
+	fs.BoolVar(&o.tune, "tune", def.Tune, "tune the percentile of each group of activations (outputs of one op type) by the output error on the calibration patches; --method percentile only")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
 	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
@@ -104,6 +106,10 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if cfg.FirstLast, err = passes.ParseFirstLast(o.firstLast); err != nil {
 		return cfg, fmt.Errorf("--first-last: %w", err)
 	}
+	if cfg.LongSkip, err = passes.ParseLongSkip(o.longSkip); err != nil {
+		return cfg, fmt.Errorf("--long-skip: %w", err)
+	}
+	cfg.Tune = o.tune
 	cfg.Skip = nonEmpty(o.skip)
 	cfg.FloatOps = nonEmpty(o.floatOps)
 	if o.equalize < 0 || o.equalize > 1 {
@@ -289,7 +295,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		method = fmt.Sprintf("percentile %g", cfg.Percentile)
 	}
 	fmt.Fprintf(w, "wrote %s (x%d, input range 0..%g)\n", o.out, res.Scale, res.InputRange)
-	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast)
+	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s, long skip %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast, cfg.LongSkip)
 	fmt.Fprintf(w, "convs     %d/%d quantized\n", res.ConvsInt8, res.Convs)
 	if len(res.Skipped) == 0 {
 		fmt.Fprintln(w, "skipped   none")
@@ -304,9 +310,16 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 			fmt.Fprintf(w, "  %s (%s)\n", n, res.Skipped[n])
 		}
 	}
+	if len(res.Tuned) > 0 {
+		parts := make([]string, len(res.Tuned))
+		for i, tg := range res.Tuned {
+			parts[i] = fmt.Sprintf("%d %s outputs at %g", len(tg.Values), tg.Op, tg.Percentile)
+		}
+		fmt.Fprintf(w, "tuned     %s (%d candidate models)\n", strings.Join(parts, ", "), res.TuneEvals)
+	}
 	printRanges(w, res.Ranges, o.verbose)
-	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d), rewrite %s, save+check %s, total %s\n",
-		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize,
+	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d), tuning %s, rewrite %s, save+check %s, total %s\n",
+		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, res.TuneTime.Round(time.Millisecond),
 		res.RewriteTime.Round(time.Millisecond), saveTime.Round(time.Millisecond), total.Round(time.Millisecond))
 }
 

@@ -144,9 +144,10 @@ func TestQuantizeCLI(t *testing.T) {
 	assert.NotContains(t, stderr, "srq quantize:")
 	for _, want := range []string{
 		"wrote " + out + " (x2, input range 0..255)\n",
-		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8\n",
-		"convs     37/37 quantized\n",
-		"skipped   none\n",
+		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8, long skip precise\n",
+		"convs     36/37 quantized\n",
+		"skipped   2:\n  /Add (long skip kept precise)\n  /head/Conv_skip (long skip kept precise)\n",
+		"tuned     ",
 		"time      calibration ",
 		"(8 patches of 32x32)",
 	} {
@@ -171,7 +172,7 @@ func TestQuantizeCLI(t *testing.T) {
 		assert.Greater(t, r.Hi, r.Lo, r.Value)
 		assert.Positive(t, r.Scale, r.Value)
 	}
-	assert.Equal(t, "input", rf.Ranges[0].Value)
+	assert.Equal(t, "input_padded", rf.Ranges[0].Value, "the head reads the image padded with the mean")
 	assert.Equal(t, "image grid", rf.Ranges[0].Reason)
 
 	_, err = os.Stat(out + ".data")
