@@ -16,8 +16,8 @@ import (
 // it has a step of 2. Measured on Set5 (fake-quant, one tensor at a time),
 // that rounding of h cost 0.032 dB, the rounding of the long-skip sum that
 // feeds the upsampler 0.018 dB and the rounding of the mean-shifted input
-// 0.018 dB: more than half of EDSR x2's whole W8A8 loss, in three tensors
-// that cost little to keep precise.
+// 0.018 dB (FoldInputShift's job): more than half of EDSR x2's whole W8A8
+// loss, in three tensors that cost little to keep precise.
 type LongSkip string
 
 const (
@@ -50,8 +50,8 @@ type LongSkipPath struct {
 	// Float names the nodes that must stay float: the copy of the head
 	// and the Add that closes the skip.
 	Float []string
-	// Sum is the closing Add's output, which the upsampler reads; plan it
-	// with Policy.Split.
+	// Sum is the closing Add's output, which the upsampler reads; PlanQDQ
+	// gives it the two-part encoding (Plan.Split).
 	Sum string
 }
 

@@ -125,8 +125,8 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 		}
 		if (isOp(n, "Add") || isOp(n, "Mul")) && len(actInputs(g, n, r)) < len(n.Inputs) {
 			// A constant operand: ORT's QLinearAdd/QLinearMul take two
-			// quantized activations, so this stays float (a bias or scale
-			// such as a rewritten mean shift).
+			// quantized activations, so this stays float (e.g. the
+			// padding arithmetic of FoldInputShift).
 			continue
 		}
 		if isOp(n, "Conv") {

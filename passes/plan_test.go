@@ -206,3 +206,15 @@ func TestPlanQDQFirstLastEDSR(t *testing.T) {
 	assert.Equal(t, 34, q)
 	assert.Len(t, p.Skipped, 3)
 }
+
+func TestParseLongSkip(t *testing.T) {
+	for _, s := range []string{"precise", "int8"} {
+		l, err := passes.ParseLongSkip(s)
+		require.NoError(t, err)
+		assert.Equal(t, s, string(l))
+	}
+	for _, s := range []string{"", "Precise", "fp32", "float"} {
+		_, err := passes.ParseLongSkip(s)
+		assert.ErrorContains(t, err, "want precise or int8", s)
+	}
+}

@@ -64,6 +64,21 @@ func checkPair(a, b *img.Image, shave, minSide int) error {
 // (MSE = 0); callers averaging over a set should treat that case explicitly.
 // Images of different sizes, or too small for the shave, are an error.
 func PSNRY(a, b *img.Image, shave int) (float64, error) {
+	mse, err := MSEY(a, b, shave)
+	if err != nil {
+		return 0, err
+	}
+	if mse == 0 {
+		return math.Inf(1), nil
+	}
+	return 10 * math.Log10(255*255/mse), nil
+}
+
+// MSEY is the mean squared error behind PSNRY: on the Y channel of both
+// images quantized to 8 bits, shaved by shave pixels on every side. Range
+// tuning scores candidates with it, so that it optimises what srq verify
+// reports.
+func MSEY(a, b *img.Image, shave int) (float64, error) {
 	if err := checkPair(a, b, shave, 1); err != nil {
 		return 0, err
 	}
@@ -74,11 +89,7 @@ func PSNRY(a, b *img.Image, shave int) (float64, error) {
 		d := v - yb[i]
 		sum += d * d
 	}
-	mse := sum / float64(len(ya))
-	if mse == 0 {
-		return math.Inf(1), nil
-	}
-	return 10 * math.Log10(255*255/mse), nil
+	return sum / float64(len(ya)), nil
 }
 
 // ssimWin and ssimSigma define the Gaussian window of Wang et al. (2004).

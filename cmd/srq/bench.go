@@ -244,7 +244,9 @@ func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet,
 func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs int, took time.Duration) string {
 	var b bytes.Buffer
 	cpu := verify.HostCPU()
-	fmt.Fprintf(&b, "# srq benchmarks\n\nWritten by `make bench` (`srq bench`). W8A8: U8 per-tensor activations with zero point, S8 per-channel weights (MSE clip), int32 bias, first/last Conv at 8 bits; calibration on 32 LR patches of 64x64 from `../shared/images` (seed 1).\n\n")
+	def := quant.DefaultConfig()
+	fmt.Fprintf(&b, "# srq benchmarks\n\nWritten by `make bench` (`srq bench`). W8A8: U8 per-tensor activations with zero point, S8 per-channel weights (MSE clip), int32 bias, first/last Conv at 8 bits, input mean shift folded into the head, long skip %s (float head copy and skip Add, two-part int8 upsampler input; models without a long skip are unaffected); calibration on %d LR patches of %dx%d from `../shared/images` (seed %d).\n\n",
+		def.LongSkip, def.Patches, def.PatchSize, def.PatchSize, def.Seed)
 	fmt.Fprintf(&b, "- machine: %s, %d logical CPUs, flags: %s\n", cpu.Model, runtime.NumCPU(), strings.Join(cpu.Flags, " "))
 	fmt.Fprintf(&b, "- ONNX Runtime %s, CPU execution provider, %d intra-op threads; latency = median of %d runs after warm-up, FP32 and int8 alternated\n", ort.Version(), threads, runs)
 	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the int8 output against the FP32 output\n")

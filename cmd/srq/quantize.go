@@ -51,7 +51,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.weightMethod, "weight-method", def.WeightMethod.String(), "weight clip: mse or minmax")
 	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
 	fs.StringVar(&o.longSkip, "long-skip", string(def.LongSkip), "long skip (head output added back before the upsampler): precise (float head and skip adds, two-part int8 upsampler input) or int8")
-	fs.BoolVar(&o.tune, "tune", def.Tune, "tune the percentile of each group of activations (outputs of one op type) by the output error on the calibration patches; --method percentile only")
+	fs.BoolVar(&o.tune, "tune", def.Tune, "tune the percentile of each group of activations (outputs of one op type) by the deploy model's output error on the calibration patches (--method percentile; experimental: its choices did not carry over to Set5/Set14)")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
 	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")

@@ -82,6 +82,7 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"bad weights", []string{"--weights", "per-row"}, `--weights "per-row": want per-channel or per-tensor`},
 		{"bad weight method", []string{"--weight-method", "kl"}, `--weight-method "kl": want mse or minmax`},
 		{"bad first-last", []string{"--first-last", "4"}, `--first-last: first/last policy "4"`},
+		{"bad long-skip", []string{"--long-skip", "fp32"}, `--long-skip: long-skip policy "fp32": want precise or int8`},
 		{"bad percentile", []string{"--percentile", "101"}, "--percentile 101: want a value in [50, 100]"},
 		{"no patches", []string{"--patches", "0"}, "--patches 0: want a positive integer"},
 		{"bad patch size", []string{"--patch-size", "-4"}, "--patch-size -4"},
@@ -147,7 +148,6 @@ func TestQuantizeCLI(t *testing.T) {
 		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8, long skip precise\n",
 		"convs     36/37 quantized\n",
 		"skipped   2:\n  /Add (long skip kept precise)\n  /head/Conv_skip (long skip kept precise)\n",
-		"tuned     ",
 		"time      calibration ",
 		"(8 patches of 32x32)",
 	} {
