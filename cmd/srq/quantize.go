@@ -318,8 +318,12 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		fmt.Fprintf(w, "tuned     %s (%d candidate models)\n", strings.Join(parts, ", "), res.TuneEvals)
 	}
 	printRanges(w, res.Ranges, o.verbose)
-	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d), tuning %s, rewrite %s, save+check %s, total %s\n",
-		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, res.TuneTime.Round(time.Millisecond),
+	tuning := ""
+	if res.TuneEvals > 0 {
+		tuning = fmt.Sprintf(", tuning %s", res.TuneTime.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, save+check %s, total %s\n",
+		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, tuning,
 		res.RewriteTime.Round(time.Millisecond), saveTime.Round(time.Millisecond), total.Round(time.Millisecond))
 }
 
