@@ -169,13 +169,7 @@ func TestQuantizeEDSR(t *testing.T) {
 // optimizedOps counts the operators of the graph ORT optimizes model into.
 func optimizedOps(t *testing.T, model []byte) map[string]int {
 	t.Helper()
-	opt := filepath.Join(t.TempDir(), "optimized.onnx")
-	s, err := ort.NewSession(model, "quantized", ort.Options{Threads: 1, OptimizedModelPath: opt})
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	om, err := onnx.Load(opt)
-	require.NoError(t, err)
-	g, err := graph.FromModel(om)
+	g, err := graph.FromModel(orttest.Optimized(t, model))
 	require.NoError(t, err)
 	ops := map[string]int{}
 	for _, n := range g.Nodes {

@@ -41,7 +41,7 @@ type tuner struct {
 	batches [][]float32
 	shape   [3]int
 	cfg     Config
-	shave   int // output pixels left out on each side when scoring
+	shave   int // output pixels left out on each side when scoring: a quarter of the side
 	rng     float32
 	ref     []*img.Image // FP32 output of every patch
 	evals   int
@@ -142,7 +142,9 @@ func (t *tuner) run(c *graph.Graph) ([]*img.Image, error) {
 
 // score builds the deploy model for act and returns its error against the
 // FP32 output on each half of the patches: the mean over patches of MSE on
-// Y, 8-bit, shaved by the scale, which is what PSNR-Y measures.
+// Y, 8-bit, as PSNR-Y measures it, on the centre half of each patch (a 64-
+// pixel patch is all border to a deep network; its centre is closer to
+// what the network sees inside a real image).
 func (t *tuner) score(act map[string]qdq.Params) ([2]float64, error) {
 	var e [2]float64
 	t.evals++

@@ -1,14 +1,13 @@
 package verify
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
 )
 
 func TestCoverageCounts(t *testing.T) {
@@ -63,13 +62,7 @@ func TestCoverageString(t *testing.T) {
 // optimized graph, and counts that graph's convs.
 func optimizedCoverage(t *testing.T, model []byte) ConvCoverage {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "opt.onnx")
-	s, err := ort.NewSession(model, "model", ort.Options{Threads: 1, OptimizedModelPath: path})
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
-	m, err := onnx.Load(path)
-	require.NoError(t, err)
-	return Coverage(m)
+	return Coverage(orttest.Optimized(t, model))
 }
 
 // TestCoverageFromORT: the QDQ form of a conv becomes an int8 conv in the

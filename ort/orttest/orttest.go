@@ -3,8 +3,10 @@
 package orttest
 
 import (
+	"path/filepath"
 	"testing"
 
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 )
 
@@ -21,4 +23,24 @@ func Require(t testing.TB) string {
 		t.Fatalf("initialise ONNX Runtime %s: %v", lib, err)
 	}
 	return lib
+}
+
+// Optimized opens model on the CPU provider (one thread) with ORT writing
+// the graph it optimised it into, and returns that graph: what ORT really
+// runs, the only reliable place to see which convs became int8.
+func Optimized(t testing.TB, model []byte) *onnx.ModelProto {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "optimized.onnx")
+	s, err := ort.NewSession(model, "model", ort.Options{Threads: 1, OptimizedModelPath: path})
+	if err != nil {
+		t.Fatalf("open the model in ORT: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close the ORT session: %v", err)
+	}
+	m, err := onnx.Load(path)
+	if err != nil {
+		t.Fatalf("read ORT's optimized graph: %v", err)
+	}
+	return m
 }
