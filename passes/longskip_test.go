@@ -136,6 +136,34 @@ func TestPreciseLongSkip(t *testing.T) {
 	assert.Equal(t, "long skip kept precise", plan.Skipped[nodeNamed(g, "head_skip")])
 	assert.Equal(t, "long skip kept precise", plan.Skipped[nodeNamed(g, "skip")])
 
+	// A group skip (RCAN): an Add that reads h across many blocks is a long
+	// skip too; the first block's own Add is not.
+	gr := newGraph(3)
+	weight(gr, "wh", 0.5, 8, 3, 3, 3)
+	node(gr, "head", "Conv", "x,wh", "h", pad1)
+	cur := "h"
+	for i := range 3 {
+		p := string(rune('a' + i))
+		weight(gr, p+"w1", 0.2, 8, 8, 3, 3)
+		weight(gr, p+"w2", 0.2, 8, 8, 3, 3)
+		node(gr, p+"c1", "Conv", cur+","+p+"w1", p+"c1", pad1)
+		node(gr, p+"c2", "Conv", p+"c1,"+p+"w2", p+"c2", pad1)
+		node(gr, p+"add", "Add", cur+","+p+"c2", p+"s")
+		cur = p + "s"
+	}
+	weight(gr, "wg", 0.2, 8, 8, 3, 3)
+	weight(gr, "wt", 0.2, 8, 8, 3, 3)
+	node(gr, "gconv", "Conv", cur+",wg", "gc", pad1)
+	node(gr, "group", "Add", "h,gc", "g")
+	node(gr, "tail", "Conv", "g,wt", "t", pad1)
+	node(gr, "skip", "Add", "h,t", "s")
+	outputs(gr, "s")
+	path, err = passes.PreciseLongSkip(gr)
+	require.NoError(t, err)
+	require.NotNil(t, path)
+	assert.Equal(t, []string{"head_skip", "group", "skip"}, path.Float)
+	assert.Equal(t, []string{"h", "ac2"}, nodeNamed(gr, "aadd").Inputs, "the first block's Add stays on the int8 head")
+
 	// One residual block is not a long skip: the Add closes after 3 convs.
 	short := newGraph(3)
 	longSkipNet(short, 1)
