@@ -96,8 +96,20 @@ func TestFoldInputShiftDeclines(t *testing.T) {
 func longSkipNet(g *graph.Graph, blocks int) {
 	weight(g, "wh", 0.5, 8, 3, 3, 3)
 	node(g, "head", "Conv", "x,wh", "h", pad1)
-	cur := "h"
-	for i := range blocks {
+	cur := resBlocks(g, "h", blocks)
+	weight(g, "wt", 0.2, 8, 8, 3, 3)
+	weight(g, "wu", 0.2, 12, 8, 3, 3)
+	node(g, "tail", "Conv", cur+",wt", "t", pad1)
+	node(g, "skip", "Add", "h,t", "s")
+	node(g, "up", "Conv", "s,wu", "y", pad1)
+	outputs(g, "y")
+}
+
+// resBlocks adds n residual blocks (conv, relu, conv, add) of 8 channels
+// named a, b, ... after value from and returns the last block's output.
+func resBlocks(g *graph.Graph, from string, n int) string {
+	cur := from
+	for i := range n {
 		p := string(rune('a' + i))
 		weight(g, p+"w1", 0.2, 8, 8, 3, 3)
 		weight(g, p+"w2", 0.2, 8, 8, 3, 3)
@@ -107,12 +119,7 @@ func longSkipNet(g *graph.Graph, blocks int) {
 		node(g, p+"add", "Add", cur+","+p+"c2", p+"s")
 		cur = p + "s"
 	}
-	weight(g, "wt", 0.2, 8, 8, 3, 3)
-	weight(g, "wu", 0.2, 12, 8, 3, 3)
-	node(g, "tail", "Conv", cur+",wt", "t", pad1)
-	node(g, "skip", "Add", "h,t", "s")
-	node(g, "up", "Conv", "s,wu", "y", pad1)
-	outputs(g, "y")
+	return cur
 }
 
 func TestPreciseLongSkip(t *testing.T) {
@@ -141,16 +148,7 @@ func TestPreciseLongSkip(t *testing.T) {
 	gr := newGraph(3)
 	weight(gr, "wh", 0.5, 8, 3, 3, 3)
 	node(gr, "head", "Conv", "x,wh", "h", pad1)
-	cur := "h"
-	for i := range 3 {
-		p := string(rune('a' + i))
-		weight(gr, p+"w1", 0.2, 8, 8, 3, 3)
-		weight(gr, p+"w2", 0.2, 8, 8, 3, 3)
-		node(gr, p+"c1", "Conv", cur+","+p+"w1", p+"c1", pad1)
-		node(gr, p+"c2", "Conv", p+"c1,"+p+"w2", p+"c2", pad1)
-		node(gr, p+"add", "Add", cur+","+p+"c2", p+"s")
-		cur = p + "s"
-	}
+	cur := resBlocks(gr, "h", 3)
 	weight(gr, "wg", 0.2, 8, 8, 3, 3)
 	weight(gr, "wt", 0.2, 8, 8, 3, 3)
 	node(gr, "gconv", "Conv", cur+",wg", "gc", pad1)
