@@ -111,7 +111,7 @@ type Config struct {
 // 0.103 (99.99 lost 0.33 on EDSR x2). The tails of SR activations are few
 // but coherent (edges, saturated colours), and clipping them costs the
 // output more than the rounding noise a wider range adds. (Those numbers
-// predate the precise long skip; with it EDSR x2 loses 0.05.)
+// predate the precise long skip; with it EDSR x2 loses 0.048.)
 //
 // 64 patches rather than 32: the percentile of a tail is a noisy estimate,
 // and on EDSR x2 the Set5 loss moved between 0.040 and 0.052 dB with the

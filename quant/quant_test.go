@@ -133,10 +133,10 @@ func TestQuantizeEDSR(t *testing.T) {
 	})
 
 	t.Run("long skip int8", func(t *testing.T) {
-		// Without the precise long skip and tuning every conv is int8 and
+		// Without the precise long skip every conv is int8 and
 		// the graph is one channels-last int8 chain.
 		c := cfg
-		c.LongSkip, c.Tune = passes.LongSkipInt8, false
+		c.LongSkip = passes.LongSkipInt8
 		r, b := quantizeFile(t, edsrX2, images, c)
 		assert.Equal(t, 36, r.Convs, "the head conv absorbs the input mean shift")
 		assert.Equal(t, 36, r.ConvsInt8)
@@ -148,14 +148,14 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.Equal(t, 3, ops["Transpose"], "input to NHWC, the shuffle, output to NCHW")
 		// The precise long skip must be what it claims: closer to FP32.
 		pi, pp := psnrVsFP32(t, b), psnrVsFP32(t, model)
-		t.Logf("PSNR-Y vs FP32: long skip int8 %.2f dB, precise and tuned %.2f dB", pi, pp)
+		t.Logf("PSNR-Y vs FP32: long skip int8 %.2f dB, precise %.2f dB", pi, pp)
 		assert.Greater(t, pp, pi)
 	})
 
 	t.Run("PSNR vs FP32", func(t *testing.T) {
 		// Measured with this config (seed 1): 56.4 dB, 53.7 dB with the
-		// long skip in int8 and no tuning (50.4 dB before the input mean
-		// shift was folded into the head). Other settings of the same
+		// long skip in int8 (50.4 dB before the input mean shift was
+		// folded into the head). Other settings of the same
 		// small calibration gave 49.9-55.0 dB (seed 3, MinMax, per-tensor
 		// MinMax weights) and 41.5 dB for percentile 99.99, which 8 small
 		// patches cannot estimate. 45 dB leaves room for seed-level noise
