@@ -233,6 +233,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 		res.Ranges = append(res.Ranges, r)
 	}
 	wcfg := passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
+	var wparams map[string][]qdq.Params // weight quantizers the tuner already searched
 	if cfg.Tune && cfg.Method == Percentile {
 		t2 := time.Now()
 		fixed := map[string]bool{}
@@ -249,10 +250,10 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 		if res.Tuned, err = tn.tune(act, res.Ranges, stats, fixed, log); err != nil {
 			return nil, fmt.Errorf("%s: tuning: %w", name, err)
 		}
-		res.TuneTime, res.TuneEvals = time.Since(t2), tn.evals
+		res.TuneTime, res.TuneEvals, wparams = time.Since(t2), tn.evals, tn.wparams
 		t1 = time.Now()
 	}
-	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: wcfg}
+	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: wcfg, WeightParams: wparams}
 	res.ConvsInt8, res.Convs = plan.Convs(g)
 	if err := passes.Run(g, ins); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
