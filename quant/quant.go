@@ -44,25 +44,31 @@ type Bits struct{ W, A int }
 
 func (b Bits) String() string { return fmt.Sprintf("w%da%d", b.W, b.A) }
 
-// ParseBits reads "wNaM". Only 8-bit activations deploy on ORT's int8
-// kernels; weights and activations of other widths are not supported yet.
+// MinBits and MaxBits bound the weight and activation widths srq accepts:
+// below 2 bits a symmetric weight grid has no nonzero level, and 8 bits is
+// the widest integer ORT's CPU kernels compute on.
+const (
+	MinBits = 2
+	MaxBits = 8
+)
+
+// ParseBits reads "wNaM" with N and M in [MinBits, MaxBits] (w4a4, w8a8...).
 func ParseBits(s string) (Bits, error) {
 	var b Bits
-	ls := strings.ToLower(s)
+	ls := strings.ToLower(strings.TrimSpace(s))
 	i := strings.IndexByte(ls, 'a')
 	if !strings.HasPrefix(ls, "w") || i < 2 {
-		return b, fmt.Errorf("bits %q: want wNaM, e.g. w8a8", s)
+		return b, fmt.Errorf("bits %q: want wNaM, e.g. w4a4", s)
 	}
 	w, err1 := strconv.Atoi(ls[1:i])
 	a, err2 := strconv.Atoi(ls[i+1:])
 	if err1 != nil || err2 != nil {
-		return b, fmt.Errorf("bits %q: want wNaM, e.g. w8a8", s)
+		return b, fmt.Errorf("bits %q: want wNaM, e.g. w4a4", s)
 	}
-	b = Bits{W: w, A: a}
-	if b != (Bits{8, 8}) {
-		return b, fmt.Errorf("bits %q: only w8a8 is supported so far", s)
+	if w < MinBits || w > MaxBits || a < MinBits || a > MaxBits {
+		return b, fmt.Errorf("bits %q: weight and activation widths must be in %d..%d", s, MinBits, MaxBits)
 	}
-	return b, nil
+	return Bits{W: w, A: a}, nil
 }
 
 // Config is every knob of a quantization run; CLI flags map onto it one to one.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -288,8 +289,12 @@ func TestParseBits(t *testing.T) {
 	}{
 		{"w8a8", quant.Bits{W: 8, A: 8}, ""},
 		{"W8A8", quant.Bits{W: 8, A: 8}, ""},
-		{"w4a4", quant.Bits{}, "only w8a8"},
-		{"w8a6", quant.Bits{}, "only w8a8"},
+		{"w4a4", quant.Bits{W: 4, A: 4}, ""},
+		{"w8a6", quant.Bits{W: 8, A: 6}, ""},
+		{"w2a8", quant.Bits{W: 2, A: 8}, ""},
+		{"w1a8", quant.Bits{}, "must be in 2..8"},
+		{"w4a9", quant.Bits{}, "must be in 2..8"},
+		{"w16a16", quant.Bits{}, "must be in 2..8"},
 		{"8", quant.Bits{}, "want wNaM"},
 		{"", quant.Bits{}, "want wNaM"},
 		{"wa8", quant.Bits{}, "want wNaM"},
@@ -307,7 +312,7 @@ func TestParseBits(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, b)
-			assert.Equal(t, "w8a8", b.String())
+			assert.Equal(t, strings.ToLower(tc.in), b.String())
 		})
 	}
 }
