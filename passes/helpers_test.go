@@ -134,12 +134,18 @@ func serialize(t testing.TB, g *graph.Graph) []byte {
 // runORT runs g in ONNX Runtime on one input and returns its first output.
 func runORT(t testing.TB, g *graph.Graph, in *ort.Tensor) *ort.Tensor {
 	t.Helper()
+	return runORTAll(t, g, in)[0]
+}
+
+// runORTAll runs g in ONNX Runtime on one input and returns every output.
+func runORTAll(t testing.TB, g *graph.Graph, in *ort.Tensor) []*ort.Tensor {
+	t.Helper()
 	s, err := ort.NewSession(serialize(t, g), "test graph", ort.Options{Threads: 1})
 	require.NoError(t, err)
 	defer s.Close()
 	out, err := s.Run(in)
 	require.NoError(t, err)
-	return out[0]
+	return out
 }
 
 // randInput is an NCHW tensor with values uniform in [0, 1).

@@ -33,6 +33,16 @@ type InsertQDQ struct {
 	// by node name); used by tuning. Each entry has one Params per output
 	// channel or one for the tensor.
 	WeightParams map[string][]qdq.Params
+	// ConvIn holds, per Conv (by node name), the quantizer of its input when
+	// it is not the input's 8-bit carrier in Act: the Convs of a low-bit
+	// setting and dual-region quantizers. A value whose every reader is
+	// such a Conv with one quantizer carries that quantizer's fine grid
+	// instead (see elideCarriers). Weights of Plan.Wide Convs stay at 8
+	// bits; the others get Weights.Bits.
+	ConvIn map[string]qdq.Quantizer
+	// Forms says how each ConvIn quantizer is written (ChooseForm under
+	// EncodingInt8 when absent).
+	Forms map[string]Form
 }
 
 func (InsertQDQ) Name() string { return "insert-qdq" }
@@ -57,6 +67,11 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 		}
 		params[v] = q
 	}
+	quantized := map[*graph.Node]bool{}
+	for _, n := range pl.Nodes {
+		quantized[n] = true
+	}
+	done := p.elideCarriers(g, params, quantized)
 	for v, src := range pl.Shared {
 		params[v] = params[src]
 	}
@@ -69,12 +84,11 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 		g.RemoveNode(relu)
 	}
 	g.Invalidate()
-	quantized := map[*graph.Node]bool{}
-	for _, n := range pl.Nodes {
-		quantized[n] = true
-	}
 	splits := map[string]split{}
 	for _, v := range pl.Split {
+		if p.readByConvIn(g, v) {
+			continue // its Convs read it through their own quantizer
+		}
 		if s, ok := widenForSplit(g, v, params[v], quantized); ok {
 			splits[v] = s
 		}
@@ -84,6 +98,12 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			if err := p.quantizeConvParams(g, n, params); err != nil {
 				return fmt.Errorf("node %q: %w", n.Name, err)
 			}
+		}
+	}
+	reads := map[*graph.Node]string{} // the value each ConvIn Conv reads
+	for _, n := range pl.Nodes {
+		if _, ok := p.ConvIn[n.Name]; ok {
+			reads[n] = n.Inputs[0]
 		}
 	}
 	// Values in a fixed order: Plan.Values then shared ones in graph order.
@@ -104,9 +124,36 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			return err
 		}
 	}
+	for _, n := range pl.Nodes {
+		q, ok := p.ConvIn[n.Name]
+		if !ok || done[reads[n]] == q {
+			continue
+		}
+		f, has := p.Forms[n.Name]
+		if !has {
+			var err error
+			if f, _, err = ChooseForm(q, EncodingInt8); err != nil {
+				return fmt.Errorf("node %q: %w", n.Name, err)
+			}
+		}
+		if err := insertConvInput(g, n, q, f); err != nil {
+			return fmt.Errorf("node %q: %w", n.Name, err)
+		}
+	}
 	shapeOfQuantized(g)
 	g.RemoveDead()
 	return nil
+}
+
+// readByConvIn reports whether a quantized Conv with its own input
+// quantizer reads v.
+func (p InsertQDQ) readByConvIn(g *graph.Graph, v string) bool {
+	for _, c := range g.Consumers(v) {
+		if _, ok := p.ConvIn[c.Name]; ok && isOp(c, "Conv") {
+			return true
+		}
+	}
+	return false
 }
 
 // insertPair puts Q→DQ on value v. A graph output keeps its name (the
@@ -135,7 +182,6 @@ func insertPair(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Nod
 	}
 	qv := g.UniqueName(v + "_q")
 	qn := &graph.Node{Name: g.UniqueName(v + "_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{src, scale, zp}, Outputs: []string{qv}}
-	dn := &graph.Node{Name: g.UniqueName(v + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{qv, scale, zp}, Outputs: []string{dq}}
 	if dq != v {
 		if prod := g.Producer(v); prod != nil && quantized[prod] {
 			g.ReplaceUses(v, dq)
@@ -153,7 +199,8 @@ func insertPair(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Nod
 		}
 	}
 	g.AddNode(qn)
-	g.AddNode(dn)
+	qv = clipCodes(g, qv, q, v) // a grid narrower than 8 bits
+	g.AddNode(&graph.Node{Name: g.UniqueName(v + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{qv, scale, zp}, Outputs: []string{dq}})
 	return nil
 }
 
@@ -290,7 +337,11 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, act map[str
 	}
 	ps := p.WeightParams[n.Name]
 	if ps == nil {
-		ps, err = qdq.WeightParams(w, outCh, p.Weights.Bits, p.Weights.PerChannel, p.Weights.Method)
+		bits := p.Weights.Bits
+		if p.Plan.Wide[n] {
+			bits = 8
+		}
+		ps, err = qdq.WeightParams(w, outCh, bits, p.Weights.PerChannel, p.Weights.Method)
 		if err != nil {
 			return fmt.Errorf("weight %q: %w", wt.Name, err)
 		}

@@ -63,6 +63,10 @@ type Plan struct {
 	// Skipped lists the quantizable nodes that stay float by policy, with
 	// the reason.
 	Skipped map[*graph.Node]string
+	// Wide holds the quantized Convs kept at 8 bits whatever the setting's
+	// widths (First and Last under FirstLast8): they read their input on
+	// its 8-bit carrier and have 8-bit weights.
+	Wide map[*graph.Node]bool
 	// Split lists values (in Values) that quantized Convs read in a
 	// two-part int8 encoding rather than one Q→DQ pair: with v̂ = DQ(Q(v))
 	// and r = v − v̂, the Conv reads DQ(Q(Concat(v, k·r))) on one grid and
@@ -91,7 +95,7 @@ func (p *Plan) Convs(g *graph.Graph) (quantized, total int) {
 
 // PlanQDQ decides which nodes of g run quantized under policy pol.
 func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
-	p := &Plan{Shared: map[string]string{}, ReluOf: map[*graph.Node]*graph.Node{}, Skipped: map[*graph.Node]string{}}
+	p := &Plan{Shared: map[string]string{}, ReluOf: map[*graph.Node]*graph.Node{}, Skipped: map[*graph.Node]string{}, Wide: map[*graph.Node]bool{}}
 	skip := map[string]bool{}
 	for _, s := range pol.Skip {
 		skip[s] = true
@@ -140,6 +144,9 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 					continue
 				}
 			}
+		}
+		if isOp(n, "Conv") && edge[n] && (pol.FirstLast == "" || pol.FirstLast == FirstLast8) {
+			p.Wide[n] = true
 		}
 		p.Nodes = append(p.Nodes, n)
 	}

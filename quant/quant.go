@@ -6,6 +6,7 @@ package quant
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,15 +29,19 @@ const (
 	MinMax     Method = "minmax"
 	Percentile Method = "percentile"
 	MSE        Method = "mse"
+	// Dual is the outlier-aware dual-region quantizer (qdq.Dual) on every
+	// Conv input but the first and last Conv's: minmax range, breakpoint
+	// by Config.Breakpoint, bits spent by Config.Accounting.
+	Dual Method = "dual"
 )
 
 // ParseMethod checks a --method value.
 func ParseMethod(s string) (Method, error) {
 	switch m := Method(s); m {
-	case MinMax, Percentile, MSE:
+	case MinMax, Percentile, MSE, Dual:
 		return m, nil
 	}
-	return "", fmt.Errorf("method %q: want minmax, percentile or mse", s)
+	return "", fmt.Errorf("method %q: want minmax, percentile, mse or dual", s)
 }
 
 // Bits is a weight/activation bit-width setting such as w8a8.
@@ -85,6 +90,16 @@ type Config struct {
 	Skip             []string
 	FloatOps         []string
 
+	// Accounting is how the dual-region quantizer spends its bits
+	// (Method == Dual).
+	Accounting qdq.Accounting
+	// Breakpoint chooses the dual-region breakpoints (Method == Dual).
+	Breakpoint Breakpoint
+	// Encoding is how the input quantizers of low-bit and dual-region
+	// Convs are written; LayerEncoding overrides it per Conv (node name).
+	Encoding      passes.Encoding
+	LayerEncoding map[string]passes.Encoding
+
 	// Calibration data.
 	Patches   int   // number of LR patches
 	PatchSize int   // LR patch side
@@ -127,7 +142,49 @@ type Config struct {
 // patches to the benchmark sets (see Config.Tune).
 func DefaultConfig() Config {
 	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8,
-		LongSkip: passes.LongSkipPrecise, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8}
+		LongSkip: passes.LongSkipPrecise, Accounting: qdq.Reference, Breakpoint: Breakpoint{Method: calib.BPSearch},
+		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8}
+}
+
+// Breakpoint is the rule that places the dual-region breakpoints.
+type Breakpoint struct {
+	Method     calib.BreakpointMethod
+	Percentile float64 // of |x|, for calib.BPPercentile
+	// Value, if positive, is the breakpoint of every dual-region tensor,
+	// given by hand; it must lie inside (0, max|x|) of each.
+	Value float32
+}
+
+// ParseBreakpoint reads a --breakpoint value: "search" (minimise the
+// quantization error), "pP" (the P-th percentile of |x|, p99 being the
+// published start) or a positive number (by hand).
+func ParseBreakpoint(s string) (Breakpoint, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case t == string(calib.BPSearch):
+		return Breakpoint{Method: calib.BPSearch}, nil
+	case strings.HasPrefix(t, "p"):
+		p, err := strconv.ParseFloat(t[1:], 64)
+		if err != nil || !(p > 0 && p < 100) {
+			return Breakpoint{}, fmt.Errorf("breakpoint %q: a percentile is pP with 0 < P < 100, e.g. p99", s)
+		}
+		return Breakpoint{Method: calib.BPPercentile, Percentile: p}, nil
+	}
+	v, err := strconv.ParseFloat(t, 32)
+	if err != nil || !(v > 0) || math.IsInf(v, 0) {
+		return Breakpoint{}, fmt.Errorf("breakpoint %q: want search, pP (e.g. p99) or a positive number", s)
+	}
+	return Breakpoint{Value: float32(v)}, nil
+}
+
+func (b Breakpoint) String() string {
+	switch {
+	case b.Value > 0:
+		return strconv.FormatFloat(float64(b.Value), 'g', -1, 32)
+	case b.Method == calib.BPPercentile:
+		return "p" + strconv.FormatFloat(b.Percentile, 'g', -1, 64)
+	}
+	return string(b.Method)
 }
 
 // Range is the chosen range of one activation value.
@@ -143,6 +200,19 @@ type Range struct {
 	Reason string  `json:"reason,omitempty"` // why the range is not the method's
 }
 
+// Layer is what srq chose for the input of one low-bit or dual-region Conv:
+// its quantizer and how the model writes it.
+type Layer struct {
+	Conv      string `json:"conv"`
+	Input     string `json:"input"`
+	Kind      string `json:"kind"`
+	Bits      int    `json:"bits"`
+	Codes     int    `json:"codes"` // distinct levels
+	Quantizer string `json:"quantizer"`
+	Form      string `json:"form"`
+	Why       string `json:"why,omitempty"` // why not the int8 form asked for
+}
+
 // Result is a quantized model with what a summary needs.
 type Result struct {
 	Model      *onnx.ModelProto
@@ -152,8 +222,11 @@ type Result struct {
 	Convs      int
 	Skipped    map[string]string // node -> reason
 	Ranges     []Range
-	Patches    int
-	CalibTime  time.Duration
+	// Layers lists the Convs whose input has its own quantizer (low-bit
+	// settings, the dual-region method), in graph order.
+	Layers    []Layer
+	Patches   int
+	CalibTime time.Duration
 	// Tuned lists the range tuning's choice per group of values (empty
 	// when tuning is off); TuneTime and TuneEvals are what it cost.
 	Tuned        []TuneGroup
@@ -165,154 +238,361 @@ type Result struct {
 
 // Quantize quantizes the FP32 model (parsed m, serialized data, named name
 // in messages) with calibration images imgs under cfg. log receives
-// progress lines; it may be nil.
+// progress lines; it may be nil. The pipeline, each stage a function:
+//
+//	prepare   probe scale and range, fold exporter quirks, plan the float long skip
+//	plan      which nodes run quantized, which values need ranges
+//	calibrate capture activation statistics on image patches in ORT
+//	choose    8-bit carriers of the values, input quantizers of low-bit Convs
+//	tune      optional range tuning on the deploy model
+//	rewrite   insert Q/DQ, int8 weights and int32 biases; record the choices
 func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg Config, log func(string)) (*Result, error) {
 	if log == nil {
 		log = func(string) {}
 	}
-	if cfg.Patches <= 0 || cfg.PatchSize <= 0 {
-		return nil, fmt.Errorf("calibration needs a positive patch count and size, got %d patches of %d", cfg.Patches, cfg.PatchSize)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	probe, err := sr.Open(data, name, ort.Options{Threads: cfg.Threads}, cfg.Probe)
+	wrap := func(err error) error { return fmt.Errorf("%s: %w", name, err) }
+	pr, err := prepare(m, data, name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	scale, rng := probe.Scale, probe.Range
-	probe.Close()
-
-	g, err := graph.FromModel(m)
+	pl, err := plan(pr, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, wrap(err)
 	}
-	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	plan, pol, grid, err := plan(g, cfg, rng)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	res := &Result{Scale: scale, InputRange: rng, Skipped: map[string]string{}}
-	for n, why := range plan.Skipped {
+	res := &Result{Scale: pr.scale, InputRange: pr.rng, Skipped: map[string]string{}}
+	for n, why := range pl.Skipped {
 		res.Skipped[n.Name] = why
 	}
-
 	t0 := time.Now()
-	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
+	cal, err := calibrate(pr, pl, imgs, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	batches, shape, err := patchData(patches, rng)
-	if err != nil {
-		return nil, err
-	}
-	res.Patches = len(batches)
-	if cfg.Equalize > 0 {
-		n, err := equalize(g, plan, batches, shape, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		log(fmt.Sprintf("equalized %d channel spaces", n))
-	}
-	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(plan.Values), len(batches), shape[2], shape[1]))
-	stats, err := calib.Capture(g, plan.Values, batches, shape, calib.CaptureOptions{
-		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
-		Progress: func(done, total int) { log(fmt.Sprintf("  calibration %d/%d patches", done, total)) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	res.CalibTime = time.Since(t0)
+	res.Patches, res.CalibTime = len(cal.batches), time.Since(t0)
 
 	t1 := time.Now()
-	act := map[string]qdq.Params{}
-	for _, v := range plan.Values {
-		r := chooseRange(g, v, stats[v], cfg, rng, grid[v])
-		if slices.Contains(plan.Split, v) && r.Reason == "" {
-			// The residual branch carries the rounding error, not clipped
-			// tails, so the grid must cover every value seen.
-			r.Lo, r.Hi = calib.RangeMinMax(stats[v])
-			r.Reason = "two-part encoding"
-		}
-		q := qdq.Asymmetric(r.Lo, r.Hi, cfg.Bits.A)
-		r.Scale, r.Zero = q.Scale, q.ZeroPoint
-		act[v] = q
-		res.Ranges = append(res.Ranges, r)
+	qs, err := choose(pr, pl, cal, cfg)
+	if err != nil {
+		return nil, wrap(err)
 	}
-	wcfg := passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
-	var wparams map[string][]qdq.Params // weight quantizers the tuner already searched
-	if cfg.Tune && cfg.Method == Percentile {
+	res.Ranges, res.Layers = qs.ranges, qs.layers
+	if cfg.Tune {
 		t2 := time.Now()
-		fixed := map[string]bool{}
-		for _, r := range res.Ranges {
-			if r.Reason != "" {
-				fixed[r.Value] = true
-			}
+		if err := tune(pr, pl, cal, qs, cfg, res, log); err != nil {
+			return nil, wrap(fmt.Errorf("tuning: %w", err))
 		}
-		log(fmt.Sprintf("tuning ranges on %d patches", min(len(batches), tunePatches)))
-		tn, err := newTuner(g, pol, plan, wcfg, batches, shape, scale, rng, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("%s: tuning: %w", name, err)
-		}
-		if res.Tuned, err = tn.tune(act, res.Ranges, stats, fixed, log); err != nil {
-			return nil, fmt.Errorf("%s: tuning: %w", name, err)
-		}
-		res.TuneTime, res.TuneEvals, wparams = time.Since(t2), tn.evals, tn.wparams
+		res.TuneTime = time.Since(t2)
 		t1 = time.Now()
 	}
-	ins := passes.InsertQDQ{Plan: plan, Act: act, Weights: wcfg, WeightParams: wparams}
-	res.ConvsInt8, res.Convs = plan.Convs(g)
-	if err := passes.Run(g, ins); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	res.ConvsInt8, res.Convs = pl.Convs(pr.g)
+	if res.Model, err = rewrite(pr, pl, qs, cfg); err != nil {
+		return nil, wrap(err)
 	}
-	if res.Model, err = g.ToModel(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	res.Model.ProducerName = "srq"
 	res.RewriteTime = time.Since(t1)
 	return res, nil
 }
 
-// plan decides where Q/DQ goes, after folding the input mean shift into the
-// head and building the float long-skip path if cfg asks for it. It also
-// returns the values that lie on the input image's grid.
-func plan(g *graph.Graph, cfg Config, rng float32) (*passes.Plan, passes.Policy, map[string]bool, error) {
-	grid := map[string]bool{}
-	pol := passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps}
-	p, err := passes.FoldInputShift(g, rng)
-	if err != nil {
-		return nil, pol, nil, err
+// check rejects settings the pipeline cannot honour, before any work.
+func (c Config) check() error {
+	if c.Patches <= 0 || c.PatchSize <= 0 {
+		return fmt.Errorf("calibration needs a positive patch count and size, got %d patches of %d", c.Patches, c.PatchSize)
 	}
-	if p != "" {
-		grid[p] = true
-	}
-	if cfg.LongSkip == passes.LongSkipPrecise {
-		if pol.LongSkip, err = passes.PreciseLongSkip(g); err != nil {
-			return nil, pol, nil, err
+	for _, b := range []int{c.Bits.W, c.Bits.A} {
+		if b < MinBits || b > MaxBits {
+			return fmt.Errorf("bits %s: weight and activation widths must be in %d..%d", c.Bits, MinBits, MaxBits)
 		}
 	}
-	pl, err := passes.PlanQDQ(g, pol)
-	return pl, pol, grid, err
+	if c.Tune && (c.Method != Percentile || c.Bits != (Bits{8, 8})) {
+		return fmt.Errorf("--tune tunes percentiles of w8a8 ranges; it needs --method percentile --bits w8a8")
+	}
+	if c.Method == Dual {
+		if _, err := qdq.ParseAccounting(string(c.Accounting)); err != nil {
+			return err
+		}
+	}
+	if _, err := passes.ParseEncoding(string(c.Encoding)); err != nil {
+		return err
+	}
+	return nil
 }
 
-// chooseRange picks the clip range of one activation. The model's input and
-// output are images on a known 8-bit grid, so they get exactly [0, range]:
-// the 8-bit input is then represented without error, and the output
-// quantizer does what the metric does anyway (clip, round to 8 bits). So
-// does a value onGrid: the padded image FoldInputShift makes.
-func chooseRange(g *graph.Graph, v string, s *calib.Stats, cfg Config, rng float32, onGrid bool) Range {
+// ownInputs reports whether the setting gives low-bit Convs input
+// quantizers of their own: at 8-bit uniform settings every Conv reads its
+// input's carrier.
+func (c Config) ownInputs() bool { return c.Bits.A < 8 || c.Method == Dual }
+
+// prepared is the float graph ready for planning, with the model's facts.
+type prepared struct {
+	g          *graph.Graph
+	name       string
+	scale      int
+	rng        float32
+	pol        passes.Policy
+	grid       map[string]bool // values on the input image's 8-bit grid
+	patchScale int
+}
+
+// prepare probes the model's scale and input range, folds the exporter's
+// identities and 1x1 mean shifts, spells PixelShuffle channels-last, folds
+// the input mean shift into the head and builds the float long skip.
+func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepared, error) {
+	probe, err := sr.Open(data, name, ort.Options{Threads: cfg.Threads}, cfg.Probe)
+	if err != nil {
+		return nil, err
+	}
+	pr := &prepared{name: name, scale: probe.Scale, rng: probe.Range, grid: map[string]bool{}}
+	probe.Close()
+	if pr.g, err = graph.FromModel(m); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	g := pr.g
+	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	pr.pol = passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps}
+	p, err := passes.FoldInputShift(g, pr.rng)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if p != "" {
+		pr.grid[p] = true
+	}
+	if cfg.LongSkip == passes.LongSkipPrecise {
+		if pr.pol.LongSkip, err = passes.PreciseLongSkip(g); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return pr, nil
+}
+
+// plan decides which nodes run quantized. Low-bit Convs read the long-skip
+// sum through their own quantizer, so it gets no two-part encoding then.
+func plan(pr *prepared, cfg Config) (*passes.Plan, error) {
+	pl, err := passes.PlanQDQ(pr.g, pr.pol)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.LayerEncoding) > 0 {
+		var missing []string
+		for name := range cfg.LayerEncoding {
+			i := slices.IndexFunc(pl.Nodes, func(n *graph.Node) bool { return n.Name == name })
+			if !cfg.ownInputs() || i < 0 || pl.Nodes[i].OpType != "Conv" || pl.Wide[pl.Nodes[i]] {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			return nil, fmt.Errorf("--layer-encoding: no low-bit or dual-region Conv named %s (the first and last Conv keep their 8-bit input)", strings.Join(missing, ", "))
+		}
+	}
+	if cfg.ownInputs() {
+		pl.Split = slices.DeleteFunc(pl.Split, func(v string) bool {
+			for _, c := range pr.g.Consumers(v) {
+				if pl.Quantized(c) && !pl.Wide[c] && c.OpType == "Conv" {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	return pl, nil
+}
+
+// calibration is the activation statistics of the planned values on the
+// calibration patches (kept for tuning).
+type calibration struct {
+	stats   map[string]*calib.Stats
+	batches [][]float32
+	shape   [3]int
+}
+
+func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log func(string)) (*calibration, error) {
+	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: pr.scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
+	if err != nil {
+		return nil, err
+	}
+	c := &calibration{}
+	if c.batches, c.shape, err = patchData(patches, pr.rng); err != nil {
+		return nil, err
+	}
+	if cfg.Equalize > 0 {
+		n, err := equalize(pr.g, pl, c.batches, c.shape, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pr.name, err)
+		}
+		log(fmt.Sprintf("equalized %d channel spaces", n))
+	}
+	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(pl.Values), len(c.batches), c.shape[2], c.shape[1]))
+	c.stats, err = calib.Capture(pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
+		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
+		Progress: func(done, total int) { log(fmt.Sprintf("  calibration %d/%d patches", done, total)) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", pr.name, err)
+	}
+	return c, nil
+}
+
+// quantizers is what choose picked: the 8-bit carrier of every planned
+// value, and the input quantizer of every Conv that has its own, with its
+// form in the graph.
+type quantizers struct {
+	act     map[string]qdq.Params
+	weights map[string][]qdq.Params // weight quantizers the tuner already searched
+	convIn  map[string]qdq.Quantizer
+	forms  map[string]passes.Form
+	ranges []Range
+	layers []Layer
+}
+
+// choose picks the quantizers. Every planned value gets an 8-bit carrier
+// (the residual stream, Conv outputs, the model output stay at 8 bits) by
+// the range method, or by percentile when the method is Dual. Under a
+// low-bit or dual setting, every quantized Conv but Plan.Wide ones reads
+// its input through a quantizer of its own: a uniform grid of Bits.A by the
+// range method, or the dual-region quantizer.
+func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config) (*quantizers, error) {
+	g := pr.g
+	qs := &quantizers{act: map[string]qdq.Params{}, convIn: map[string]qdq.Quantizer{}, forms: map[string]passes.Form{}}
+	carrier := cfg.Method
+	if carrier == Dual {
+		carrier = Percentile
+	}
+	for _, v := range pl.Values {
+		r := chooseRange(g, v, cal.stats[v], carrier, cfg.Percentile, 8, pr.rng, pr.grid[v])
+		if slices.Contains(pl.Split, v) && r.Reason == "" {
+			// The residual branch carries the rounding error, not clipped
+			// tails, so the grid must cover every value seen.
+			r.Lo, r.Hi = calib.RangeMinMax(cal.stats[v])
+			r.Reason = "two-part encoding"
+		}
+		q := qdq.Asymmetric(r.Lo, r.Hi, 8)
+		r.Scale, r.Zero = q.Scale, q.ZeroPoint
+		qs.act[v] = q
+		qs.ranges = append(qs.ranges, r)
+	}
+	if !cfg.ownInputs() {
+		return qs, nil
+	}
+	byValue := map[string]qdq.Quantizer{}
+	for _, n := range pl.Nodes {
+		if n.OpType != "Conv" || pl.Wide[n] {
+			continue
+		}
+		v := n.Inputs[0]
+		src := v
+		if s, ok := pl.Shared[v]; ok {
+			src = s
+		}
+		q, ok := byValue[src]
+		if !ok {
+			var err error
+			if q, err = inputQuantizer(cal.stats[src], cfg); err != nil {
+				return nil, fmt.Errorf("input %q of node %q: %w", src, n.Name, err)
+			}
+			byValue[src] = q
+		}
+		enc := cfg.Encoding
+		if e, ok := cfg.LayerEncoding[n.Name]; ok {
+			enc = e
+		}
+		f, why, err := passes.ChooseForm(q, enc)
+		if err != nil {
+			return nil, fmt.Errorf("--encoding %s: layer %q (input %q): %w", enc, n.Name, src, err)
+		}
+		qs.convIn[n.Name], qs.forms[n.Name] = q, f
+		codes, _ := qdq.CodeCount(q)
+		qs.layers = append(qs.layers, Layer{Conv: n.Name, Input: src, Kind: string(q.Kind()), Bits: q.Bits(), Codes: codes,
+			Quantizer: q.String(), Form: string(f), Why: why})
+	}
+	return qs, nil
+}
+
+// inputQuantizer is the quantizer of a low-bit or dual-region Conv's input.
+func inputQuantizer(s *calib.Stats, cfg Config) (qdq.Quantizer, error) {
+	a := cfg.Bits.A
+	var lo, hi float32
+	switch cfg.Method {
+	case Dual:
+		d, err := calib.RangeDual(s, calib.DualOptions{Bits: a, Accounting: cfg.Accounting, Breakpoint: cfg.Breakpoint.Method,
+			Percentile: cfg.Breakpoint.Percentile, BP: cfg.Breakpoint.Value})
+		if err != nil {
+			return nil, fmt.Errorf("--breakpoint %s: %w", cfg.Breakpoint, err)
+		}
+		return d, nil
+	case MinMax:
+		lo, hi = calib.RangeMinMax(s)
+	case Percentile:
+		lo, hi = calib.RangePercentile(s, cfg.Percentile)
+	default:
+		lo, hi = calib.RangeMSE(s, a)
+	}
+	return qdq.NewUniform(lo, hi, a)
+}
+
+// tune runs the percentile tuner (Config.Tune) and updates the carriers.
+func tune(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, log func(string)) error {
+	fixed := map[string]bool{}
+	for _, r := range res.Ranges {
+		if r.Reason != "" {
+			fixed[r.Value] = true
+		}
+	}
+	log(fmt.Sprintf("tuning ranges on %d patches", min(len(cal.batches), tunePatches)))
+	tn, err := newTuner(pr.g, pr.pol, pl, weightConfig(cfg), cal.batches, cal.shape, pr.scale, pr.rng, cfg)
+	if err != nil {
+		return err
+	}
+	if res.Tuned, err = tn.tune(qs.act, res.Ranges, cal.stats, fixed, log); err != nil {
+		return err
+	}
+	res.TuneEvals, qs.weights = tn.evals, tn.wparams
+	return nil
+}
+
+func weightConfig(cfg Config) passes.WeightConfig {
+	return passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
+}
+
+// rewrite writes the deploy model and records the setting in its metadata.
+func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config) (*onnx.ModelProto, error) {
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms}
+	if err := passes.Run(pr.g, ins); err != nil {
+		return nil, err
+	}
+	m, err := pr.g.ToModel()
+	if err != nil {
+		return nil, err
+	}
+	m.ProducerName = "srq"
+	if err := setMetadata(m, cfg, qs); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// chooseRange picks the clip range of one 8-bit carrier by method m. The
+// model's input and output are images on a known 8-bit grid, so they get
+// exactly [0, range]: the 8-bit input is then represented without error,
+// and the output quantizer does what the metric does anyway (clip, round to
+// 8 bits). So does a value onGrid: the padded image FoldInputShift makes.
+func chooseRange(g *graph.Graph, v string, s *calib.Stats, m Method, pct float64, bits int, rng float32, onGrid bool) Range {
 	r := Range{Value: v, Min: s.Min, Max: s.Max, Std: s.Std()}
 	switch {
 	case onGrid || g.IsGraphInput(v) || g.IsGraphOutput(v):
 		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
 		return r
 	}
-	switch cfg.Method {
+	switch m {
 	case MinMax:
 		r.Lo, r.Hi = calib.RangeMinMax(s)
 	case Percentile:
-		r.Lo, r.Hi = calib.RangePercentile(s, cfg.Percentile)
+		r.Lo, r.Hi = calib.RangePercentile(s, pct)
 	default:
-		r.Lo, r.Hi = calib.RangeMSE(s, cfg.Bits.A)
+		r.Lo, r.Hi = calib.RangeMSE(s, bits)
 	}
 	return r
 }

@@ -28,6 +28,8 @@ type quantizeOpts struct {
 	model, calib, out, rangesJSON     string
 	bits, method, weights             string
 	weightMethod, firstLast, longSkip string
+	accounting, breakpoint, encoding  string
+	layerEncoding                     []string
 	percentile, equalize              float64
 	skip, floatOps                    []string
 	patches, patchSize, batch         int
@@ -45,7 +47,11 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.calib, "calib", "", "folder of calibration images, HR unless --calib-lr (required)")
 	fs.StringVar(&o.out, "out", "", "path of the quantized model to write (required)")
 	fs.StringVar(&o.bits, "bits", def.Bits.String(), "weight and activation bits, wNaM")
-	fs.StringVar(&o.method, "method", string(def.Method), "activation range method: minmax, percentile or mse")
+	fs.StringVar(&o.method, "method", string(def.Method), "activation range method: minmax, percentile, mse or dual (the outlier-aware dual-region quantizer on the Conv inputs)")
+	fs.StringVar(&o.accounting, "accounting", string(def.Accounting), "dual-region bit accounting: reference (b-bit dense grid + (b-1)-bit tails, as the published code) or strict (at most 2^b levels in all)")
+	fs.StringVar(&o.breakpoint, "breakpoint", def.Breakpoint.String(), "dual-region breakpoint: search (minimise the quantization error), pP (P-th percentile of |x|, e.g. p99 as published) or a value for every tensor")
+	fs.StringVar(&o.encoding, "encoding", string(def.Encoding), "how low-bit and dual-region Conv inputs are written: int8 (ORT int8 kernels with the exact levels, float where they cannot be exact), shared-grid (int8 everywhere or an error naming the layer) or simulate (float fake-quant)")
+	fs.StringSliceVar(&o.layerEncoding, "layer-encoding", nil, "per-Conv override of --encoding, NODE=ENCODING,...")
 	fs.Float64Var(&o.percentile, "percentile", def.Percentile, "percentile kept on each side by --method percentile, in [50, 100]")
 	fs.StringVar(&o.weights, "weights", "per-channel", "weight quantizer granularity: per-channel or per-tensor")
 	fs.StringVar(&o.weightMethod, "weight-method", def.WeightMethod.String(), "weight clip: mse or minmax")
@@ -102,6 +108,29 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 		cfg.WeightMethod = qdq.MinMax
 	default:
 		return cfg, fmt.Errorf("--weight-method %q: want mse or minmax", o.weightMethod)
+	}
+	if cfg.Accounting, err = qdq.ParseAccounting(o.accounting); err != nil {
+		return cfg, fmt.Errorf("--accounting: %w", err)
+	}
+	if cfg.Breakpoint, err = quant.ParseBreakpoint(o.breakpoint); err != nil {
+		return cfg, fmt.Errorf("--breakpoint: %w", err)
+	}
+	if cfg.Encoding, err = passes.ParseEncoding(o.encoding); err != nil {
+		return cfg, fmt.Errorf("--encoding: %w", err)
+	}
+	for _, kv := range nonEmpty(o.layerEncoding) {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return cfg, fmt.Errorf("--layer-encoding %q: want NODE=ENCODING", kv)
+		}
+		e, err := passes.ParseEncoding(val)
+		if err != nil {
+			return cfg, fmt.Errorf("--layer-encoding %s: %w", name, err)
+		}
+		if cfg.LayerEncoding == nil {
+			cfg.LayerEncoding = map[string]passes.Encoding{}
+		}
+		cfg.LayerEncoding[name] = e
 	}
 	if cfg.FirstLast, err = passes.ParseFirstLast(o.firstLast); err != nil {
 		return cfg, fmt.Errorf("--first-last: %w", err)
@@ -291,12 +320,16 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		weights = "per-tensor"
 	}
 	method := string(cfg.Method)
-	if cfg.Method == quant.Percentile {
+	switch cfg.Method {
+	case quant.Percentile:
 		method = fmt.Sprintf("percentile %g", cfg.Percentile)
+	case quant.Dual:
+		method = fmt.Sprintf("dual-region (%s accounting, breakpoint %s)", cfg.Accounting, cfg.Breakpoint)
 	}
 	fmt.Fprintf(w, "wrote %s (x%d, input range 0..%g)\n", o.out, res.Scale, res.InputRange)
 	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s, long skip %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast, cfg.LongSkip)
 	fmt.Fprintf(w, "convs     %d/%d quantized\n", res.ConvsInt8, res.Convs)
+	printLayers(w, res.Layers, cfg, o.verbose)
 	if len(res.Skipped) == 0 {
 		fmt.Fprintln(w, "skipped   none")
 	} else {
@@ -356,5 +389,37 @@ func printRanges(w io.Writer, rs []quant.Range, all bool) {
 		}
 		row(r.Value, fmt.Sprintf("%.4g..%.4g", r.Min, r.Max), fmt.Sprintf("%.4g..%.4g", r.Lo, r.Hi),
 			fmt.Sprintf("%.4g", r.Scale), fmt.Sprint(r.Zero), r.Reason)
+	}
+}
+
+// printLayers summarises the Convs with input quantizers of their own: how
+// many take each form, every layer that fell back to float with the reason,
+// and with -v every layer.
+func printLayers(w io.Writer, ls []quant.Layer, cfg quant.Config, all bool) {
+	if len(ls) == 0 {
+		return
+	}
+	count := map[string]int{}
+	var forms []string
+	for _, l := range ls {
+		if count[l.Form] == 0 {
+			forms = append(forms, l.Form)
+		}
+		count[l.Form]++
+	}
+	parts := make([]string, len(forms))
+	for i, f := range forms {
+		parts[i] = fmt.Sprintf("%d %s", count[f], f)
+	}
+	fmt.Fprintf(w, "inputs    %d Convs read a %s input through their own quantizer (encoding %s): %s; other tensors stay 8-bit\n",
+		len(ls), fmt.Sprintf("%d-bit", cfg.Bits.A), cfg.Encoding, strings.Join(parts, ", "))
+	for _, l := range ls {
+		if all || l.Why != "" {
+			line := fmt.Sprintf("  %s: %s, %s", l.Conv, l.Quantizer, l.Form)
+			if l.Why != "" {
+				line += " (" + l.Why + ")"
+			}
+			fmt.Fprintln(w, line)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -76,8 +77,18 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"missing calibration folder", []string{"--calib", filepath.Join(fixtures, "nope")}, "cannot read folder"},
 		{"one-channel model", []string{"--model", gray}, ": not an NCHW 3-channel image input"},
 		{"missing model", []string{"--model", filepath.Join(fixtures, "nope.onnx")}, "nope.onnx"},
-		{"unknown method", []string{"--method", "entropy"}, `--method: method "entropy": want minmax, percentile or mse`},
-		{"unsupported bits", []string{"--bits", "w4a4"}, `--bits: bits "w4a4": only w8a8 is supported so far`},
+		{"unknown method", []string{"--method", "entropy"}, `--method: method "entropy": want minmax, percentile, mse or dual`},
+		{"weight bits above 8", []string{"--bits", "w9a4"}, `--bits: bits "w9a4": weight and activation widths must be in 2..8`},
+		{"activation bits below 2", []string{"--bits", "w4a1"}, `--bits: bits "w4a1": weight and activation widths must be in 2..8`},
+		{"breakpoint outside the range", []string{"--method", "dual", "--bits", "w4a4", "--breakpoint", "1e6"}, `: --breakpoint 1e+06: breakpoint 1e+06 outside (0, `},
+		{"negative breakpoint", []string{"--method", "dual", "--breakpoint", "-3"}, `--breakpoint: breakpoint "-3": want search, pP (e.g. p99) or a positive number`},
+		{"bad breakpoint percentile", []string{"--method", "dual", "--breakpoint", "p100"}, `--breakpoint: breakpoint "p100": a percentile is pP with 0 < P < 100`},
+		{"bad accounting", []string{"--accounting", "paper"}, `--accounting: bit accounting "paper": want reference or strict`},
+		{"bad encoding", []string{"--encoding", "int4"}, `--encoding: encoding "int4": want int8, shared-grid or simulate`},
+		{"layer that cannot be exact in int8", []string{"--method", "dual", "--bits", "w6a6", "--encoding", "shared-grid"}, `: --encoding shared-grid: layer "/body/body.`},
+		{"layer encoding of no such layer", []string{"--bits", "w4a4", "--layer-encoding", "/nope/Conv=simulate"}, `--layer-encoding: no low-bit or dual-region Conv named /nope/Conv`},
+		{"layer encoding without a value", []string{"--layer-encoding", "/head/Conv"}, `--layer-encoding "/head/Conv": want NODE=ENCODING`},
+		{"tuning a low-bit setting", []string{"--tune", "--bits", "w4a4"}, `--tune tunes percentiles of w8a8 ranges`},
 		{"malformed bits", []string{"--bits", "int8"}, `--bits: bits "int8": want wNaM`},
 		{"bad weights", []string{"--weights", "per-row"}, `--weights "per-row": want per-channel or per-tensor`},
 		{"bad weight method", []string{"--weight-method", "kl"}, `--weight-method "kl": want mse or minmax`},
@@ -101,6 +112,9 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"output folder missing", []string{"--out", filepath.Join(fixtures, "nope", "q.onnx")}, "output folder " + filepath.Join(fixtures, "nope") + " does not exist"},
 		{"ranges json is the output", []string{"--ranges-json", "SAME"}, "--ranges-json"},
 	}
+	// These errors need the calibration statistics, so the progress lines
+	// come first; the error is still one line.
+	calibrates := map[string]bool{"breakpoint outside the range": true, "layer that cannot be exact in int8": true}
 	modelBefore, err := os.ReadFile(tdModel)
 	require.NoError(t, err)
 	for _, tc := range tests {
@@ -115,6 +129,12 @@ func TestQuantizeRefuses(t *testing.T) {
 				args = append(args, a)
 			}
 			code, stdout, stderr := runSRQ(args...)
+			if calibrates[tc.name] {
+				lines := strings.SplitAfter(stderr, "\n")
+				require.GreaterOrEqual(t, len(lines), 2)
+				assert.Contains(t, lines[0], "calibrating")
+				stderr = lines[len(lines)-2] + lines[len(lines)-1]
+			}
 			assertOneLineError(t, code, stdout, stderr, "srq quantize: ", tc.want)
 			assert.Empty(t, dirEntries(t, dir), "nothing written")
 		})

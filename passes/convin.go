@@ -1,0 +1,245 @@
+package passes
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/qdq"
+)
+
+// Encoding is how a model writes the input quantizers of its low-bit and
+// dual-region Convs (InsertQDQ.ConvIn); a user's --encoding.
+type Encoding string
+
+const (
+	// EncodingInt8 writes every Conv input so that ORT runs the Conv on its
+	// int8 kernels with the quantizer's exact levels, choosing per layer the
+	// cheapest exact form: FormGrid for a uniform grid, FormShared when the
+	// levels fit one 8-bit grid, else FormFloat (reported as a fallback).
+	EncodingInt8 Encoding = "int8"
+	// EncodingShared asks for FormShared on every dual-region layer and
+	// fails, naming the layer, where the levels do not fit one 8-bit grid.
+	EncodingShared Encoding = "shared-grid"
+	// EncodingSimulate writes exact fake-quant semantics with float ops
+	// (FormFloat for dual-region layers): what a hardware toolchain
+	// imports; ORT runs those Convs in float.
+	EncodingSimulate Encoding = "simulate"
+)
+
+// ParseEncoding checks an --encoding value.
+func ParseEncoding(s string) (Encoding, error) {
+	switch e := Encoding(s); e {
+	case EncodingInt8, EncodingShared, EncodingSimulate:
+		return e, nil
+	}
+	return "", fmt.Errorf("encoding %q: want int8, shared-grid or simulate", s)
+}
+
+// Form is how one Conv's input quantizer is written.
+type Form string
+
+const (
+	// FormGrid: QuantizeLinear → Clip (codes) → DequantizeLinear on a
+	// uint8: a uniform grid (2^b codes of a b-bit setting) that ORT fuses
+	// into its int8 Conv.
+	FormGrid Form = "grid"
+	// FormShared: the input is rounded to the quantizer's levels in float
+	// (the residual beyond the breakpoints rounded on the tail grid, added
+	// back to the clipped input), then QuantizeLinear → DequantizeLinear on
+	// the fine grid (qdq.Quantizer.Fine) on which every level is a code:
+	// the exact levels on ORT's int8 Conv.
+	FormShared Form = "shared-grid"
+	// FormFloat: the sum of the quantizer's parts, each Q → Clip → DQ, in
+	// float; the Conv reads a float tensor and runs in float.
+	FormFloat Form = "float"
+)
+
+// ChooseForm returns the form of a Conv input quantizer q under enc, with
+// the reason when it is not the int8 form asked for. Only EncodingShared
+// can fail: a dual-region quantizer whose levels span more than 255 fine
+// steps has no exact 8-bit form.
+func ChooseForm(q qdq.Quantizer, enc Encoding) (Form, string, error) {
+	if len(q.Parts()) == 1 {
+		return FormGrid, "", nil
+	}
+	if enc == EncodingSimulate {
+		return FormFloat, "", nil
+	}
+	if _, ok := q.Fine(); ok {
+		return FormShared, "", nil
+	}
+	why := "levels do not fit one 8-bit grid"
+	if d, ok := q.(qdq.Dual); ok {
+		why = fmt.Sprintf("levels span %d dense steps, more than one 8-bit grid's 255", d.FineSpan())
+	}
+	if enc == EncodingShared {
+		return "", why, fmt.Errorf("cannot be exact on one 8-bit grid: %s", why)
+	}
+	return FormFloat, why + ": runs in float", nil
+}
+
+// elideCarriers gives a value whose every quantized reader is a Conv with
+// the same input quantizer q (through data-movement nodes) q's fine grid as
+// its carrier, instead of an 8-bit carrier followed by q: the producing
+// int8 kernel then writes q's grid directly (a 4-bit uniform Conv input
+// costs no requantization), and for a dual-region q the rounding to the
+// fine grid loses nothing in the dense region. A float reader of a value
+// from a quantized producer would see the coarser carrier, so it keeps the
+// value's own. It returns, per value whose carrier became q itself
+// (uniform q), that q: its Convs need no further quantizer.
+func (p InsertQDQ) elideCarriers(g *graph.Graph, params map[string]qdq.Params, quantized map[*graph.Node]bool) map[string]qdq.Quantizer {
+	done := map[string]qdq.Quantizer{}
+	if len(p.ConvIn) == 0 {
+		return done
+	}
+	aliases := map[string][]string{}
+	for v, src := range p.Plan.Shared {
+		aliases[src] = append(aliases[src], v)
+	}
+	for _, v := range p.Plan.Values {
+		prod := g.Producer(v)
+		fromQuantized := prod != nil && quantized[prod]
+		var q qdq.Quantizer
+		ok := true
+		for _, u := range append([]string{v}, aliases[v]...) {
+			if g.IsGraphOutput(u) {
+				ok = false
+			}
+			for _, c := range g.Consumers(u) {
+				if !quantized[c] {
+					if fromQuantized {
+						ok = false
+					}
+					continue
+				}
+				if _, shared := p.Plan.Shared[p.Plan.OutputOf(c)]; shared {
+					continue // data movement: its output is an alias of v
+				}
+				cq, has := p.ConvIn[c.Name]
+				if !has || !isOp(c, "Conv") || c.Inputs[0] != u || slices.Contains(c.Inputs[1:], u) || (q != nil && cq != q) {
+					ok = false
+					continue
+				}
+				q = cq
+			}
+		}
+		if !ok || q == nil {
+			continue
+		}
+		fine, fits := q.Fine()
+		if !fits {
+			continue
+		}
+		params[v] = fine
+		if len(q.Parts()) == 1 {
+			done[v] = q
+			for _, a := range aliases[v] {
+				done[a] = q
+			}
+		}
+	}
+	return done
+}
+
+// insertConvInput writes Conv n's input quantizer q in form f between the
+// value it reads (the carrier's dequantized output) and n.
+func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form) error {
+	x := n.Inputs[0]
+	base := n.Name + "_input"
+	parts := q.Parts()
+	var fine qdq.Params
+	switch f {
+	case FormGrid:
+		if len(parts) != 1 || parts[0].Residual {
+			return fmt.Errorf("%s: form %s needs a single uniform part", q, f)
+		}
+	case FormShared:
+		var ok bool
+		if fine, ok = q.Fine(); !ok {
+			return fmt.Errorf("%s: levels do not fit one 8-bit grid", q)
+		}
+	case FormFloat:
+	default:
+		return fmt.Errorf("unknown form %q", f)
+	}
+	// The sum of the parts, each Q → Clip → DQ. In FormShared a part that
+	// reads x on the fine grid's step is only clipped to its range: the
+	// final quantizer on the fine grid rounds it.
+	clips := map[[2]float32]string{}
+	clip := func(lo, hi float32) string {
+		if c, ok := clips[[2]float32{lo, hi}]; ok {
+			return c
+		}
+		c := emitClip(g, x, lo, hi, base+"_clipped")
+		clips[[2]float32{lo, hi}] = c
+		return c
+	}
+	var sum string
+	for i, pt := range parts {
+		name := fmt.Sprintf("%s_part%d", base, i)
+		var term string
+		switch {
+		case pt.Residual:
+			r := g.UniqueName(name + "_residual")
+			g.AddNode(&graph.Node{Name: g.UniqueName(name + "_residual_Sub"), OpType: "Sub", Inputs: []string{x, clip(pt.Lo, pt.Hi)}, Outputs: []string{r}})
+			term = emitPart(g, r, pt.Params, name)
+		case f == FormShared && pt.Scale == fine.Scale:
+			lo, hi := pt.Range()
+			term = clip(lo, hi)
+		default:
+			term = emitPart(g, x, pt.Params, name)
+		}
+		if sum == "" {
+			sum = term
+			continue
+		}
+		s := g.UniqueName(base + "_sum")
+		g.AddNode(&graph.Node{Name: g.UniqueName(base + "_sum_Add"), OpType: "Add", Inputs: []string{sum, term}, Outputs: []string{s}})
+		sum = s
+	}
+	if f == FormShared {
+		sum = emitPart(g, sum, fine, base+"_fine")
+	}
+	g.ReplaceInput(n, 0, sum)
+	return nil
+}
+
+// emitClip adds a float Clip(x, lo, hi) and returns its output.
+func emitClip(g *graph.Graph, x string, lo, hi float32, base string) string {
+	l, h := g.UniqueName(base+"_min"), g.UniqueName(base+"_max")
+	g.SetInitializer(graph.NewFloat32(l, nil, []float32{lo}))
+	g.SetInitializer(graph.NewFloat32(h, nil, []float32{hi}))
+	out := g.UniqueName(base)
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_Clip"), OpType: "Clip", Inputs: []string{x, l, h}, Outputs: []string{out}})
+	return out
+}
+
+// emitPart writes the uniform quantizer p on x: QuantizeLinear → Clip of the codes when the part's window is
+// narrower than the uint8 → DequantizeLinear. It returns the dequantized
+// value.
+func emitPart(g *graph.Graph, x string, p qdq.Params, base string) string {
+	scale, zp := quantInits(g, base, p)
+	q := g.UniqueName(base + "_q")
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_QuantizeLinear"), OpType: "QuantizeLinear", Inputs: []string{x, scale, zp}, Outputs: []string{q}})
+	q = clipCodes(g, q, p, base)
+	dq := g.UniqueName(base + "_dq")
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{q, scale, zp}, Outputs: []string{dq}})
+	return dq
+}
+
+// clipCodes clips the uint8 codes q to p's window [QMin, QMax] when it is
+// narrower than [0, 255] (a grid of fewer than 8 bits), and returns the
+// clipped codes. ORT runs a uint8 Clip between a fused Q and DQ without
+// breaking the int8 chain.
+func clipCodes(g *graph.Graph, q string, p qdq.Params, base string) string {
+	if p.QMin <= 0 && p.QMax >= 255 {
+		return q
+	}
+	l, h := g.UniqueName(base+"_code_min"), g.UniqueName(base+"_code_max")
+	g.SetInitializer(graph.NewUint8(l, nil, []uint8{uint8(max(p.QMin, 0))}))
+	g.SetInitializer(graph.NewUint8(h, nil, []uint8{uint8(min(p.QMax, 255))}))
+	out := g.UniqueName(base + "_q_clipped")
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_code_Clip"), OpType: "Clip", Inputs: []string{q, l, h}, Outputs: []string{out}})
+	return out
+}

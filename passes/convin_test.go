@@ -1,0 +1,239 @@
+package passes_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/qdq"
+)
+
+func mustDual(t *testing.T, spec qdq.DualSpec) qdq.Dual {
+	t.Helper()
+	d, err := qdq.NewDual(spec)
+	require.NoError(t, err)
+	return d
+}
+
+func mustUniform(t *testing.T, lo, hi float32, bits int) qdq.Uniform {
+	t.Helper()
+	u, err := qdq.NewUniform(lo, hi, bits)
+	require.NoError(t, err)
+	return u
+}
+
+func TestChooseForm(t *testing.T) {
+	fits := mustDual(t, qdq.DualSpec{Lo: -60, Hi: 80, BP: 10, Bits: 4, Accounting: qdq.Reference})
+	wide := mustDual(t, qdq.DualSpec{Lo: -300, Hi: 300, BP: 10, Bits: 6, Accounting: qdq.Reference})
+	noTail := mustDual(t, qdq.DualSpec{Lo: -6, Hi: 8, BP: 9, Bits: 4, Accounting: qdq.Reference})
+	_, ok := fits.Fine()
+	require.True(t, ok)
+	_, ok = wide.Fine()
+	require.False(t, ok)
+	tests := []struct {
+		name string
+		q    qdq.Quantizer
+		enc  passes.Encoding
+		want passes.Form
+		why  string
+		err  string
+	}{
+		{"uniform int8", mustUniform(t, -1, 3, 4), passes.EncodingInt8, passes.FormGrid, "", ""},
+		{"uniform simulate", mustUniform(t, -1, 3, 4), passes.EncodingSimulate, passes.FormGrid, "", ""},
+		{"dual without tail", noTail, passes.EncodingSimulate, passes.FormGrid, "", ""},
+		{"dual fits", fits, passes.EncodingInt8, passes.FormShared, "", ""},
+		{"dual fits shared", fits, passes.EncodingShared, passes.FormShared, "", ""},
+		{"dual simulate", fits, passes.EncodingSimulate, passes.FormFloat, "", ""},
+		{"dual too wide", wide, passes.EncodingInt8, passes.FormFloat, "dense steps, more than one 8-bit grid's 255: runs in float", ""},
+		{"dual too wide shared", wide, passes.EncodingShared, "", "", "cannot be exact on one 8-bit grid: levels span"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, why, err := passes.ChooseForm(tc.q, tc.enc)
+			if tc.err != "" {
+				assert.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, f)
+			if tc.why == "" {
+				assert.Empty(t, why)
+			} else {
+				assert.Contains(t, why, tc.why)
+			}
+		})
+	}
+	for _, s := range []string{"int8", "shared-grid", "simulate"} {
+		e, err := passes.ParseEncoding(s)
+		require.NoError(t, err)
+		assert.Equal(t, passes.Encoding(s), e)
+	}
+	_, err := passes.ParseEncoding("int4")
+	assert.ErrorContains(t, err, `"int4"`)
+}
+
+// chain4 is x -> c1 -> Relu -> c2 -> Relu -> c3 -> Add(., a2) -> c4 -> y:
+// under FirstLast8 c1 and c4 stay 8-bit; c2 reads a Relu output no one
+// else reads (its carrier can be its own grid), c3 reads one the Add reads
+// too (it needs an 8-bit carrier and a requantization).
+func chain4(g *graph.Graph) {
+	weight(g, "w1", 0.5, 8, 3, 3, 3)
+	weight(g, "w2", 0.1, 8, 8, 3, 3)
+	weight(g, "w3", 0.1, 8, 8, 3, 3)
+	weight(g, "w4", 0.1, 3, 8, 3, 3)
+	node(g, "c1", "Conv", "x,w1", "a1", pad1)
+	node(g, "relu1", "Relu", "a1", "r1")
+	node(g, "c2", "Conv", "r1,w2", "a2", pad1)
+	node(g, "relu2", "Relu", "a2", "r2")
+	node(g, "c3", "Conv", "r2,w3", "a3", pad1)
+	node(g, "add", "Add", "a3,r2", "s")
+	node(g, "c4", "Conv", "s,w4", "y", pad1)
+	outputs(g, "y")
+}
+
+func chain4Act(p *passes.Plan) map[string]qdq.Params {
+	act := map[string]qdq.Params{}
+	for _, v := range p.Values {
+		act[v] = qdq.Asymmetric(-3, 3, 8)
+	}
+	act["x"] = qdq.Asymmetric(0, 1, 8)
+	act["r1"] = qdq.Asymmetric(0, 3, 8)
+	act["r2"] = qdq.Asymmetric(0, 3, 8)
+	return act
+}
+
+func TestInsertConvInputsLowBit(t *testing.T) {
+	g := newGraph(3)
+	chain4(g)
+	p, err := passes.PlanQDQ(g, passes.Policy{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"c1", "c4"}, wideNames(p))
+	q2, q3 := mustUniform(t, 0, 2.5, 4), mustUniform(t, 0, 2, 4)
+	ins := passes.InsertQDQ{Plan: p, Act: chain4Act(p), Weights: passes.WeightConfig{Bits: 4, PerChannel: true, Method: qdq.MinMax},
+		ConvIn: map[string]qdq.Quantizer{"c2": q2, "c3": q3}}
+	require.NoError(t, passes.Run(g, ins))
+	assert.Equal(t, `DequantizeLinear(w1_quantized, w1_scale, w1_zero_point) -> w1_dequantized
+DequantizeLinear(w2_quantized, w2_scale, w2_zero_point) -> w2_dequantized
+DequantizeLinear(w3_quantized, w3_scale, w3_zero_point) -> w3_dequantized
+DequantizeLinear(w4_quantized, w4_scale, w4_zero_point) -> w4_dequantized
+QuantizeLinear(x, x_scale, x_zero_point) -> x_q
+DequantizeLinear(x_q, x_scale, x_zero_point) -> x_dq
+Conv(x_dq, w1_dequantized) -> r1
+QuantizeLinear(r1, r1_scale, r1_zero_point) -> r1_q
+Clip(r1_q, r1_code_min, r1_code_max) -> r1_q_clipped
+DequantizeLinear(r1_q_clipped, r1_scale, r1_zero_point) -> r1_dq
+Conv(r1_dq, w2_dequantized) -> r2
+QuantizeLinear(r2, r2_scale, r2_zero_point) -> r2_q
+DequantizeLinear(r2_q, r2_scale, r2_zero_point) -> r2_dq
+QuantizeLinear(r2_dq, c3_input_part0_scale, c3_input_part0_zero_point) -> c3_input_part0_q
+Clip(c3_input_part0_q, c3_input_part0_code_min, c3_input_part0_code_max) -> c3_input_part0_q_clipped
+DequantizeLinear(c3_input_part0_q_clipped, c3_input_part0_scale, c3_input_part0_zero_point) -> c3_input_part0_dq
+Conv(c3_input_part0_dq, w3_dequantized) -> a3
+QuantizeLinear(a3, a3_scale, a3_zero_point) -> a3_q
+DequantizeLinear(a3_q, a3_scale, a3_zero_point) -> a3_dq
+Add(a3_dq, r2_dq) -> s
+QuantizeLinear(s, s_scale, s_zero_point) -> s_q
+DequantizeLinear(s_q, s_scale, s_zero_point) -> s_dq
+Conv(s_dq, w4_dequantized) -> y_float
+QuantizeLinear(y_float, y_scale, y_zero_point) -> y_q
+DequantizeLinear(y_q, y_scale, y_zero_point) -> y
+`, dump(g), "r1 carries c2's 4-bit grid; r2 keeps its 8-bit carrier for the Add and c3 requantizes it")
+
+	// The carrier of r1 is q2 itself, its codes clipped to 16.
+	s := g.Initializer("r1_scale")
+	require.NotNil(t, s)
+	sv, _ := s.Float32()
+	assert.Equal(t, q2.Scale, sv[0])
+	hi, _ := g.Initializer("r1_code_max").Uint8()
+	assert.Equal(t, uint8(15), hi[0])
+	// Weights: 4 bits in the middle, 8 at the edges.
+	for name, bits := range map[string]int{"w1_quantized": 8, "w2_quantized": 4, "w3_quantized": 4, "w4_quantized": 8} {
+		w, err := g.Initializer(name).Int8()
+		require.NoError(t, err)
+		var top int8
+		for _, v := range w {
+			top = max(top, v, -v)
+		}
+		assert.Equal(t, int8(1<<(bits-1)-1), top, name)
+	}
+}
+
+func wideNames(p *passes.Plan) []string {
+	var out []string
+	for _, n := range p.Nodes {
+		if p.Wide[n] {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// TestConvInputFormsInORT runs each form in ONNX Runtime and checks that the
+// Conv reads exactly the quantizer's levels: FormGrid, FormShared and
+// FormFloat write the same function.
+func TestConvInputFormsInORT(t *testing.T) {
+	requireORT(t)
+	d := mustDual(t, qdq.DualSpec{Lo: -40, Hi: 60, BP: 6, Bits: 4, Accounting: qdq.Reference})
+	_, ok := d.Fine()
+	require.True(t, ok)
+	strict := mustDual(t, qdq.DualSpec{Lo: 0, Hi: 60, BP: 4, Bits: 3, Accounting: qdq.Strict})
+	tests := []struct {
+		name string
+		q    qdq.Quantizer
+		form passes.Form
+	}{
+		{"uniform grid", mustUniform(t, -5, 7, 3), passes.FormGrid},
+		{"dual shared", d, passes.FormShared},
+		{"dual float", d, passes.FormFloat},
+		{"strict one-sided shared", strict, passes.FormShared},
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	in := &ort.Tensor{Shape: []int64{1, 4, 16, 16}, Data: make([]float32, 4*16*16)}
+	for i := range in.Data {
+		switch r.IntN(4) {
+		case 0: // tails
+			in.Data[i] = float32(-50 + 120*r.Float64())
+		default:
+			in.Data[i] = float32(r.NormFloat64() * 4)
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// x (read only by the Conv, so its carrier is the quantizer's
+			// fine grid) -> relu -> c (1x1) -> y; the Conv's input is
+			// exposed as a second output.
+			g := newGraph(4)
+			weight(g, "w", 0.2, 4, 4, 1, 1)
+			node(g, "neg", "Neg", "x", "nx") // a float producer
+			node(g, "c", "Conv", "nx,w", "y")
+			outputs(g, "y")
+			p, err := passes.PlanQDQ(g, passes.Policy{FirstLast: passes.FirstLastSame})
+			require.NoError(t, err)
+			act := map[string]qdq.Params{"nx": qdq.Asymmetric(-100, 100, 8), "y": qdq.Asymmetric(-100, 100, 8)}
+			require.NoError(t, passes.Run(g, passes.InsertQDQ{Plan: p, Act: act, Weights: passes.WeightConfig{Bits: 8, PerChannel: true},
+				ConvIn: map[string]qdq.Quantizer{"c": tc.q}, Forms: map[string]passes.Form{"c": tc.form}}))
+			var conv *graph.Node
+			for _, n := range g.Nodes {
+				if n.OpType == "Conv" {
+					conv = n
+				}
+			}
+			g.Outputs = append(g.Outputs, &graph.Value{Name: conv.Inputs[0], DType: onnx.TensorProto_FLOAT})
+			g.Invalidate()
+			out := runORTAll(t, g, in)
+			fine, _ := tc.q.Fine() // the carrier of nx
+			for i, x := range in.Data {
+				want := tc.q.FakeQuant(fine.FakeQuant(-x))
+				got := out[1].Data[i]
+				require.InDelta(t, want, got, 1e-4*math.Max(1, math.Abs(float64(want))), "x=%g", -x)
+			}
+		})
+	}
+}
