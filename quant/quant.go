@@ -443,9 +443,9 @@ type quantizers struct {
 	act     map[string]qdq.Params
 	weights map[string][]qdq.Params // weight quantizers the tuner already searched
 	convIn  map[string]qdq.Quantizer
-	forms  map[string]passes.Form
-	ranges []Range
-	layers []Layer
+	forms   map[string]passes.Form
+	ranges  []Range
+	layers  []Layer
 }
 
 // choose picks the quantizers. Every planned value gets an 8-bit carrier
