@@ -17,25 +17,51 @@ import (
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/qdq"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
 	"github.com/srquant/srq/verify"
 )
 
-// benchRow is one model × method result of `srq bench`.
+// benchRow is one model × setting result of `srq bench`.
 type benchRow struct {
-	Model      string              `json:"model"`
-	Method     string              `json:"method"`
-	Scale      int                 `json:"scale"`
-	FP32       map[string]float64  `json:"psnr_gt_fp32_db"`      // set -> mean PSNR-Y vs GT
-	Quantized  map[string]float64  `json:"psnr_gt_quantized_db"` // set -> mean PSNR-Y vs GT
-	VsFP32     map[string]float64  `json:"psnr_vs_fp32_db"`      // set -> mean PSNR-Y vs FP32 output
-	QuantizeS  float64             `json:"quantize_s"`
-	Latency    map[int][2]float64  `json:"latency_ms"` // size -> {fp32, int8} medians
-	Coverage   verify.ConvCoverage `json:"int8_conv"`
-	Skipped    map[string]string   `json:"skipped,omitempty"`
-	Failure    string              `json:"failure,omitempty"`
-	latencyAll map[int][2]verify.LatencyStats
+	Model   string `json:"model"`
+	Bits    string `json:"bits"`
+	Method  string `json:"method"`
+	Variant string `json:"variant,omitempty"` // what differs from the defaults (extra rows)
+	Scale   int    `json:"scale"`
+
+	FP32      map[string]float64  `json:"psnr_gt_fp32_db"`      // set -> mean PSNR-Y vs GT
+	Quantized map[string]float64  `json:"psnr_gt_quantized_db"` // set -> mean PSNR-Y vs GT
+	VsFP32    map[string]float64  `json:"psnr_vs_fp32_db"`      // set -> mean PSNR-Y vs FP32 output
+	QuantizeS float64             `json:"quantize_s"`
+	Latency   map[int][2]float64  `json:"latency_ms"` // size -> {fp32, int8} medians
+	Coverage  verify.ConvCoverage `json:"int8_conv"`
+	// Forms counts the Convs with their own input quantizer by form.
+	Forms   map[string]int    `json:"forms,omitempty"`
+	Skipped map[string]string `json:"skipped,omitempty"`
+	Failure string            `json:"failure,omitempty"`
+}
+
+// benchSetting is one quantization setting of the grid.
+type benchSetting struct {
+	bits    quant.Bits
+	method  quant.Method
+	variant string
+	apply   func(*quant.Config) // the variant's change, if any
+}
+
+// benchVariants are the extra settings run on the --variants-for models at
+// W4A4: the strict bit accounting, per-tensor weights (the paper's) and the
+// simulate encoding, each against the default dual row.
+var benchVariants = []benchSetting{
+	{quant.Bits{W: 4, A: 4}, quant.Dual, "strict accounting", func(c *quant.Config) { c.Accounting = qdq.Strict }},
+	{quant.Bits{W: 6, A: 6}, quant.Dual, "strict accounting", func(c *quant.Config) { c.Accounting = qdq.Strict }},
+	{quant.Bits{W: 4, A: 4}, quant.Dual, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
+	{quant.Bits{W: 4, A: 4}, quant.Percentile, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
+	{quant.Bits{W: 4, A: 4}, quant.Dual, "simulate encoding", func(c *quant.Config) { c.Encoding = passes.EncodingSimulate }},
+	{quant.Bits{W: 4, A: 4}, quant.Dual, "breakpoint search", func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: "search"} }},
 }
 
 func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
@@ -43,10 +69,13 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	data := fs.String("data", "../shared/data", "folder with the benchmark sets (HR ground truth)")
 	calibDir := fs.String("calib", "../shared/images", "calibration images")
 	sets := fs.StringSlice("sets", []string{"Set5", "Set14", "B100"}, "benchmark sets inside --data")
-	methods := fs.StringSlice("methods", []string{"minmax", "percentile", "mse"}, "activation range methods")
-	sizes := fs.IntSlice("sizes", []int{128, 256}, "LR sizes for latency")
+	bits := fs.StringSlice("bits", []string{"w8a8", "w6a6", "w4a4"}, "bit-width settings")
+	methods := fs.StringSlice("methods", []string{"minmax", "percentile", "mse", "dual"}, "activation range methods")
+	variantsFor := fs.StringSlice("variants-for", []string{"edsr_x4.onnx"}, "models that also get the variant rows (strict accounting, per-tensor weights, simulate encoding, breakpoint search)")
+	sizes := fs.IntSlice("sizes", []int{256}, "LR sizes for latency")
 	threads := fs.Int("threads", 2, "intra-op threads for every session")
 	runs := fs.Int("runs", verify.RecommendedRuns, "timed runs per latency measurement")
+	patches := fs.Int("patches", quant.DefaultConfig().Patches, "calibration patches per quantization")
 	only := fs.StringSlice("only", nil, "model file names to bench (default: all in --models)")
 	out := fs.String("out", "BENCHMARKS.md", "markdown report to write")
 	jsonOut := fs.String("json", "", "also write the raw results as JSON")
@@ -54,13 +83,27 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err := wantArgs(args, 0, "no positional arguments"); err != nil {
 			return err
 		}
-		for _, m := range *methods {
-			if _, err := quant.ParseMethod(m); err != nil {
-				return err
+		var grid []benchSetting
+		for _, b := range *bits {
+			bb, err := quant.ParseBits(b)
+			if err != nil {
+				return fmt.Errorf("--bits: %w", err)
+			}
+			for _, m := range *methods {
+				mm, err := quant.ParseMethod(m)
+				if err != nil {
+					return fmt.Errorf("--methods: %w", err)
+				}
+				grid = append(grid, benchSetting{bits: bb, method: mm})
 			}
 		}
-		if *runs < 1 {
+		switch {
+		case len(grid) == 0:
+			return fmt.Errorf("--bits and --methods: nothing to bench")
+		case *runs < 1:
 			return fmt.Errorf("--runs %d: want at least 1", *runs)
+		case *patches < 1:
+			return fmt.Errorf("--patches %d: want at least 1", *patches)
 		}
 		paths, err := filepath.Glob(filepath.Join(*models, "*.onnx"))
 		if err != nil || len(paths) == 0 {
@@ -79,13 +122,17 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		var rows []*benchRow
 		start := time.Now()
 		for _, p := range paths {
-			r, err := benchModel(a, p, calibImgs, *data, *sets, *methods, *sizes, *threads, *runs)
+			settings := grid
+			if slices.Contains(*variantsFor, filepath.Base(p)) {
+				settings = append(slices.Clone(grid), benchVariants...)
+			}
+			r, err := benchModel(a, p, calibImgs, *data, *sets, settings, *sizes, *threads, *runs, *patches)
 			if err != nil {
 				return err
 			}
 			rows = append(rows, r...)
 		}
-		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, time.Since(start))
+		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, *patches, time.Since(start))
 		if err := atomicfile.WriteBytes(*out, []byte(md)); err != nil {
 			return fmt.Errorf("%s: %w", *out, err)
 		}
@@ -104,7 +151,7 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 }
 
 // benchSet is one benchmark set loaded for a scale, with the FP32 outputs
-// computed once and reused for every method.
+// computed once and reused for every setting.
 type benchSet struct {
 	name     string
 	lr, gt   []*img.Image
@@ -112,7 +159,7 @@ type benchSet struct {
 	fp32PSNR float64
 }
 
-func benchModel(a *app, path string, calibImgs []string, dataDir string, sets, methods []string, sizes []int, threads, runs int) ([]*benchRow, error) {
+func benchModel(a *app, path string, calibImgs []string, dataDir string, sets []string, settings []benchSetting, sizes []int, threads, runs, patches int) ([]*benchRow, error) {
 	name := filepath.Base(path)
 	fmt.Fprintf(a.stderr, "== %s\n", name)
 	m, data, err := loadModel(path)
@@ -135,13 +182,20 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets, m
 		loaded = append(loaded, bs)
 	}
 	var rows []*benchRow
-	for _, method := range methods {
-		fmt.Fprintf(a.stderr, "   %s\n", method)
-		row := &benchRow{Model: name, Method: method, Scale: fm.Scale, FP32: map[string]float64{}, Quantized: map[string]float64{},
-			VsFP32: map[string]float64{}, Latency: map[int][2]float64{}, latencyAll: map[int][2]verify.LatencyStats{}}
+	for _, st := range settings {
+		label := fmt.Sprintf("%s %s", st.bits, st.method)
+		if st.variant != "" {
+			label += ", " + st.variant
+		}
+		fmt.Fprintf(a.stderr, "   %s\n", label)
+		row := &benchRow{Model: name, Bits: st.bits.String(), Method: string(st.method), Variant: st.variant, Scale: fm.Scale,
+			FP32: map[string]float64{}, Quantized: map[string]float64{}, VsFP32: map[string]float64{}, Latency: map[int][2]float64{}}
 		rows = append(rows, row)
 		cfg := quant.DefaultConfig()
-		cfg.Method = quant.Method(method)
+		cfg.Bits, cfg.Method, cfg.Patches = st.bits, st.method, patches
+		if st.apply != nil {
+			st.apply(&cfg)
+		}
 		cfg.Threads = threads
 		cfg.Probe = sr.ProbeOptions{Scale: fm.Scale, Range: fm.Range}
 		t0 := time.Now()
@@ -152,6 +206,12 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets, m
 		}
 		row.QuantizeS = time.Since(t0).Seconds()
 		row.Skipped = res.Skipped
+		if len(res.Layers) > 0 {
+			row.Forms = map[string]int{}
+			for _, l := range res.Layers {
+				row.Forms[l.Form]++
+			}
+		}
 		qdata, err := onnx.Marshal(res.Model)
 		if err != nil {
 			return nil, err
@@ -195,7 +255,8 @@ func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet,
 	}
 	defer os.RemoveAll(dir)
 	optPath := filepath.Join(dir, "optimized.onnx")
-	qm, err := sr.Open(qdata, row.Model+" ("+row.Method+")", ort.Options{Threads: threads, OptimizedModelPath: optPath}, sr.ProbeOptions{Scale: fm.Scale, Range: fm.Range})
+	label := row.Model + " (" + row.Bits + " " + row.Method + ")"
+	qm, err := sr.Open(qdata, label, ort.Options{Threads: threads, OptimizedModelPath: optPath}, sr.ProbeOptions{Scale: fm.Scale, Range: fm.Range})
 	if err != nil {
 		return err
 	}
@@ -236,47 +297,119 @@ func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet,
 			return err
 		}
 		row.Latency[size] = [2]float64{a.MedianMS, b.MedianMS}
-		row.latencyAll[size] = [2]verify.LatencyStats{a, b}
 	}
 	return nil
 }
 
-func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs int, took time.Duration) string {
+// benchMarkdown writes BENCHMARKS.md: the W8A8 table (every method, with
+// latencies), the low-bit table (Δ per set, speed-up, int8 coverage, how
+// the Conv inputs were written), and the variant rows.
+func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, patches int, took time.Duration) string {
 	var b bytes.Buffer
 	cpu := verify.HostCPU()
 	def := quant.DefaultConfig()
-	fmt.Fprintf(&b, "# srq benchmarks\n\nWritten by `make bench` (`srq bench`). W8A8: U8 per-tensor activations with zero point, S8 per-channel weights (MSE clip), int32 bias, first/last Conv at 8 bits, input mean shift folded into the head, long skip %s (float head copy and skip Add, two-part int8 upsampler input; models without a long skip are unaffected); calibration on %d LR patches of %dx%d from `../shared/images` (seed %d).\n\n",
-		def.LongSkip, def.Patches, def.PatchSize, def.PatchSize, def.Seed)
+	fmt.Fprintf(&b, "# srq benchmarks\n\nWritten by `make bench` (`srq bench`). Every setting: U8 per-tensor activations with zero point, S8 per-channel weights (MSE clip), int32 bias, first/last Conv at 8 bits, input mean shift folded into the head, long skip %s (float head copy and skip Add; at W8A8 uniform a two-part int8 upsampler input; models without a long skip are unaffected); calibration on %d LR patches of %dx%d from `../shared/images` (seed %d).\n\n",
+		def.LongSkip, patches, def.PatchSize, def.PatchSize, def.Seed)
+	fmt.Fprintf(&b, "\"WxAy\": the weights and the input of every Conv but the first and last at x and y bits; the other tensors (residual Adds, Conv outputs, the model output) stay 8-bit. `dual` is the outlier-aware dual-region quantizer on those Conv inputs (reference accounting: a y-bit dense grid plus (y−1)-bit tails; breakpoint %s) with 8-bit percentile %g carriers; the uniform methods use their range at y bits. Encoding int8: ORT runs the Convs on its int8 kernels with the exact levels where they fit one 8-bit grid, in float otherwise (\"forms\").\n\n",
+		def.Breakpoint, def.Percentile)
 	fmt.Fprintf(&b, "- machine: %s, %d logical CPUs, flags: %s\n", cpu.Model, runtime.NumCPU(), strings.Join(cpu.Flags, " "))
 	fmt.Fprintf(&b, "- ONNX Runtime %s, CPU execution provider, %d intra-op threads; latency = median of %d runs after warm-up, FP32 and int8 alternated\n", ort.Version(), threads, runs)
-	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the int8 output against the FP32 output\n")
-	fmt.Fprintf(&b, "- total bench time %s\n\n", took.Round(time.Second))
-	b.WriteString("| model | method |")
-	for _, s := range sets {
-		fmt.Fprintf(&b, " %s FP32 | %s int8 (Δ) | %s vs FP32 |", s, s, s)
-	}
-	b.WriteString(" quantize s |")
-	for _, sz := range sizes {
-		fmt.Fprintf(&b, " %d² FP32 ms | %d² int8 ms (speed-up) |", sz, sz)
-	}
-	b.WriteString(" int8 Convs |\n|---|---|")
-	b.WriteString(strings.Repeat("---|", 3*len(sets)+1+2*len(sizes)+1))
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the quantized output against the FP32 output\n")
+	fmt.Fprintf(&b, "- total bench time %s\n", took.Round(time.Second))
+
+	var w8, low, variants []*benchRow
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s |", strings.TrimSuffix(r.Model, ".onnx"), r.Method)
-		if r.Failure != "" {
-			fmt.Fprintf(&b, " failed: %s |\n", oneLine(r.Failure))
-			continue
+		switch {
+		case r.Variant != "":
+			variants = append(variants, r)
+		case r.Bits == "w8a8":
+			w8 = append(w8, r)
+		default:
+			low = append(low, r)
+		}
+	}
+	if len(w8) > 0 {
+		b.WriteString("\n## W8A8\n\n| model | method |")
+		for _, s := range sets {
+			fmt.Fprintf(&b, " %s FP32 | %s int8 (Δ) | %s vs FP32 |", s, s, s)
+		}
+		b.WriteString(" quantize s |")
+		for _, sz := range sizes {
+			fmt.Fprintf(&b, " %d² FP32 ms | %d² int8 ms (speed-up) |", sz, sz)
+		}
+		b.WriteString(" int8 Convs | forms |\n|---|---|")
+		b.WriteString(strings.Repeat("---|", 3*len(sets)+1+2*len(sizes)+2))
+		b.WriteString("\n")
+		for _, r := range w8 {
+			fmt.Fprintf(&b, "| %s | %s |", strings.TrimSuffix(r.Model, ".onnx"), r.Method)
+			if r.Failure != "" {
+				fmt.Fprintf(&b, " failed: %s |\n", oneLine(r.Failure))
+				continue
+			}
+			for _, s := range sets {
+				fmt.Fprintf(&b, " %.2f | %.2f (%+.2f) | %.2f |", r.FP32[s], r.Quantized[s], r.Quantized[s]-r.FP32[s], r.VsFP32[s])
+			}
+			fmt.Fprintf(&b, " %.1f |", r.QuantizeS)
+			for _, sz := range sizes {
+				l := r.Latency[sz]
+				fmt.Fprintf(&b, " %.0f | %.0f (%.2fx) |", l[0], l[1], l[0]/l[1])
+			}
+			fmt.Fprintf(&b, " %d/%d | %s |\n", r.Coverage.Int8, r.Coverage.Total, formsCell(r.Forms))
+		}
+	}
+	lowTable := func(title string, rs []*benchRow, variant bool) {
+		if len(rs) == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "\n## %s\n\n| model | bits | method |", title)
+		if variant {
+			b.WriteString(" variant |")
 		}
 		for _, s := range sets {
-			fmt.Fprintf(&b, " %.2f | %.2f (%+.2f) | %.2f |", r.FP32[s], r.Quantized[s], r.Quantized[s]-r.FP32[s], r.VsFP32[s])
+			fmt.Fprintf(&b, " %s FP32 | %s q (Δ) |", s, s)
 		}
-		fmt.Fprintf(&b, " %.1f |", r.QuantizeS)
-		for _, sz := range sizes {
+		fmt.Fprintf(&b, " %s vs FP32 | quantize s |", sets[0])
+		sz := sizes[len(sizes)-1]
+		fmt.Fprintf(&b, " %d² speed-up | int8 Convs | forms |\n|---|---|---|", sz)
+		if variant {
+			b.WriteString("---|")
+		}
+		b.WriteString(strings.Repeat("---|", 2*len(sets)+5))
+		b.WriteString("\n")
+		for _, r := range rs {
+			fmt.Fprintf(&b, "| %s | %s | %s |", strings.TrimSuffix(r.Model, ".onnx"), r.Bits, r.Method)
+			if variant {
+				fmt.Fprintf(&b, " %s |", r.Variant)
+			}
+			if r.Failure != "" {
+				fmt.Fprintf(&b, " failed: %s |\n", oneLine(r.Failure))
+				continue
+			}
+			for _, s := range sets {
+				fmt.Fprintf(&b, " %.2f | %.2f (%+.2f) |", r.FP32[s], r.Quantized[s], r.Quantized[s]-r.FP32[s])
+			}
 			l := r.Latency[sz]
-			fmt.Fprintf(&b, " %.0f | %.0f (%.2fx) |", l[0], l[1], l[0]/l[1])
+			fmt.Fprintf(&b, " %.2f | %.1f | %.2fx | %d/%d | %s |\n", r.VsFP32[sets[0]], r.QuantizeS, l[0]/l[1], r.Coverage.Int8, r.Coverage.Total, formsCell(r.Forms))
 		}
-		fmt.Fprintf(&b, " %d/%d |\n", r.Coverage.Int8, r.Coverage.Total)
 	}
+	lowTable("Low bits", low, false)
+	lowTable("Variants", variants, true)
 	return b.String()
+}
+
+// formsCell renders the count of Conv inputs per form, e.g. "35 shared-grid".
+func formsCell(forms map[string]int) string {
+	if len(forms) == 0 {
+		return "–"
+	}
+	keys := make([]string, 0, len(forms))
+	for k := range forms {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", forms[k], k)
+	}
+	return strings.Join(parts, ", ")
 }

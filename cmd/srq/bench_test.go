@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestBenchLowBit runs `srq bench` on the committed EDSR x2 with a one-image
+// set: the low-bit table has a row per method with its Δ, the dual row
+// says how its Conv inputs were written, and the JSON holds the numbers.
+func TestBenchLowBit(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	models, data := filepath.Join(dir, "models"), filepath.Join(dir, "data", "Tiny")
+	require.NoError(t, os.MkdirAll(models, 0o755))
+	require.NoError(t, os.MkdirAll(data, 0o755))
+	abs, err := filepath.Abs(tdModel)
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(abs, filepath.Join(models, "edsr_x2.onnx")))
+	crop := writeCrop(t, 150, 60, 96, 96)
+	require.NoError(t, os.Rename(crop, filepath.Join(data, "chelsea.png")))
+	md, js := filepath.Join(dir, "BENCH.md"), filepath.Join(dir, "bench.json")
+
+	code, out, errOut := runSRQ("bench", "--models", models, "--data", filepath.Join(dir, "data"), "--sets", "Tiny",
+		"--calib", tdImages, "--bits", "w4a4", "--methods", "percentile,dual", "--sizes", "32", "--runs", "1",
+		"--patches", "4", "--threads", "2", "--out", md, "--json", js)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "wrote "+md+" (2 rows")
+	b, err := os.ReadFile(md)
+	require.NoError(t, err)
+	text := string(b)
+	assert.Contains(t, text, "## Low bits")
+	assert.NotContains(t, text, "## W8A8")
+	assert.NotContains(t, text, "## Variants", "variant rows only for --variants-for models")
+	rows := 0
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "| edsr_x2 | w4a4 |") {
+			rows++
+			assert.NotContains(t, line, "failed", line)
+		}
+	}
+	assert.Equal(t, 2, rows)
+	assert.Contains(t, text, "34 shared-grid", "every dual Conv input on ORT's int8 kernels")
+
+	var got []benchRow
+	b, err = os.ReadFile(js)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &got))
+	require.Len(t, got, 2)
+	for _, r := range got {
+		assert.Empty(t, r.Failure)
+		assert.Positive(t, r.Quantized["Tiny"], r.Method)
+		assert.Less(t, r.Quantized["Tiny"], r.FP32["Tiny"], "%s: 4 bits cost something", r.Method)
+		assert.Equal(t, 36, r.Coverage.Int8, r.Method)
+	}
+	assert.Greater(t, got[1].VsFP32["Tiny"], got[0].VsFP32["Tiny"], "dual closer to FP32 than percentile at W4A4")
+}
+
+func TestBenchRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bits", "w9a9"}, "--bits: bits \"w9a9\""},
+		{[]string{"--methods", "kl"}, "--methods: method \"kl\""},
+		{[]string{"--runs", "0"}, "--runs 0"},
+		{[]string{"--models", t.TempDir()}, "no .onnx models"},
+	} {
+		code, out, errOut := runSRQ(append([]string{"bench"}, tc.args...)...)
+		assertOneLineError(t, code, out, errOut, "srq bench: ", tc.want)
+	}
+}
