@@ -21,6 +21,10 @@ type Options struct {
 	// after its rewrites; this is how srq checks that QDQ Convs became
 	// QLinearConv.
 	OptimizedModelPath string
+	// ProfilePrefix, when set, makes ORT profile every run: per-node
+	// times go to a JSON file named PREFIX_<date>.json, written when the
+	// session closes (see ParseProfile).
+	ProfilePrefix string
 	// OptLevel is the graph optimisation level: "all" (or ""), "extended",
 	// "basic", or "disable".
 	OptLevel string
@@ -126,6 +130,11 @@ func sessionOptions(o Options, lib string) (*ortgo.SessionOptions, error) {
 	if o.OptimizedModelPath != "" {
 		if err := opts.SetOptimizedModelFilePath(o.OptimizedModelPath); err != nil {
 			return nil, fmt.Errorf("ort: optimized model path %s: %s", o.OptimizedModelPath, oneLine(err))
+		}
+	}
+	if o.ProfilePrefix != "" {
+		if err := opts.EnableProfiling(o.ProfilePrefix); err != nil {
+			return nil, fmt.Errorf("ort: profiling to %s: %s", o.ProfilePrefix, oneLine(err))
 		}
 	}
 	if err := appendEP(opts, o.EP, lib); err != nil {

@@ -142,6 +142,21 @@ func (p InsertQDQ) elideCarriers(g *graph.Graph, params map[string]qdq.Params, q
 	return done
 }
 
+// inputGrid is the grid of the tensor a Conv reads when its input
+// quantizer q is written in form f (carrier: the value's own): what the
+// int32 bias must be scaled by.
+func inputGrid(q qdq.Quantizer, f Form, carrier qdq.Params) qdq.Params {
+	switch f {
+	case FormGrid:
+		return q.Parts()[0].Params
+	case FormShared:
+		if fine, ok := q.Fine(); ok {
+			return fine
+		}
+	}
+	return carrier
+}
+
 // insertConvInput writes Conv n's input quantizer q in form f between the
 // value it reads (the carrier's dequantized output) and n.
 func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form) error {

@@ -1,6 +1,7 @@
 package passes_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -235,5 +236,56 @@ func TestConvInputFormsInORT(t *testing.T) {
 				require.InDelta(t, want, got, 1e-4*math.Max(1, math.Abs(float64(want))), "x=%g", -x)
 			}
 		})
+	}
+}
+
+// TestConvInputBiasScale: ORT's fused int8 Conv assumes the int32 bias is on
+// the scale of the tensor the Conv reads times the weight scale. A Conv that
+// requantizes its input (here c3, whose input the Add also reads at 8 bits)
+// must have its bias on its own input grid, or the fused graph drifts from
+// the QDQ graph's meaning; ORT's unoptimised run is that meaning.
+func TestConvInputBiasScale(t *testing.T) {
+	requireORT(t)
+	g := newGraph(3)
+	chain4(g)
+	for i, n := range g.Nodes {
+		if n.OpType == "Conv" {
+			b := fmt.Sprintf("b%d", i)
+			weight(g, b, 2, 8)
+			if n.Name == "c4" {
+				weight(g, b, 2, 3)
+			}
+			n.Inputs = append(n.Inputs, b)
+		}
+	}
+	g.Invalidate()
+	p, err := passes.PlanQDQ(g, passes.Policy{})
+	require.NoError(t, err)
+	act := map[string]qdq.Params{}
+	for _, v := range p.Values {
+		act[v] = qdq.Asymmetric(-12, 12, 8)
+	}
+	act["x"], act["r1"], act["r2"] = qdq.Asymmetric(0, 1, 8), qdq.Asymmetric(0, 12, 8), qdq.Asymmetric(0, 12, 8)
+	q2, q3 := mustUniform(t, 0, 8, 4), mustDual(t, qdq.DualSpec{Lo: 0, Hi: 12, BP: 3, Bits: 4, Accounting: qdq.Reference})
+	require.NoError(t, passes.Run(g, passes.InsertQDQ{Plan: p, Act: act, Weights: passes.WeightConfig{Bits: 4, PerChannel: true},
+		ConvIn: map[string]qdq.Quantizer{"c2": q2, "c3": q3}}))
+	data := serialize(t, g)
+	in := randInput(3, 1, 3, 12, 12)
+	var outs [2][]float32
+	for i, lvl := range []string{"disable", "all"} {
+		s, err := ort.NewSession(data, "test", ort.Options{Threads: 1, OptLevel: lvl})
+		require.NoError(t, err)
+		o, err := s.Run(in)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+		outs[i] = o[0].Data
+	}
+	// ORT's fused kernels round at near-ties differently from the float
+	// reference (a step here and there); a bias on the wrong scale moves
+	// outputs by many steps (about 10 here before the fix).
+	step := float64(act["y"].Scale)
+	for i := range outs[0] {
+		d := math.Abs(float64(outs[0][i] - outs[1][i]))
+		require.LessOrEqual(t, d, 1.01*step, "element %d: fused and unfused differ by more than one output step", i)
 	}
 }

@@ -93,17 +93,37 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			splits[v] = s
 		}
 	}
+	// The form of every Conv input quantizer that is not its carrier, and
+	// the value it reads.
+	forms := map[*graph.Node]Form{}
+	reads := map[*graph.Node]string{}
 	for _, n := range pl.Nodes {
-		if isOp(n, "Conv") {
-			if err := p.quantizeConvParams(g, n, params); err != nil {
+		q, ok := p.ConvIn[n.Name]
+		if !ok || done[n.Inputs[0]] == q {
+			continue
+		}
+		f, has := p.Forms[n.Name]
+		if !has {
+			var err error
+			if f, _, err = ChooseForm(q, EncodingInt8); err != nil {
 				return fmt.Errorf("node %q: %w", n.Name, err)
 			}
 		}
+		forms[n], reads[n] = f, n.Inputs[0]
 	}
-	reads := map[*graph.Node]string{} // the value each ConvIn Conv reads
 	for _, n := range pl.Nodes {
-		if _, ok := p.ConvIn[n.Name]; ok {
-			reads[n] = n.Inputs[0]
+		if !isOp(n, "Conv") {
+			continue
+		}
+		in, ok := params[n.Inputs[0]]
+		if !ok {
+			return fmt.Errorf("node %q: input %q has no quantization range", n.Name, n.Inputs[0])
+		}
+		if f, ok := forms[n]; ok {
+			in = inputGrid(p.ConvIn[n.Name], f, in)
+		}
+		if err := p.quantizeConvParams(g, n, in); err != nil {
+			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 	}
 	// Values in a fixed order: Plan.Values then shared ones in graph order.
@@ -125,18 +145,11 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 		}
 	}
 	for _, n := range pl.Nodes {
-		q, ok := p.ConvIn[n.Name]
-		if !ok || done[reads[n]] == q {
+		f, ok := forms[n]
+		if !ok {
 			continue
 		}
-		f, has := p.Forms[n.Name]
-		if !has {
-			var err error
-			if f, _, err = ChooseForm(q, EncodingInt8); err != nil {
-				return fmt.Errorf("node %q: %w", n.Name, err)
-			}
-		}
-		if err := insertConvInput(g, n, q, f); err != nil {
+		if err := insertConvInput(g, n, p.ConvIn[n.Name], f); err != nil {
 			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 	}
@@ -320,8 +333,11 @@ func quantInits(g *graph.Graph, v string, q qdq.Params) (scale, zp string) {
 }
 
 // quantizeConvParams replaces a Conv's float weight and bias inputs with
-// int8/int32 initializers behind DequantizeLinear.
-func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, act map[string]qdq.Params) error {
+// int8/int32 initializers behind DequantizeLinear. inQ is the grid of the
+// tensor the Conv reads: ORT's fused int8 Conv takes the int32 bias to be
+// on scale inQ.Scale × weight scale, whatever the bias's DequantizeLinear
+// says.
+func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Params) error {
 	wt, ok := g.Const(input(n, 1))
 	if !ok {
 		return fmt.Errorf("weight %q is not a constant", input(n, 1))
@@ -331,10 +347,6 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, act map[str
 		return fmt.Errorf("weight %q: %w", wt.Name, err)
 	}
 	outCh := int(wt.Dims[0])
-	inQ, ok := act[n.Inputs[0]]
-	if !ok {
-		return fmt.Errorf("input %q has no quantization range", n.Inputs[0])
-	}
 	ps := p.WeightParams[n.Name]
 	if ps == nil {
 		bits := p.Weights.Bits
