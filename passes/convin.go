@@ -50,15 +50,23 @@ const (
 	// the fine grid (qdq.Quantizer.Fine) on which every level is a code:
 	// the exact levels on ORT's int8 Conv.
 	FormShared Form = "shared-grid"
+	// FormTwoBranch: the Conv runs twice on ORT's int8 kernels, on the
+	// dense part (the input's codes on the dense grid) and, with the same
+	// weights and no bias, on the tail part (the residual beyond the
+	// breakpoints on the tail grid); QLinearAdd sums the two outputs, each
+	// on its own 8-bit grid (InsertQDQ.Partials). Exact levels for any
+	// range, for twice the MACs.
+	FormTwoBranch Form = "two-branch"
 	// FormFloat: the sum of the quantizer's parts, each Q → Clip → DQ, in
 	// float; the Conv reads a float tensor and runs in float.
 	FormFloat Form = "float"
 )
 
 // ChooseForm returns the form of a Conv input quantizer q under enc, with
-// the reason when it is not the int8 form asked for. Only EncodingShared
-// can fail: a dual-region quantizer whose levels span more than 255 fine
-// steps has no exact 8-bit form.
+// the reason when it is not the cheapest int8 form. Only EncodingShared can
+// fail: a dual-region quantizer whose levels span more than 255 fine steps
+// has no exact form on one 8-bit grid; EncodingInt8 writes it in two
+// branches instead.
 func ChooseForm(q qdq.Quantizer, enc Encoding) (Form, string, error) {
 	if len(q.Parts()) == 1 {
 		return FormGrid, "", nil
@@ -76,7 +84,7 @@ func ChooseForm(q qdq.Quantizer, enc Encoding) (Form, string, error) {
 	if enc == EncodingShared {
 		return "", why, fmt.Errorf("cannot be exact on one 8-bit grid: %s", why)
 	}
-	return FormFloat, why + ": runs in float", nil
+	return FormTwoBranch, why + ": dense and tail Convs summed", nil
 }
 
 // elideCarriers gives a value whose every quantized reader is a Conv with
@@ -147,7 +155,7 @@ func (p InsertQDQ) elideCarriers(g *graph.Graph, params map[string]qdq.Params, q
 // int32 bias must be scaled by.
 func inputGrid(q qdq.Quantizer, f Form, carrier qdq.Params) qdq.Params {
 	switch f {
-	case FormGrid:
+	case FormGrid, FormTwoBranch:
 		return q.Parts()[0].Params
 	case FormShared:
 		if fine, ok := q.Fine(); ok {
@@ -158,13 +166,16 @@ func inputGrid(q qdq.Quantizer, f Form, carrier qdq.Params) qdq.Params {
 }
 
 // insertConvInput writes Conv n's input quantizer q in form f between the
-// value it reads (the carrier's dequantized output) and n.
-func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form) error {
+// value it reads (the carrier's dequantized output) and n; partial holds the
+// output quantizers of the two branches of FormTwoBranch.
+func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form, partial [2]qdq.Params) error {
 	x := n.Inputs[0]
 	base := n.Name + "_input"
 	parts := q.Parts()
 	var fine qdq.Params
 	switch f {
+	case FormTwoBranch:
+		return insertTwoBranch(g, n, q, partial)
 	case FormGrid:
 		if len(parts) != 1 || parts[0].Residual {
 			return fmt.Errorf("%s: form %s needs a single uniform part", q, f)
@@ -220,6 +231,43 @@ func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form) err
 	return nil
 }
 
+// insertTwoBranch writes FormTwoBranch for Conv n: n reads the dense part
+// of its input, a copy of n without bias reads the tail part, and a
+// QDQ-wrapped Add of their outputs (partial[0], partial[1]) makes n's
+// output, which keeps its own quantizer (and so an absorbed Relu).
+func insertTwoBranch(g *graph.Graph, n *graph.Node, q qdq.Quantizer, partial [2]qdq.Params) error {
+	parts := q.Parts()
+	if len(parts) != 2 || parts[0].Residual || !parts[1].Residual {
+		return fmt.Errorf("%s: form %s needs a dense part and a tail part", q, FormTwoBranch)
+	}
+	for i, p := range partial {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%s output quantizer: %w", [2]string{"dense", "tail"}[i], err)
+		}
+	}
+	x := n.Inputs[0]
+	base := n.Name + "_input"
+	dense := emitPart(g, x, parts[0].Params, base+"_dense")
+	c := emitClip(g, x, parts[1].Lo, parts[1].Hi, base+"_clipped")
+	r := g.UniqueName(base + "_residual")
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_residual_Sub"), OpType: "Sub", Inputs: []string{x, c}, Outputs: []string{r}})
+	tail := emitPart(g, r, parts[1].Params, base+"_tail")
+
+	out := n.Outputs[0]
+	od, ot := g.UniqueName(out+"_dense"), g.UniqueName(out+"_tail")
+	nt := &graph.Node{Name: g.UniqueName(n.Name + "_tail"), OpType: n.OpType, Domain: n.Domain,
+		Inputs: []string{tail, n.Inputs[1]}, Outputs: []string{ot}, Attrs: slices.Clone(n.Attrs)}
+	g.ReplaceInput(n, 0, dense)
+	g.RemoveValueInfo(out)
+	n.Outputs[0] = od
+	g.Invalidate()
+	g.AddNode(nt)
+	sum := &graph.Node{Name: g.UniqueName(n.Name + "_branches_Add"), OpType: "Add",
+		Inputs: []string{emitPart(g, od, partial[0], od), emitPart(g, ot, partial[1], ot)}, Outputs: []string{out}}
+	g.AddNode(sum)
+	return nil
+}
+
 // emitClip adds a float Clip(x, lo, hi) and returns its output.
 func emitClip(g *graph.Graph, x string, lo, hi float32, base string) string {
 	l, h := g.UniqueName(base+"_min"), g.UniqueName(base+"_max")
@@ -257,4 +305,42 @@ func clipCodes(g *graph.Graph, q string, p qdq.Params, base string) string {
 	out := g.UniqueName(base + "_q_clipped")
 	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_code_Clip"), OpType: "Clip", Inputs: []string{q, l, h}, Outputs: []string{out}})
 	return out
+}
+
+// CalibrationSplit adds to the float graph g, for each Conv named in convs,
+// the two partial Convs of FormTwoBranch computed in float (the same
+// weights on the input clipped to the quantizer's dense region, with the
+// bias, and on the residual beyond it, without), and returns their output
+// values per Conv: calibrating them gives InsertQDQ.Partials. g is a copy
+// made for calibration; its own outputs are untouched.
+func CalibrationSplit(g *graph.Graph, convs map[string]qdq.Quantizer) (map[string][2]string, error) {
+	out := map[string][2]string{}
+	for _, n := range slices.Clone(g.Nodes) {
+		q, ok := convs[n.Name]
+		if !ok {
+			continue
+		}
+		parts := q.Parts()
+		if len(parts) != 2 || !parts[1].Residual || !isOp(n, "Conv") {
+			return nil, fmt.Errorf("node %q: %s has no dense and tail parts to split", n.Name, q)
+		}
+		x, base := n.Inputs[0], n.Name+"_calibration"
+		c := emitClip(g, x, parts[1].Lo, parts[1].Hi, base+"_clipped")
+		r := g.UniqueName(base + "_residual")
+		g.AddNode(&graph.Node{Name: g.UniqueName(base + "_residual_Sub"), OpType: "Sub", Inputs: []string{x, c}, Outputs: []string{r}})
+		od, ot := g.UniqueName(base+"_dense"), g.UniqueName(base+"_tail")
+		dense := &graph.Node{Name: g.UniqueName(base + "_dense_Conv"), OpType: n.OpType, Domain: n.Domain,
+			Inputs: append([]string{c}, n.Inputs[1:]...), Outputs: []string{od}, Attrs: slices.Clone(n.Attrs)}
+		tail := &graph.Node{Name: g.UniqueName(base + "_tail_Conv"), OpType: n.OpType, Domain: n.Domain,
+			Inputs: []string{r, n.Inputs[1]}, Outputs: []string{ot}, Attrs: slices.Clone(n.Attrs)}
+		g.AddNode(dense)
+		g.AddNode(tail)
+		out[n.Name] = [2]string{od, ot}
+	}
+	for name := range convs {
+		if _, ok := out[name]; !ok {
+			return nil, fmt.Errorf("no Conv named %q to split", name)
+		}
+	}
+	return out, g.TopoSort()
 }

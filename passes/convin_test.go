@@ -12,6 +12,7 @@ import (
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
 )
@@ -288,4 +289,68 @@ func TestConvInputBiasScale(t *testing.T) {
 		d := math.Abs(float64(outs[0][i] - outs[1][i]))
 		require.LessOrEqual(t, d, 1.01*step, "element %d: fused and unfused differ by more than one output step", i)
 	}
+}
+
+// TestTwoBranchInORT: a dual-region quantizer too wide for one 8-bit grid
+// runs as two int8 Convs (dense and tail) whose outputs a QLinearAdd sums;
+// its output matches the float-ops form up to the 8-bit rounding of the two
+// partial outputs and of the output itself.
+func TestTwoBranchInORT(t *testing.T) {
+	requireORT(t)
+	d := mustDual(t, qdq.DualSpec{Lo: -200, Hi: 300, BP: 4, Bits: 6, Accounting: qdq.Reference})
+	_, fits := d.Fine()
+	require.False(t, fits, "%s", d)
+	f, _, err := passes.ChooseForm(d, passes.EncodingInt8)
+	require.NoError(t, err)
+	require.Equal(t, passes.FormTwoBranch, f)
+	r := rand.New(rand.NewPCG(5, 5))
+	in := &ort.Tensor{Shape: []int64{1, 4, 16, 16}, Data: make([]float32, 4*16*16)}
+	for i := range in.Data {
+		in.Data[i] = float32(r.NormFloat64() * 3)
+		if r.IntN(10) == 0 {
+			in.Data[i] = float32(-200 + 500*r.Float64())
+		}
+	}
+	build := func(form passes.Form) (*graph.Graph, map[string]int) {
+		g := newGraph(4)
+		weight(g, "w", 0.2, 4, 4, 3, 3)
+		weight(g, "b", 1, 4)
+		node(g, "neg", "Neg", "x", "nx")
+		node(g, "c", "Conv", "nx,w,b", "y", pad1)
+		outputs(g, "y")
+		p, err := passes.PlanQDQ(g, passes.Policy{FirstLast: passes.FirstLastSame})
+		require.NoError(t, err)
+		act := map[string]qdq.Params{"nx": qdq.Asymmetric(-300, 200, 8), "y": qdq.Asymmetric(-700, 700, 8)}
+		partial := [2]qdq.Params{qdq.Asymmetric(-300, 300, 8), qdq.Asymmetric(-700, 700, 8)}
+		require.NoError(t, passes.Run(g, passes.InsertQDQ{Plan: p, Act: act, Weights: passes.WeightConfig{Bits: 8, PerChannel: true},
+			ConvIn: map[string]qdq.Quantizer{"c": d}, Forms: map[string]passes.Form{"c": form},
+			Partials: map[string][2]qdq.Params{"c": partial}}))
+		return g, optimizedOps(t, serialize(t, g))
+	}
+	gt, ops := build(passes.FormTwoBranch)
+	assert.Equal(t, 2, ops["QLinearConv"], "dense and tail branches on int8 kernels: %v", ops)
+	assert.Equal(t, 1, ops["QLinearAdd"], "%v", ops)
+	assert.Zero(t, ops["Conv"], "%v", ops)
+	gf, ops := build(passes.FormFloat)
+	assert.Zero(t, ops["QLinearConv"], "%v", ops)
+	got, want := runORT(t, gt, in), runORT(t, gf, in)
+	tol := float64(300+700+700) / 255 // half a step of each partial and of the output, twice over
+	var worst float64
+	for i := range want.Data {
+		worst = max(worst, math.Abs(float64(got.Data[i]-want.Data[i])))
+	}
+	t.Logf("largest difference %.3f (output step %.3f)", worst, 1400.0/255)
+	assert.LessOrEqual(t, worst, tol)
+}
+
+// optimizedOps counts the operators of the graph ORT optimizes model into.
+func optimizedOps(t *testing.T, model []byte) map[string]int {
+	t.Helper()
+	g, err := graph.FromModel(orttest.Optimized(t, model))
+	require.NoError(t, err)
+	ops := map[string]int{}
+	for _, n := range g.Nodes {
+		ops[n.OpType]++
+	}
+	return ops
 }

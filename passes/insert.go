@@ -43,6 +43,9 @@ type InsertQDQ struct {
 	// Forms says how each ConvIn quantizer is written (ChooseForm under
 	// EncodingInt8 when absent).
 	Forms map[string]Form
+	// Partials holds, per Conv in FormTwoBranch, the 8-bit quantizers of
+	// its dense and tail partial outputs (see CalibrationSplit).
+	Partials map[string][2]qdq.Params
 }
 
 func (InsertQDQ) Name() string { return "insert-qdq" }
@@ -149,7 +152,7 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 		if !ok {
 			continue
 		}
-		if err := insertConvInput(g, n, p.ConvIn[n.Name], f); err != nil {
+		if err := insertConvInput(g, n, p.ConvIn[n.Name], f, p.Partials[n.Name]); err != nil {
 			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 	}

@@ -6,6 +6,7 @@ package quant
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -274,7 +275,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 	res.Patches, res.CalibTime = len(cal.batches), time.Since(t0)
 
 	t1 := time.Now()
-	qs, err := choose(pr, pl, cal, cfg)
+	qs, err := choose(pr, pl, cal, cfg, log)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -440,12 +441,13 @@ func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log fun
 // value, and the input quantizer of every Conv that has its own, with its
 // form in the graph.
 type quantizers struct {
-	act     map[string]qdq.Params
-	weights map[string][]qdq.Params // weight quantizers the tuner already searched
-	convIn  map[string]qdq.Quantizer
-	forms   map[string]passes.Form
-	ranges  []Range
-	layers  []Layer
+	act      map[string]qdq.Params
+	weights  map[string][]qdq.Params // weight quantizers the tuner already searched
+	convIn   map[string]qdq.Quantizer
+	partials map[string][2]qdq.Params // two-branch Convs' partial outputs
+	forms    map[string]passes.Form
+	ranges   []Range
+	layers   []Layer
 }
 
 // choose picks the quantizers. Every planned value gets an 8-bit carrier
@@ -454,7 +456,7 @@ type quantizers struct {
 // low-bit or dual setting, every quantized Conv but Plan.Wide ones reads
 // its input through a quantizer of its own: a uniform grid of Bits.A by the
 // range method, or the dual-region quantizer.
-func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config) (*quantizers, error) {
+func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, log func(string)) (*quantizers, error) {
 	g := pr.g
 	qs := &quantizers{act: map[string]qdq.Params{}, convIn: map[string]qdq.Quantizer{}, forms: map[string]passes.Form{}}
 	carrier := cfg.Method
@@ -508,7 +510,50 @@ func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config) (*quant
 		qs.layers = append(qs.layers, Layer{Conv: n.Name, Input: src, Kind: string(q.Kind()), Bits: q.Bits(), Codes: codes,
 			Quantizer: q.String(), Form: string(f), Why: why})
 	}
-	return qs, nil
+	return qs, calibratePartials(pr, cal, qs, carrier, cfg, log)
+}
+
+// calibratePartials gives the two partial outputs of every two-branch Conv
+// an 8-bit quantizer, by the carriers' method, from a second calibration run
+// of the float graph with those partial Convs added (passes.CalibrationSplit).
+func calibratePartials(pr *prepared, cal *calibration, qs *quantizers, m Method, cfg Config, log func(string)) error {
+	split := map[string]qdq.Quantizer{}
+	for name, f := range qs.forms {
+		if f == passes.FormTwoBranch {
+			split[name] = qs.convIn[name]
+		}
+	}
+	if len(split) == 0 {
+		return nil
+	}
+	g := pr.g.Clone()
+	outs, err := passes.CalibrationSplit(g, split)
+	if err != nil {
+		return err
+	}
+	names := slices.Sorted(maps.Keys(outs))
+	var values []string
+	for _, n := range names {
+		values = append(values, outs[n][0], outs[n][1])
+	}
+	log(fmt.Sprintf("calibrating the partial outputs of %d two-branch Convs", len(names)))
+	stats, err := calib.Capture(g, values, cal.batches, cal.shape, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
+	if err != nil {
+		return err
+	}
+	qs.partials = map[string][2]qdq.Params{}
+	for _, n := range names {
+		var ps [2]qdq.Params
+		for i, v := range outs[n] {
+			r := chooseRange(g, v, stats[v], m, cfg.Percentile, 8, pr.rng, false)
+			ps[i] = qdq.Asymmetric(r.Lo, r.Hi, 8)
+			r.Scale, r.Zero = ps[i].Scale, ps[i].ZeroPoint
+			r.Reason = fmt.Sprintf("%s branch of %s", [2]string{"dense", "tail"}[i], n)
+			qs.ranges = append(qs.ranges, r)
+		}
+		qs.partials[n] = ps
+	}
+	return nil
 }
 
 // inputQuantizer is the quantizer of a low-bit or dual-region Conv's input.
@@ -559,7 +604,7 @@ func weightConfig(cfg Config) passes.WeightConfig {
 
 // rewrite writes the deploy model and records the setting in its metadata.
 func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config) (*onnx.ModelProto, error) {
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms}
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials}
 	if err := passes.Run(pr.g, ins); err != nil {
 		return nil, err
 	}

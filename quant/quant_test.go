@@ -441,3 +441,39 @@ func TestQuantizeLowBit(t *testing.T) {
 		assert.InDelta(t, psnr[quant.Dual], p, 1)
 	})
 }
+
+// TestQuantizeTwoBranch: at 6 bits most dual-region levels do not fit one
+// 8-bit grid; those Convs run as two int8 Convs whose partial outputs get
+// their own calibrated grids, and the model stays as close to FP32 as the
+// float-ops (simulate) form of the same quantizers.
+func TestQuantizeTwoBranch(t *testing.T) {
+	requireORT(t)
+	cfg := smallConfig()
+	cfg.Bits, cfg.Method = quant.Bits{W: 6, A: 6}, quant.Dual
+	res, model := quantizeFile(t, edsrX2, images, cfg)
+	forms := map[string]int{}
+	for _, l := range res.Layers {
+		forms[l.Form]++
+	}
+	t.Logf("forms %v", forms)
+	require.Positive(t, forms[string(passes.FormTwoBranch)])
+	assert.Equal(t, 34, forms[string(passes.FormTwoBranch)]+forms[string(passes.FormShared)])
+	partials := 0
+	for _, r := range res.Ranges {
+		if strings.Contains(r.Reason, "branch of") {
+			partials++
+			assert.Less(t, r.Lo, r.Hi, r.Value)
+		}
+	}
+	assert.Equal(t, 2*forms[string(passes.FormTwoBranch)], partials, "a calibrated grid for each partial output")
+	ops := optimizedOps(t, model)
+	assert.Equal(t, 36+forms[string(passes.FormTwoBranch)], ops["QLinearConv"], "every branch on int8 kernels")
+	p := psnrVsFP32(t, model)
+
+	cfg.Encoding = passes.EncodingSimulate
+	_, sim := quantizeFile(t, edsrX2, images, cfg)
+	ps := psnrVsFP32(t, sim)
+	t.Logf("W6A6 dual PSNR-Y vs FP32: int8 %.2f dB, simulate %.2f dB", p, ps)
+	assert.Greater(t, p, 45.0)
+	assert.InDelta(t, ps, p, 1.5)
+}
