@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/onnx"
@@ -61,7 +62,7 @@ var benchVariants = []benchSetting{
 	{quant.Bits{W: 4, A: 4}, quant.Dual, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
 	{quant.Bits{W: 4, A: 4}, quant.Percentile, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
 	{quant.Bits{W: 4, A: 4}, quant.Dual, "simulate encoding", func(c *quant.Config) { c.Encoding = passes.EncodingSimulate }},
-	{quant.Bits{W: 4, A: 4}, quant.Dual, "breakpoint search", func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: "search"} }},
+	{quant.Bits{W: 4, A: 4}, quant.Dual, "breakpoint search", func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: calib.BPSearch} }},
 }
 
 func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
