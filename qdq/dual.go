@@ -57,8 +57,10 @@ type DualSpec struct {
 // <= 0 < BPHi; the residual is 0 inside them, and the Tail grid rounds it in
 // steps of K dense steps (K a whole number, so that every level is a
 // multiple of the dense step and the quantizer can run on one 8-bit grid
-// when the range allows, see Fine). Both tails share the step: the longer
-// tail gets the accounting's levels, the shorter one as many as it needs.
+// when the range allows, see Fine; and odd, so that no point of that grid
+// lies halfway between two tail levels, where float rounding, not the
+// quantizer, would decide). Both tails share the step: the longer tail gets
+// the accounting's levels, the shorter one as many as it needs.
 //
 // Errors: inside the dense region at most half a dense step; in a tail at
 // most half a tail step; beyond the outermost level, the distance to it
@@ -82,7 +84,7 @@ type Dual struct {
 //     (Strict). Its end levels are the breakpoints BPLo and BPHi.
 //  2. Tails: t levels each (Reference 2^(b−1) − 1; Strict TailLevels or
 //     max(1, 2^(b−2) − 1)); step K·s with s the dense step and K the
-//     smallest whole number for which t steps cover the longer tail
+//     smallest odd whole number for which t steps cover the longer tail
 //     (Hi − BPHi or BPLo − Lo); the shorter tail gets
 //     ceil(length / (K·s)) levels.
 func NewDual(spec DualSpec) (Dual, error) {
@@ -144,6 +146,9 @@ func NewDual(spec DualSpec) (Dual, error) {
 		return d, nil
 	}
 	d.K = max(1, int(math.Ceil(max(upper, lower)/(float64(t)*s))))
+	if d.K%2 == 0 {
+		d.K++ // odd: no code of the fine grid lies halfway between two tail levels
+	}
 	step := float64(d.K) * s
 	levels := func(length float64) int {
 		if length <= 0 {
@@ -211,6 +216,14 @@ func (d Dual) Fine() (Params, bool) {
 	}
 	zp := d.Dense.ZeroPoint - d.Dense.QMin + int32(d.NLo*d.K)
 	return Params{Scale: d.Dense.Scale, ZeroPoint: zp, QMin: 0, QMax: int32(span)}, true
+}
+
+// FineTails returns the fine codes of BPLo and BPHi and the tail step K (see
+// Quantizer.FineTails); meaningful when Fine is.
+func (d Dual) FineTails() (lo, hi int32, k int) {
+	lo = int32(d.NLo * d.K)
+	hi = lo + d.Dense.QMax - d.Dense.QMin
+	return lo, hi, max(d.K, 1)
 }
 
 // FineSpan returns the number of fine steps the levels span (what Fine

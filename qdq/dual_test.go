@@ -300,3 +300,26 @@ func TestUniformQuantizer(t *testing.T) {
 	_, err = NewUniform(-1, 3, 9)
 	assert.ErrorContains(t, err, "bit width 9")
 }
+
+func TestDualFineTails(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for range 300 {
+		d := mustDual(t, randomDualSpec(r))
+		fine, ok := d.Fine()
+		if !ok {
+			continue
+		}
+		lo, hi, k := d.FineTails()
+		var want []float32
+		for c := fine.QMin; c <= fine.QMax; c++ {
+			if (c >= lo && c <= hi) || (c < lo && (lo-c)%int32(k) == 0) || (c > hi && (c-hi)%int32(k) == 0) {
+				want = append(want, fine.Dequantize(c))
+			}
+		}
+		got := d.Levels()
+		require.Len(t, got, len(want), "%s", d)
+		for i := range got {
+			require.InDelta(t, want[i], got[i], 1e-5*float64(d.Dense.Scale)+1e-6*math.Abs(float64(got[i])), "%s", d)
+		}
+	}
+}

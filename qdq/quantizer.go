@@ -31,6 +31,10 @@ type Quantizer interface {
 	// int8 kernels the exact levels. ok is false when the levels do not fit
 	// on one grid of at most 256 codes.
 	Fine() (grid Params, ok bool)
+	// FineTails says which codes of the Fine grid are levels: every code
+	// in [lo, hi] (the dense region) and every k-th code beyond them, to
+	// the ends of the grid's window. A uniform grid is all dense (k = 1).
+	FineTails() (lo, hi int32, k int)
 	// Bits is the nominal width (the b of a "b-bit" setting).
 	Bits() int
 	// String describes the quantizer in one line for reports.
@@ -104,6 +108,8 @@ func (u Uniform) Kind() Kind                  { return KindUniform }
 func (u Uniform) Bits() int                   { return u.bits }
 func (u Uniform) Parts() []Part               { return []Part{{Params: u.Params}} }
 func (u Uniform) FakeQuant(x float32) float32 { return u.Params.FakeQuant(x) }
+
+func (u Uniform) FineTails() (lo, hi int32, k int) { return u.QMin, u.QMax, 1 }
 
 func (u Uniform) Fine() (Params, bool) {
 	return u.Params, u.QMin >= 0 && u.QMax <= 255
