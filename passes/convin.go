@@ -179,6 +179,8 @@ func insertConvInput(g *graph.Graph, n *graph.Node, q qdq.Quantizer, f Form, par
 		if len(parts) != 1 || parts[0].Residual {
 			return fmt.Errorf("%s: form %s needs a single uniform part", q, f)
 		}
+		g.ReplaceInput(n, 0, requantize(g, n.Inputs[0], parts[0].Params, n.Name+"_input"))
+		return nil
 	case FormFloat:
 	default:
 		return fmt.Errorf("unknown form %q", f)
@@ -234,14 +236,7 @@ func insertShared(g *graph.Graph, n *graph.Node, q qdq.Quantizer) error {
 	}
 	lo, hi, k := q.FineTails()
 	base := n.Name + "_input"
-	codes, carrier, ok := dequantized(g, n.Inputs[0])
-	switch {
-	case !ok: // a float input: quantize it onto the fine grid
-		codes, _, _ = emitQ(g, n.Inputs[0], fine, base+"_fine")
-	case carrier != fine:
-		codes = emitLUT(g, codes, carrier.Scale, carrier.ZeroPoint, 1, fine.Scale, fine.ZeroPoint, base+"_requantize")
-		codes = clipCodes(g, codes, fine, base+"_fine")
-	}
+	codes := requantizeCodes(g, n.Inputs[0], fine, base+"_fine")
 	s, kf := fine.Scale, float32(k)
 	upper, lower := k > 1 && hi < fine.QMax, k > 1 && lo > fine.QMin
 	if upper {
@@ -259,6 +254,34 @@ func insertShared(g *graph.Graph, n *graph.Node, q qdq.Quantizer) error {
 	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_fine_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{codes, scale, zp}, Outputs: []string{out}})
 	g.ReplaceInput(n, 0, out)
 	return nil
+}
+
+// requantize writes x on the uniform grid p (QuantizeLinear → Clip of the
+// codes → DequantizeLinear) and returns the dequantized value.
+func requantize(g *graph.Graph, x string, p qdq.Params, base string) string {
+	codes := requantizeCodes(g, x, p, base)
+	scale, zp := quantInits(g, base+"_dq", p)
+	out := g.UniqueName(base + "_dq")
+	g.AddNode(&graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{codes, scale, zp}, Outputs: []string{out}})
+	return out
+}
+
+// requantizeCodes returns the codes of x on the uniform grid p, clipped to
+// p's window. When x is the dequantized output of an 8-bit carrier, the
+// carrier's codes are mapped onto p by one uint8 lookup table (QLinearLeakyRelu
+// with alpha 1), one byte-wide pass instead of a float DequantizeLinear and
+// QuantizeLinear; when the carrier is p already, its codes are reused.
+func requantizeCodes(g *graph.Graph, x string, p qdq.Params, base string) string {
+	codes, carrier, ok := dequantized(g, x)
+	switch {
+	case !ok: // a float input
+		codes, _, _ = emitQ(g, x, p, base)
+		return codes
+	case carrier.Scale == p.Scale && carrier.ZeroPoint == p.ZeroPoint:
+	default:
+		codes = emitLUT(g, codes, carrier.Scale, carrier.ZeroPoint, 1, p.Scale, p.ZeroPoint, base+"_requantize")
+	}
+	return clipCodes(g, codes, p, base)
 }
 
 // dequantized returns the codes and parameters behind v when v is the

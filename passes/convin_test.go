@@ -134,10 +134,12 @@ DequantizeLinear(r1_q_clipped, r1_scale, r1_zero_point) -> r1_dq
 Conv(r1_dq, w2_dequantized) -> r2
 QuantizeLinear(r2, r2_scale, r2_zero_point) -> r2_q
 DequantizeLinear(r2_q, r2_scale, r2_zero_point) -> r2_dq
-QuantizeLinear(r2_dq, c3_input_part0_scale, c3_input_part0_zero_point) -> c3_input_part0_q
-Clip(c3_input_part0_q, c3_input_part0_code_min, c3_input_part0_code_max) -> c3_input_part0_q_clipped
-DequantizeLinear(c3_input_part0_q_clipped, c3_input_part0_scale, c3_input_part0_zero_point) -> c3_input_part0_dq
-Conv(c3_input_part0_dq, w3_dequantized) -> a3
+DequantizeLinear(r2_q, c3_input_requantize_in_scale, c3_input_requantize_in_zero_point) -> c3_input_requantize_value
+LeakyRelu(c3_input_requantize_value) -> c3_input_requantize_leaky
+QuantizeLinear(c3_input_requantize_leaky, c3_input_requantize_out_scale, c3_input_requantize_out_zero_point) -> c3_input_requantize_out_q
+Clip(c3_input_requantize_out_q, c3_input_code_min, c3_input_code_max) -> c3_input_q_clipped
+DequantizeLinear(c3_input_q_clipped, c3_input_dq_scale, c3_input_dq_zero_point) -> c3_input_dq
+Conv(c3_input_dq, w3_dequantized) -> a3
 QuantizeLinear(a3, a3_scale, a3_zero_point) -> a3_q
 DequantizeLinear(a3_q, a3_scale, a3_zero_point) -> a3_dq
 Add(a3_dq, r2_dq) -> s
@@ -146,7 +148,7 @@ DequantizeLinear(s_q, s_scale, s_zero_point) -> s_dq
 Conv(s_dq, w4_dequantized) -> y_float
 QuantizeLinear(y_float, y_scale, y_zero_point) -> y_q
 DequantizeLinear(y_q, y_scale, y_zero_point) -> y
-`, dump(g), "r1 carries c2's 4-bit grid; r2 keeps its 8-bit carrier for the Add and c3 requantizes it")
+`, dump(g), "r1 carries c2's 4-bit grid; r2 keeps its 8-bit carrier for the Add, and a uint8 table (QLinearLeakyRelu) requantizes its codes for c3")
 
 	// The carrier of r1 is q2 itself, its codes clipped to 16.
 	s := g.Initializer("r1_scale")
