@@ -15,7 +15,7 @@ setup:
 	@scripts/setup-ort.sh .ort
 
 build:
-	$(GO) build -o $(BIN) ./cmd/srq
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/srq
 
 # demo: set up, build, and run the main job on the bundled model and images:
 # quantize EDSR x2 to W8A8, verify it against ground truth, upscale a photo.

@@ -233,9 +233,10 @@ type Result struct {
 	Ranges     []Range
 	// Layers lists the Convs whose input has its own quantizer (low-bit
 	// settings, the dual-region method), in graph order.
-	Layers    []Layer
-	Patches   int
-	CalibTime time.Duration
+	Layers      []Layer
+	Patches     int
+	Calibration Calibration // the images, as recorded in the model
+	CalibTime   time.Duration
 	// Tuned lists the range tuning's choice per group of values (empty
 	// when tuning is off); TuneTime and TuneEvals are what it cost.
 	Tuned        []TuneGroup
@@ -263,6 +264,9 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 		return nil, err
 	}
 	wrap := func(err error) error { return fmt.Errorf("%s: %w", name, err) }
+	if err := checkNotQuantized(m); err != nil {
+		return nil, wrap(err)
+	}
 	pr, err := prepare(m, data, name, cfg)
 	if err != nil {
 		return nil, err
@@ -280,7 +284,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 	if err != nil {
 		return nil, err
 	}
-	res.Patches, res.CalibTime = len(cal.batches), time.Since(t0)
+	res.Patches, res.CalibTime, res.Calibration = len(cal.batches), time.Since(t0), cal.set
 
 	t1 := time.Now()
 	qs, err := choose(pr, pl, cal, cfg, log)
@@ -297,7 +301,7 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 		t1 = time.Now()
 	}
 	res.ConvsInt8, res.Convs = pl.Convs(pr.g)
-	if res.Model, err = rewrite(pr, pl, qs, cfg); err != nil {
+	if res.Model, err = rewrite(pr, pl, qs, cal.set, cfg); err != nil {
 		return nil, wrap(err)
 	}
 	res.RewriteTime = time.Since(t1)
@@ -416,6 +420,7 @@ type calibration struct {
 	stats   map[string]*calib.Stats
 	batches [][]float32
 	shape   [3]int
+	set     Calibration
 }
 
 func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log func(string)) (*calibration, error) {
@@ -425,6 +430,9 @@ func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log fun
 	}
 	c := &calibration{}
 	if c.batches, c.shape, err = patchData(patches, pr.rng); err != nil {
+		return nil, err
+	}
+	if c.set, err = calibrationOf(imgs, cfg); err != nil {
 		return nil, err
 	}
 	if cfg.Equalize > 0 {
@@ -611,7 +619,7 @@ func weightConfig(cfg Config) passes.WeightConfig {
 }
 
 // rewrite writes the deploy model and records the setting in its metadata.
-func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config) (*onnx.ModelProto, error) {
+func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, error) {
 	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials}
 	if err := passes.Run(pr.g, ins); err != nil {
 		return nil, err
@@ -621,7 +629,7 @@ func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config) (*onnx.M
 		return nil, err
 	}
 	m.ProducerName = "srq"
-	if err := setMetadata(m, cfg, qs); err != nil {
+	if err := setMetadata(m, cfg, cal, qs); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -400,6 +400,10 @@ func TestQuantizeLowBit(t *testing.T) {
 		for _, p := range res.Model.MetadataProps {
 			meta[p.Key] = p.Value
 		}
+		assert.Contains(t, meta[quant.MetaVersion], "srq ")
+		assert.Contains(t, meta[quant.MetaCalibration], `"files":["brick.png","chelsea.png","rocket.jpg"]`)
+		assert.Regexp(t, `"sha256":"[0-9a-f]{64}"`, meta[quant.MetaCalibration])
+		assert.Contains(t, meta[quant.MetaRanges], `"value":"input_padded"`)
 		assert.Contains(t, meta[quant.MetaSetting], `"bits":"w4a4"`)
 		assert.Contains(t, meta[quant.MetaSetting], `"method":"`+string(m)+`"`)
 		assert.Contains(t, meta[quant.MetaLayers], `"form":`)
@@ -476,4 +480,23 @@ func TestQuantizeTwoBranch(t *testing.T) {
 	t.Logf("W6A6 dual PSNR-Y vs FP32: int8 %.2f dB, simulate %.2f dB", p, ps)
 	assert.Greater(t, p, 45.0)
 	assert.InDelta(t, ps, p, 1.5)
+}
+
+// TestQuantizeRefusesQuantizedModel: a model srq wrote (or any QDQ model)
+// is refused, not quantized twice.
+func TestQuantizeRefusesQuantizedModel(t *testing.T) {
+	requireORT(t)
+	cfg := smallConfig()
+	_, b := quantizeFile(t, edsrX2, images, cfg)
+	m, err := onnx.LoadBytes(b, "q.onnx", "")
+	require.NoError(t, err)
+	imgs, err := img.List(images)
+	require.NoError(t, err)
+	_, err = quant.Quantize(m, b, "q.onnx", imgs, cfg, nil)
+	assert.ErrorContains(t, err, "q.onnx: already quantized by srq ")
+	assert.ErrorContains(t, err, "(w8a8 percentile); quantize its FP32 original instead")
+
+	m.MetadataProps = nil // a QDQ model from another tool
+	_, err = quant.Quantize(m, b, "q.onnx", imgs, cfg, nil)
+	assert.ErrorContains(t, err, "q.onnx: already quantized: it contains")
 }

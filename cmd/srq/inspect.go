@@ -39,6 +39,10 @@ type inspectReport struct {
 	Outputs    []ioDesc         `json:"outputs"`
 	Scale      int              `json:"scale,omitempty"`
 	InputRange float32          `json:"input_range,omitempty"`
+	// Provenance holds what srq recorded in a model it quantized
+	// (metadata_props srq.*): its version, the setting, the calibration
+	// set, per-layer choices and ranges. JSON values stay JSON.
+	Provenance map[string]json.RawMessage `json:"provenance,omitempty"`
 }
 
 type ioDesc struct {
@@ -122,6 +126,17 @@ func describe(path string, m *onnx.ModelProto) (*inspectReport, error) {
 	for _, v := range g.Outputs {
 		r.Outputs = append(r.Outputs, valueDesc(v))
 	}
+	for _, p := range quant.Provenance(m) {
+		if r.Provenance == nil {
+			r.Provenance = map[string]json.RawMessage{}
+		}
+		v := json.RawMessage(p.Value)
+		if !json.Valid(v) {
+			b, _ := json.Marshal(p.Value)
+			v = b
+		}
+		r.Provenance[p.Key] = v
+	}
 	return r, nil
 }
 
@@ -178,6 +193,39 @@ func printInspect(a *app, r *inspectReport) {
 	if r.Scale != 0 {
 		fmt.Fprintf(w, "scale       x%d (detected unless --scale)\n", r.Scale)
 		fmt.Fprintf(w, "input range 0..%g (detected unless --input-range)\n", r.InputRange)
+	}
+	printProvenance(w, r.Provenance)
+}
+
+// printProvenance shows what srq recorded in a model it quantized: the
+// version, setting and calibration set in full, and the per-layer choices
+// and ranges as counts (--json has them all).
+func printProvenance(w io.Writer, p map[string]json.RawMessage) {
+	if len(p) == 0 {
+		return
+	}
+	var by string
+	_ = json.Unmarshal(p[quant.MetaVersion], &by)
+	fmt.Fprintf(w, "quantized   by %s\n", by)
+	if s, ok := p[quant.MetaSetting]; ok {
+		fmt.Fprintf(w, "setting     %s\n", s)
+	}
+	var cal quant.Calibration
+	if json.Unmarshal(p[quant.MetaCalibration], &cal) == nil && len(cal.Files) > 0 {
+		fmt.Fprintf(w, "calibrated  on %d images (%s), sha256 %s, %d patches of %d, seed %d\n",
+			len(cal.Files), strings.Join(cal.Files, ", "), cal.SHA256, cal.Patches, cal.PatchSize, cal.Seed)
+	}
+	var layers []quant.Layer
+	if json.Unmarshal(p[quant.MetaLayers], &layers) == nil && len(layers) > 0 {
+		forms := map[string]int{}
+		for _, l := range layers {
+			forms[l.Form]++
+		}
+		fmt.Fprintf(w, "layers      %d Conv inputs with their own quantizer: %s (--json for each)\n", len(layers), formsCell(forms))
+	}
+	var ranges []quant.Range
+	if json.Unmarshal(p[quant.MetaRanges], &ranges) == nil && len(ranges) > 0 {
+		fmt.Fprintf(w, "ranges      %d activation tensors (--json for each)\n", len(ranges))
 	}
 }
 

@@ -236,3 +236,41 @@ func TestSelfCheck(t *testing.T) {
 	assert.Error(t, selfCheck(filepath.Join(dir, "missing.onnx"), 1))
 	assert.NoError(t, selfCheck(tdModel, 1))
 }
+
+// TestProvenance: a model srq wrote says how it was made (`srq inspect`
+// prints it, --json carries it), and handing it back to `srq quantize` is
+// refused with one clear line instead of a double quantization.
+func TestProvenance(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q.onnx")
+	args := append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", q, "--bits", "w4a4", "--method", "dual"}, quickFlags...)
+	code, _, errOut := runSRQ(args...)
+	require.Equal(t, exitOK, code, errOut)
+
+	code, out, errOut := runSRQ("inspect", "--no-probe", q)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Regexp(t, `(?m)^quantized   by srq \d+\.\d+\.\d+`, out)
+	assert.Contains(t, out, `setting     {"bits":"w4a4","method":"dual"`)
+	assert.Contains(t, out, "calibrated  on 3 images (brick.png, chelsea.png, rocket.jpg), sha256 ")
+	assert.Contains(t, out, "layers      34 Conv inputs with their own quantizer: 34 shared-grid")
+
+	code, out, errOut = runSRQ("inspect", "--no-probe", "--json", q)
+	require.Equal(t, exitOK, code, errOut)
+	var r struct {
+		Provenance map[string]json.RawMessage `json:"provenance"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &r))
+	for _, k := range []string{"srq.version", "srq.setting", "srq.calibration", "srq.layers", "srq.ranges"} {
+		assert.Contains(t, r.Provenance, k)
+	}
+	code, out, errOut = runSRQ("inspect", "--no-probe", "--json", tdModel)
+	require.Equal(t, exitOK, code, errOut)
+	assert.NotContains(t, out, "provenance", "an FP32 export has none")
+
+	again := filepath.Join(dir, "again.onnx")
+	args = append([]string{"quantize", "--model", q, "--calib", tdImages, "--out", again}, quickFlags...)
+	code, out, errOut = runSRQ(args...)
+	assertOneLineError(t, code, out, errOut, "srq quantize: ", q+": already quantized by srq ")
+	assert.NoFileExists(t, again)
+}
