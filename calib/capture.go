@@ -1,6 +1,7 @@
 package calib
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -25,11 +26,12 @@ type CaptureOptions struct {
 }
 
 // Capture runs the float graph g in ONNX Runtime on the patches and returns
-// streaming statistics of each named value. The values become extra graph
+// streaming statistics of each named value; it stops with ctx's error when
+// ctx ends. The values become extra graph
 // outputs of a copy of g; a value that is a graph input is measured from the
 // input itself. Patches are CHW float32 slices of one shape, already scaled
 // to the model's input range.
-func Capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string]*Stats, error) {
+func Capture(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string]*Stats, error) {
 	if o.Bins <= 0 {
 		o.Bins = DefaultBins
 	}
@@ -37,7 +39,7 @@ func Capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int,
 	for _, v := range values {
 		stats[v] = NewStats(o.Bins)
 	}
-	err := capture(g, values, patches, shape, o, func(v string, _ []int64, data []float32) {
+	err := capture(ctx, g, values, patches, shape, o, func(v string, _ []int64, data []float32) {
 		stats[v].Add(data)
 	})
 	return stats, err
@@ -45,9 +47,9 @@ func Capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int,
 
 // CaptureChannelMax is Capture for per-channel extremes: for each value (an
 // NCHW tensor) it returns max |x| of every channel over all patches.
-func CaptureChannelMax(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string][]float32, error) {
+func CaptureChannelMax(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string][]float32, error) {
 	out := make(map[string][]float32, len(values))
-	err := capture(g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
+	err := capture(ctx, g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
 		if len(dims) < 2 {
 			return
 		}
@@ -78,7 +80,7 @@ func CaptureChannelMax(g *graph.Graph, values []string, patches [][]float32, sha
 
 // capture runs g on the patches in batches with the values as outputs and
 // hands every captured tensor to visit.
-func capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions, visit func(v string, dims []int64, data []float32)) error {
+func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions, visit func(v string, dims []int64, data []float32)) error {
 	if len(g.Inputs) != 1 {
 		return fmt.Errorf("capture: model has %d inputs, want 1", len(g.Inputs))
 	}
@@ -119,6 +121,9 @@ func capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int,
 	per := shape[0] * shape[1] * shape[2]
 	buf := make([]float32, 0, o.Batch*per)
 	for start := 0; start < len(patches); start += o.Batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		end := min(start+o.Batch, len(patches))
 		buf = buf[:0]
 		for _, p := range patches[start:end] {
@@ -132,7 +137,7 @@ func capture(g *graph.Graph, values []string, patches [][]float32, shape [3]int,
 			visit(input, dims, buf)
 		}
 		if sess != nil {
-			res, err := sess.Run(&ort.Tensor{Shape: dims, Data: buf})
+			res, err := sess.RunContext(ctx, &ort.Tensor{Shape: dims, Data: buf})
 			if err != nil {
 				return fmt.Errorf("capture: %w", err)
 			}

@@ -1,6 +1,7 @@
 package calib
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"runtime"
@@ -101,7 +102,7 @@ type OutlierOptions struct {
 // patches are the LR patches as cut by Patches, all of one size (0..1
 // pixels, for the chroma); the model sees them times rng, its input range,
 // as `srq quantize` feeds them.
-func AnalyzeOutliers(g *graph.Graph, values []string, patches []*img.Image, rng float32, o OutlierOptions) ([]OutlierStats, error) {
+func AnalyzeOutliers(ctx context.Context, g *graph.Graph, values []string, patches []*img.Image, rng float32, o OutlierOptions) ([]OutlierStats, error) {
 	if len(patches) == 0 {
 		return nil, fmt.Errorf("outlier analysis: no patches")
 	}
@@ -131,7 +132,7 @@ func AnalyzeOutliers(g *graph.Graph, values []string, patches []*img.Image, rng 
 	if o.Progress != nil {
 		co.Progress = func(done, total int) { o.Progress(done, 2*total) }
 	}
-	err := capture(g, values, data, shape, co, func(v string, _ []int64, x []float32) {
+	err := capture(ctx, g, values, data, shape, co, func(v string, _ []int64, x []float32) {
 		accs[v].addPass1(x)
 	})
 	if err != nil {
@@ -143,7 +144,7 @@ func AnalyzeOutliers(g *graph.Graph, values []string, patches []*img.Image, rng 
 	if o.Progress != nil {
 		co.Progress = func(done, total int) { o.Progress(total+done, 2*total) }
 	}
-	err = capture(g, values, data, shape, co, func(v string, dims []int64, x []float32) {
+	err = capture(ctx, g, values, data, shape, co, func(v string, dims []int64, x []float32) {
 		accs[v].addPass2(dims, x, chroma, shape[1], shape[2])
 	})
 	if err != nil {

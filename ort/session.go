@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -218,6 +219,34 @@ func (s *Session) Outputs() []IOInfo { return cloneInfo(s.outputs) }
 // every output as a Go-owned float32 tensor. All ORT values are freed before
 // it returns, on success and on error.
 func (s *Session) Run(inputs ...*Tensor) ([]*Tensor, error) {
+	return s.RunContext(context.Background(), inputs...)
+}
+
+// RunContext is Run that stops when ctx is done: ORT's terminate flag for
+// the run is set, ORT abandons it between two nodes, and RunContext
+// returns ctx's error. A context that is already done runs nothing.
+func (s *Session) RunContext(ctx context.Context, inputs ...*Tensor) ([]*Tensor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ro *ortgo.RunOptions
+	if ctx.Done() != nil {
+		var err error
+		if ro, err = ortgo.NewRunOptions(); err != nil {
+			return nil, fmt.Errorf("%s: run options: %s", s.name, oneLine(err))
+		}
+		defer ro.Destroy()
+		stop := context.AfterFunc(ctx, func() { ro.Terminate() })
+		defer stop()
+	}
+	res, err := s.run(ro, inputs)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return res, err
+}
+
+func (s *Session) run(ro *ortgo.RunOptions, inputs []*Tensor) ([]*Tensor, error) {
 	if s == nil || s.s == nil {
 		return nil, errors.New("ort: run on a closed session")
 	}
@@ -245,7 +274,7 @@ func (s *Session) Run(inputs ...*Tensor) ([]*Tensor, error) {
 	}
 	out := make([]ortgo.Value, len(s.outputs))
 	defer destroyAll(out)
-	if err := s.s.Run(in, out); err != nil {
+	if err := s.s.RunWithOptions(in, out, ro); err != nil {
 		return nil, fmt.Errorf("%s: run: %s", s.name, oneLine(err))
 	}
 	res := make([]*Tensor, len(out))

@@ -1,10 +1,12 @@
 package ort
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -227,4 +229,27 @@ func TestNewSessionErrors(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "junk.onnx")
 	assert.NotContains(t, err.Error(), "\n")
+}
+
+// TestRunContext: a run abandons promptly when its context ends, and a
+// context that has already ended runs nothing; the session stays usable.
+func TestRunContext(t *testing.T) {
+	requireORT(t)
+	s, err := NewSession(readModel(t, edsrX2), edsrX2, Options{Threads: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	big := constImage(1, 384, 384, 100) // about 2 s of EDSR x2 on one thread
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = s.RunContext(ctx, big)
+	took := time.Since(start)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Less(t, took, time.Second, "ORT stops between two nodes")
+
+	_, err = s.RunContext(ctx, big)
+	require.ErrorIs(t, err, context.Canceled)
+	out, err := s.RunContext(context.Background(), constImage(1, 8, 8, 100))
+	require.NoError(t, err)
+	assert.Equal(t, []int64{1, 3, 16, 16}, out[0].Shape)
 }

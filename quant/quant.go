@@ -5,6 +5,7 @@
 package quant
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math"
@@ -16,6 +17,7 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -246,9 +248,25 @@ type Result struct {
 	PrepareNotes []string
 }
 
+// Events receives what a quantization run reports; both may be nil.
+type Events struct {
+	// Log receives information lines: warnings, what was chosen.
+	Log func(string)
+	// Progress hears of every step of the long stages ("calibration",
+	// "tuning").
+	Progress progress.Func
+}
+
+func (e Events) log(s string) {
+	if e.Log != nil {
+		e.Log(s)
+	}
+}
+
 // Quantize quantizes the FP32 model (parsed m, serialized data, named name
-// in messages) with calibration images imgs under cfg. log receives
-// progress lines; it may be nil. The pipeline, each stage a function:
+// in messages) with calibration images imgs under cfg, reporting to ev. It
+// stops with ctx's error when ctx ends, every ORT session closed. The
+// pipeline, each stage a function:
 //
 //	prepare   probe scale and range, fold exporter quirks, plan the float long skip
 //	plan      which nodes run quantized, which values need ranges
@@ -256,10 +274,8 @@ type Result struct {
 //	choose    8-bit carriers of the values, input quantizers of low-bit Convs
 //	tune      optional range tuning on the deploy model
 //	rewrite   insert Q/DQ, int8 weights and int32 biases; record the choices
-func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg Config, log func(string)) (*Result, error) {
-	if log == nil {
-		log = func(string) {}
-	}
+func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string, imgs []string, cfg Config, ev Events) (*Result, error) {
+	log := ev.log
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -280,21 +296,21 @@ func Quantize(m *onnx.ModelProto, data []byte, name string, imgs []string, cfg C
 		res.Skipped[n.Name] = why
 	}
 	t0 := time.Now()
-	cal, err := calibrate(pr, pl, imgs, cfg, log)
+	cal, err := calibrate(ctx, pr, pl, imgs, cfg, ev)
 	if err != nil {
 		return nil, err
 	}
 	res.Patches, res.CalibTime, res.Calibration = len(cal.batches), time.Since(t0), cal.set
 
 	t1 := time.Now()
-	qs, err := choose(pr, pl, cal, cfg, log)
+	qs, err := choose(ctx, pr, pl, cal, cfg, log)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	res.Ranges, res.Layers = qs.ranges, qs.layers
 	if cfg.Tune {
 		t2 := time.Now()
-		if err := tune(pr, pl, cal, qs, cfg, res, log); err != nil {
+		if err := tune(ctx, pr, pl, cal, qs, cfg, res, log); err != nil {
 			return nil, wrap(fmt.Errorf("tuning: %w", err))
 		}
 		res.TuneTime = time.Since(t2)
@@ -423,7 +439,8 @@ type calibration struct {
 	set     Calibration
 }
 
-func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log func(string)) (*calibration, error) {
+func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string, cfg Config, ev Events) (*calibration, error) {
+	log := ev.log
 	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: pr.scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
 	if err != nil {
 		return nil, err
@@ -436,16 +453,16 @@ func calibrate(pr *prepared, pl *passes.Plan, imgs []string, cfg Config, log fun
 		return nil, err
 	}
 	if cfg.Equalize > 0 {
-		n, err := equalize(pr.g, pl, c.batches, c.shape, cfg)
+		n, err := equalize(ctx, pr.g, pl, c.batches, c.shape, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", pr.name, err)
 		}
 		log(fmt.Sprintf("equalized %d channel spaces", n))
 	}
 	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(pl.Values), len(c.batches), c.shape[2], c.shape[1]))
-	c.stats, err = calib.Capture(pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
+	c.stats, err = calib.Capture(ctx, pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
 		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
-		Progress: func(done, total int) { log(fmt.Sprintf("  calibration %d/%d patches", done, total)) },
+		Progress: func(done, total int) { ev.Progress.Report("calibration", done, total) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", pr.name, err)
@@ -472,7 +489,7 @@ type quantizers struct {
 // low-bit or dual setting, every quantized Conv but Plan.Wide ones reads
 // its input through a quantizer of its own: a uniform grid of Bits.A by the
 // range method, or the dual-region quantizer.
-func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, log func(string)) (*quantizers, error) {
+func choose(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, log func(string)) (*quantizers, error) {
 	g := pr.g
 	qs := &quantizers{act: map[string]qdq.Params{}, convIn: map[string]qdq.Quantizer{}, forms: map[string]passes.Form{}}
 	carrier := cfg.Method
@@ -526,13 +543,13 @@ func choose(pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, log fun
 		qs.layers = append(qs.layers, Layer{Conv: n.Name, Input: src, Kind: string(q.Kind()), Bits: q.Bits(), Codes: codes,
 			Quantizer: q.String(), Form: string(f), Why: why})
 	}
-	return qs, calibratePartials(pr, cal, qs, carrier, cfg, log)
+	return qs, calibratePartials(ctx, pr, cal, qs, carrier, cfg, log)
 }
 
 // calibratePartials gives the two partial outputs of every two-branch Conv
 // an 8-bit quantizer, by the carriers' method, from a second calibration run
 // of the float graph with those partial Convs added (passes.CalibrationSplit).
-func calibratePartials(pr *prepared, cal *calibration, qs *quantizers, m Method, cfg Config, log func(string)) error {
+func calibratePartials(ctx context.Context, pr *prepared, cal *calibration, qs *quantizers, m Method, cfg Config, log func(string)) error {
 	split := map[string]qdq.Quantizer{}
 	for name, f := range qs.forms {
 		if f == passes.FormTwoBranch {
@@ -553,7 +570,7 @@ func calibratePartials(pr *prepared, cal *calibration, qs *quantizers, m Method,
 		values = append(values, outs[n][0], outs[n][1])
 	}
 	log(fmt.Sprintf("calibrating the partial outputs of %d two-branch Convs", len(names)))
-	stats, err := calib.Capture(g, values, cal.batches, cal.shape, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
+	stats, err := calib.Capture(ctx, g, values, cal.batches, cal.shape, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
 	if err != nil {
 		return err
 	}
@@ -595,7 +612,7 @@ func inputQuantizer(s *calib.Stats, cfg Config) (qdq.Quantizer, error) {
 }
 
 // tune runs the percentile tuner (Config.Tune) and updates the carriers.
-func tune(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, log func(string)) error {
+func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, log func(string)) error {
 	fixed := map[string]bool{}
 	for _, r := range res.Ranges {
 		if r.Reason != "" {
@@ -603,7 +620,7 @@ func tune(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg C
 		}
 	}
 	log(fmt.Sprintf("tuning ranges on %d patches", min(len(cal.batches), tunePatches)))
-	tn, err := newTuner(pr.g, pr.pol, pl, weightConfig(cfg), cal.batches, cal.shape, pr.scale, pr.rng, cfg)
+	tn, err := newTuner(ctx, pr.g, pr.pol, pl, weightConfig(cfg), cal.batches, cal.shape, pr.scale, pr.rng, cfg)
 	if err != nil {
 		return err
 	}
@@ -686,7 +703,7 @@ const equalizePatches = 16
 
 // equalize measures per-channel ranges of the quantized values in each
 // channel space of g and rescales the spaces (passes.Equalize).
-func equalize(g *graph.Graph, plan *passes.Plan, batches [][]float32, shape [3]int, cfg Config) (int, error) {
+func equalize(ctx context.Context, g *graph.Graph, plan *passes.Plan, batches [][]float32, shape [3]int, cfg Config) (int, error) {
 	spaces := passes.ChannelSpaces(g)
 	quantized := map[string]bool{}
 	for _, v := range plan.Values {
@@ -706,7 +723,7 @@ func equalize(g *graph.Graph, plan *passes.Plan, batches [][]float32, shape [3]i
 	if len(vals) == 0 {
 		return 0, nil
 	}
-	ranges, err := calib.CaptureChannelMax(g, vals, batches[:min(len(batches), equalizePatches)], shape,
+	ranges, err := calib.CaptureChannelMax(ctx, g, vals, batches[:min(len(batches), equalizePatches)], shape,
 		calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
 	if err != nil {
 		return 0, err

@@ -2,6 +2,7 @@ package quant_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func quantizeFile(t *testing.T, path, dir string, cfg quant.Config) (*quant.Resu
 	require.NoError(t, err)
 	imgs, err := img.List(dir)
 	require.NoError(t, err)
-	res, err := quant.Quantize(m, data, path, imgs, cfg, func(s string) { t.Log(s) })
+	res, err := quant.Quantize(context.Background(), m, data, path, imgs, cfg, quant.Events{Log: func(s string) { t.Log(s) }})
 	require.NoError(t, err)
 	b, err := onnx.Marshal(res.Model)
 	require.NoError(t, err)
@@ -195,7 +196,7 @@ func psnrVsFP32(t *testing.T, model []byte) float64 {
 	for i, b := range [][]byte{fp, model} {
 		m, err := sr.Open(b, "model", ort.Options{Threads: 2}, sr.ProbeOptions{Scale: 2, Range: 255})
 		require.NoError(t, err)
-		outs[i], err = m.Upscale(lr, 0, 0)
+		outs[i], err = m.Upscale(context.Background(), lr, 0, 0)
 		require.NoError(t, err)
 		require.NoError(t, m.Close())
 	}
@@ -238,7 +239,7 @@ func TestQuantizeSet5(t *testing.T) {
 			lr, err := img.Read(filepath.Join(lrDir, filepath.Base(hrPath)))
 			require.NoError(t, err)
 			gt := img.Crop(hr, 0, 0, lr.W*2, lr.H*2)
-			out, err := m.Upscale(lr, 0, 0)
+			out, err := m.Upscale(context.Background(), lr, 0, 0)
 			require.NoError(t, err)
 			psnr, err := verify.PSNRY(out, gt, 2)
 			require.NoError(t, err)
@@ -276,7 +277,7 @@ func TestQuantizeBadInput(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&cfg)
 			}
-			_, err := quant.Quantize(m, data, edsrX2, tc.imgs, cfg, nil)
+			_, err := quant.Quantize(context.Background(), m, data, edsrX2, tc.imgs, cfg, quant.Events{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -492,11 +493,11 @@ func TestQuantizeRefusesQuantizedModel(t *testing.T) {
 	require.NoError(t, err)
 	imgs, err := img.List(images)
 	require.NoError(t, err)
-	_, err = quant.Quantize(m, b, "q.onnx", imgs, cfg, nil)
+	_, err = quant.Quantize(context.Background(), m, b, "q.onnx", imgs, cfg, quant.Events{})
 	assert.ErrorContains(t, err, "q.onnx: already quantized by srq ")
 	assert.ErrorContains(t, err, "(w8a8 percentile); quantize its FP32 original instead")
 
 	m.MetadataProps = nil // a QDQ model from another tool
-	_, err = quant.Quantize(m, b, "q.onnx", imgs, cfg, nil)
+	_, err = quant.Quantize(context.Background(), m, b, "q.onnx", imgs, cfg, quant.Events{})
 	assert.ErrorContains(t, err, "q.onnx: already quantized: it contains")
 }

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -34,6 +35,7 @@ type TuneGroup struct {
 // calibration patches, scored by its mean squared error against the FP32
 // output on those patches. No labels are used.
 type tuner struct {
+	ctx     context.Context
 	g       *graph.Graph // prepared float graph, not modified
 	pol     passes.Policy
 	weights passes.WeightConfig
@@ -59,11 +61,11 @@ const tuneMinGain = 0.005
 // mean, few enough that one evaluation stays well under a second.
 const tunePatches = 16
 
-func newTuner(g *graph.Graph, pol passes.Policy, plan *passes.Plan, weights passes.WeightConfig, batches [][]float32, shape [3]int, scale int, rng float32, cfg Config) (*tuner, error) {
+func newTuner(ctx context.Context, g *graph.Graph, pol passes.Policy, plan *passes.Plan, weights passes.WeightConfig, batches [][]float32, shape [3]int, scale int, rng float32, cfg Config) (*tuner, error) {
 	if len(batches) < 2 {
 		return nil, fmt.Errorf("tuning needs at least 2 patches, got %d", len(batches))
 	}
-	t := &tuner{g: g, pol: pol, weights: weights, batches: batches[:min(len(batches), tunePatches)], shape: shape, cfg: cfg,
+	t := &tuner{ctx: ctx, g: g, pol: pol, weights: weights, batches: batches[:min(len(batches), tunePatches)], shape: shape, cfg: cfg,
 		shave: scale * min(shape[1], shape[2]) / 4, rng: rng, wparams: map[string][]qdq.Params{}}
 	for _, n := range plan.Nodes {
 		if n.OpType != "Conv" {
@@ -120,7 +122,7 @@ func (t *tuner) run(c *graph.Graph) ([]*img.Image, error) {
 		for _, p := range t.batches[start:end] {
 			buf = append(buf, p...)
 		}
-		res, err := s.Run(&ort.Tensor{Shape: []int64{int64(end - start), int64(t.shape[0]), int64(t.shape[1]), int64(t.shape[2])}, Data: buf})
+		res, err := s.RunContext(t.ctx, &ort.Tensor{Shape: []int64{int64(end - start), int64(t.shape[0]), int64(t.shape[1]), int64(t.shape[2])}, Data: buf})
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@
 package sr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -91,8 +92,8 @@ func (m *Model) Close() error { return m.Session.Close() }
 // Run runs a batch of n images of h×w already scaled to the model's range
 // (NCHW, len 3·n·h·w) and returns the output, n×3×(h·Scale)×(w·Scale), in the
 // model's range and unclipped. Calibration uses it to feed patches directly.
-func (m *Model) Run(batch []float32, n, h, w int) ([]float32, error) {
-	out, shape, err := m.run(batch, n, h, w)
+func (m *Model) Run(ctx context.Context, batch []float32, n, h, w int) ([]float32, error) {
+	out, shape, err := m.run(ctx, batch, n, h, w)
 	if err != nil {
 		return nil, err
 	}
@@ -106,14 +107,14 @@ func (m *Model) Run(batch []float32, n, h, w int) ([]float32, error) {
 
 // run feeds one batch and returns the first output with its shape, without
 // checking the shape against Scale (the probe has no Scale yet).
-func (m *Model) run(batch []float32, n, h, w int) ([]float32, []int64, error) {
+func (m *Model) run(ctx context.Context, batch []float32, n, h, w int) ([]float32, []int64, error) {
 	if n <= 0 || h <= 0 || w <= 0 {
 		return nil, nil, fmt.Errorf("%s: batch %dx3x%dx%d: sizes must be positive", m.name, n, h, w)
 	}
 	if len(batch) != n*3*h*w {
 		return nil, nil, fmt.Errorf("%s: batch %dx3x%dx%d needs %d values, got %d", m.name, n, h, w, n*3*h*w, len(batch))
 	}
-	outs, err := m.Session.Run(&ort.Tensor{Shape: []int64{int64(n), 3, int64(h), int64(w)}, Data: batch})
+	outs, err := m.Session.RunContext(ctx, &ort.Tensor{Shape: []int64{int64(n), 3, int64(h), int64(w)}, Data: batch})
 	if err != nil {
 		return nil, nil, err
 	}

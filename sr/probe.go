@@ -1,6 +1,7 @@
 package sr
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -57,7 +58,7 @@ func (m *Model) probe(p ProbeOptions) error {
 				dst[k] = v * r
 			}
 		}
-		out, shape, err := m.run(batch, n, h, w)
+		out, shape, err := m.run(context.Background(), batch, n, h, w)
 		if err != nil {
 			return fmt.Errorf("%w (probing with a %s input in 0..%g)", err, inShape, r)
 		}

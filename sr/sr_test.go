@@ -1,6 +1,7 @@
 package sr
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -136,13 +137,13 @@ func TestRun(t *testing.T) {
 	for i := range batch {
 		batch[i] = 100
 	}
-	out, err := m.Run(batch, 2, 5, 6)
+	out, err := m.Run(context.Background(), batch, 2, 5, 6)
 	require.NoError(t, err)
 	assert.Len(t, out, 2*3*10*12)
 
-	_, err = m.Run(batch[1:], 2, 5, 6)
+	_, err = m.Run(context.Background(), batch[1:], 2, 5, 6)
 	assert.ErrorContains(t, err, "needs 180 values, got 179")
-	_, err = m.Run(nil, 0, 5, 6)
+	_, err = m.Run(context.Background(), nil, 0, 5, 6)
 	assert.ErrorContains(t, err, "sizes must be positive")
 }
 
@@ -177,15 +178,15 @@ func TestTilingExact(t *testing.T) {
 		r := convs + 1
 		m := open(t, convSRModel(t, convs), "toy.onnx", ProbeOptions{Range: 1})
 		require.Equal(t, 2, m.Scale)
-		full, err := m.Upscale(im, 0, 0)
+		full, err := m.Upscale(context.Background(), im, 0, 0)
 		require.NoError(t, err)
 		require.Equal(t, []int{3, 74, 58}, []int{full.C, full.H, full.W})
 		for _, tile := range []int{1, 5, 8, 16, 29, 100} {
-			tiled, err := m.Upscale(im, tile, r)
+			tiled, err := m.Upscale(context.Background(), im, tile, r)
 			require.NoError(t, err)
 			assert.LessOrEqual(t, maxAbsDiff(t, full, tiled), 1e-6, "convs %d tile %d overlap %d", convs, tile, r)
 			if tile < 29 {
-				tiled, err = m.Upscale(im, tile, r-1)
+				tiled, err = m.Upscale(context.Background(), im, tile, r-1)
 				require.NoError(t, err)
 				assert.Greater(t, maxAbsDiff(t, full, tiled), 1e-3, "convs %d tile %d overlap %d", convs, tile, r-1)
 			}
@@ -204,7 +205,7 @@ func TestTilingEDSR(t *testing.T) {
 	require.NoError(t, err)
 	im := img.Crop(full, 170, 80, 96, 72) // the cat's face: fur, whiskers, eye
 
-	whole, err := m.Upscale(im, 0, 0)
+	whole, err := m.Upscale(context.Background(), im, 0, 0)
 	require.NoError(t, err)
 	// The model really super-resolves (range handled right): close to bicubic.
 	assert.Greater(t, psnr(whole, img.ResizeBicubic(im, 192, 144)), 28.0)
@@ -214,13 +215,13 @@ func TestTilingEDSR(t *testing.T) {
 		overlaps = append(overlaps, 32, -1)
 	}
 	for _, ov := range overlaps {
-		tiled, err := m.Upscale(im, 24, ov)
+		tiled, err := m.Upscale(context.Background(), im, 24, ov)
 		require.NoError(t, err)
 		d := maxAbsDiff(t, whole, tiled)
 		t.Logf("tile 24 overlap %d: max abs diff %.3g/255", ov, d*255)
 		assert.LessOrEqual(t, d, maxDiff255, "overlap %d", ov)
 	}
-	tiled, err := m.Upscale(im, 24, 0)
+	tiled, err := m.Upscale(context.Background(), im, 24, 0)
 	require.NoError(t, err)
 	assert.Greater(t, maxAbsDiff(t, whole, tiled), 5*maxDiff255, "tiles without context must show seams")
 }
@@ -233,9 +234,9 @@ func TestTilingEDSRWholeImage(t *testing.T) {
 	m := open(t, readFile(t, edsrX2), edsrX2, ProbeOptions{})
 	im, err := img.Read(chelsea)
 	require.NoError(t, err)
-	whole, err := m.Upscale(im, 0, 0)
+	whole, err := m.Upscale(context.Background(), im, 0, 0)
 	require.NoError(t, err)
-	tiled, err := m.Upscale(im, 128, DefaultOverlap)
+	tiled, err := m.Upscale(context.Background(), im, 128, DefaultOverlap)
 	require.NoError(t, err)
 	d := maxAbsDiff(t, whole, tiled)
 	t.Logf("chelsea 451x300, tile 128, overlap %d: max abs diff %.3g/255", DefaultOverlap, d*255)
@@ -259,7 +260,7 @@ func TestUpscaleErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := m.Upscale(tc.im, tc.tile, 0)
+			_, err := m.Upscale(context.Background(), tc.im, tc.tile, 0)
 			assert.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -275,7 +276,7 @@ func TestUpscaleClipsAndScales(t *testing.T) {
 	for i := range im.Pix {
 		im.Pix[i] = 1
 	}
-	out, err := m.Upscale(im, 0, 0)
+	out, err := m.Upscale(context.Background(), im, 0, 0)
 	require.NoError(t, err)
 	hi := float32(0)
 	for _, v := range out.Pix {

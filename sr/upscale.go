@@ -1,6 +1,7 @@
 package sr
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/srquant/srq/img"
@@ -26,8 +27,9 @@ const DefaultOverlap = 16
 // and its output. With overlap at least the network's receptive-field radius
 // the result equals the untiled one up to float rounding; SR networks have
 // large receptive fields but their influence decays fast, so a modest
-// overlap gets within 1/255. overlap < 0 means DefaultOverlap.
-func (m *Model) Upscale(im *img.Image, tile, overlap int) (*img.Image, error) {
+// overlap gets within 1/255. overlap < 0 means DefaultOverlap. It stops
+// with ctx's error when ctx ends.
+func (m *Model) Upscale(ctx context.Context, im *img.Image, tile, overlap int) (*img.Image, error) {
 	if im == nil || im.C != 3 || im.H <= 0 || im.W <= 0 || len(im.Pix) != im.C*im.H*im.W {
 		return nil, fmt.Errorf("%s: upscale: want a non-empty 3-channel image, got %s", m.name, describe(im))
 	}
@@ -64,7 +66,7 @@ func (m *Model) Upscale(im *img.Image, tile, overlap int) (*img.Image, error) {
 					}
 				}
 			}
-			res, err := m.Run(buf, 1, winH, winW)
+			res, err := m.Run(ctx, buf, 1, winH, winW)
 			if err != nil {
 				return nil, fmt.Errorf("upscale tile at (%d,%d) size %dx%d: %w", x0, y0, x1-x0, y1-y0, err)
 			}

@@ -1,11 +1,13 @@
 package verify
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
 
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/sr"
 )
 
@@ -47,12 +49,14 @@ type CompareOptions struct {
 	// Tile is the LR tile side for sr.Model.Upscale (0: whole image),
 	// bounding memory on large images; tiles overlap by sr.DefaultOverlap.
 	Tile int
+	// Progress, if set, hears of every image done (stage "verify").
+	Progress progress.Func
 }
 
 // Compare upscales every image with both models and measures the quantized
 // output against the FP32 output and, in HR mode, both against the ground
 // truth. Both models must have the same scale. Results are in paths order.
-func Compare(fp32, quantized *sr.Model, paths []string, o CompareOptions) ([]ImageResult, error) {
+func Compare(ctx context.Context, fp32, quantized *sr.Model, paths []string, o CompareOptions) ([]ImageResult, error) {
 	if fp32.Scale != quantized.Scale {
 		return nil, fmt.Errorf("scale mismatch: %s is x%d, %s is x%d", fp32.Session.Name(), fp32.Scale, quantized.Session.Name(), quantized.Scale)
 	}
@@ -60,17 +64,18 @@ func Compare(fp32, quantized *sr.Model, paths []string, o CompareOptions) ([]Ima
 		return nil, fmt.Errorf("no images to compare")
 	}
 	out := make([]ImageResult, 0, len(paths))
-	for _, p := range paths {
-		r, err := compareOne(fp32, quantized, p, o)
+	for i, p := range paths {
+		r, err := compareOne(ctx, fp32, quantized, p, o)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
+		o.Progress.Report("verify", i+1, len(paths))
 	}
 	return out, nil
 }
 
-func compareOne(fp32, q *sr.Model, path string, o CompareOptions) (ImageResult, error) {
+func compareOne(ctx context.Context, fp32, q *sr.Model, path string, o CompareOptions) (ImageResult, error) {
 	s := fp32.Scale
 	lr, gt, err := LoadLR(path, s, o.HR)
 	if err != nil {
@@ -80,11 +85,11 @@ func compareOne(fp32, q *sr.Model, path string, o CompareOptions) (ImageResult, 
 	if tile < 0 {
 		tile = 0
 	}
-	a, err := fp32.Upscale(lr, tile, -1)
+	a, err := fp32.Upscale(ctx, lr, tile, -1)
 	if err != nil {
 		return ImageResult{}, fmt.Errorf("%s: %w", path, err)
 	}
-	b, err := q.Upscale(lr, tile, -1)
+	b, err := q.Upscale(ctx, lr, tile, -1)
 	if err != nil {
 		return ImageResult{}, fmt.Errorf("%s: %w", path, err)
 	}

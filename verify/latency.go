@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,8 +29,8 @@ type LatencyStats struct {
 
 // Latency runs s on in WarmupRuns times untimed, then runs times timed, and
 // returns the median, min and max wall time of the timed runs.
-func Latency(s *ort.Session, in *ort.Tensor, runs int) (LatencyStats, error) {
-	st, err := latencies([]*ort.Session{s}, in, runs)
+func Latency(ctx context.Context, s *ort.Session, in *ort.Tensor, runs int) (LatencyStats, error) {
+	st, err := latencies(ctx, []*ort.Session{s}, in, runs)
 	if err != nil {
 		return LatencyStats{}, err
 	}
@@ -39,15 +40,15 @@ func Latency(s *ort.Session, in *ort.Tensor, runs int) (LatencyStats, error) {
 // LatencyPair times a and b on the same input, alternating a, b, a, b, … so
 // that a change in machine load (other jobs on a shared host) hits both
 // equally and their ratio stays honest.
-func LatencyPair(a, b *ort.Session, in *ort.Tensor, runs int) (LatencyStats, LatencyStats, error) {
-	st, err := latencies([]*ort.Session{a, b}, in, runs)
+func LatencyPair(ctx context.Context, a, b *ort.Session, in *ort.Tensor, runs int) (LatencyStats, LatencyStats, error) {
+	st, err := latencies(ctx, []*ort.Session{a, b}, in, runs)
 	if err != nil {
 		return LatencyStats{}, LatencyStats{}, err
 	}
 	return st[0], st[1], nil
 }
 
-func latencies(ss []*ort.Session, in *ort.Tensor, runs int) ([]LatencyStats, error) {
+func latencies(ctx context.Context, ss []*ort.Session, in *ort.Tensor, runs int) ([]LatencyStats, error) {
 	if runs < 1 {
 		return nil, fmt.Errorf("latency: %d runs: want at least 1 (%d for a report)", runs, RecommendedRuns)
 	}
@@ -56,7 +57,7 @@ func latencies(ss []*ort.Session, in *ort.Tensor, runs int) ([]LatencyStats, err
 	}
 	for _, s := range ss {
 		for range WarmupRuns {
-			if _, err := s.Run(in); err != nil {
+			if _, err := s.RunContext(ctx, in); err != nil {
 				return nil, fmt.Errorf("latency: %w", err)
 			}
 		}
@@ -65,7 +66,7 @@ func latencies(ss []*ort.Session, in *ort.Tensor, runs int) ([]LatencyStats, err
 	for range runs {
 		for i, s := range ss {
 			t0 := time.Now()
-			if _, err := s.Run(in); err != nil {
+			if _, err := s.RunContext(ctx, in); err != nil {
 				return nil, fmt.Errorf("latency: %w", err)
 			}
 			times[i] = append(times[i], float64(time.Since(t0).Nanoseconds())/1e6)

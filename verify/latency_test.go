@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -62,23 +63,23 @@ func TestLatencyRuns(t *testing.T) {
 	defer q.Close()
 	in := &ort.Tensor{Shape: []int64{1, 3, 16, 16}, Data: make([]float32, 3*16*16)}
 
-	st, err := Latency(s, in, 3)
+	st, err := Latency(context.Background(), s, in, 3)
 	require.NoError(t, err)
 	assert.Equal(t, 3, st.Runs)
 	assert.Greater(t, st.MedianMS, 0.0)
 	assert.LessOrEqual(t, st.MinMS, st.MedianMS)
 	assert.LessOrEqual(t, st.MedianMS, st.MaxMS)
 
-	a, b, err := LatencyPair(s, q, in, 2)
+	a, b, err := LatencyPair(context.Background(), s, q, in, 2)
 	require.NoError(t, err)
 	assert.Equal(t, 2, a.Runs)
 	assert.Equal(t, 2, b.Runs)
 
-	_, err = Latency(s, in, 0)
+	_, err = Latency(context.Background(), s, in, 0)
 	assert.ErrorContains(t, err, "0 runs")
-	_, err = Latency(s, nil, 1)
+	_, err = Latency(context.Background(), s, nil, 1)
 	assert.Error(t, err)
 	bad := &ort.Tensor{Shape: []int64{1, 3, 4, 4}, Data: make([]float32, 5)}
-	_, err = Latency(s, bad, 1)
+	_, err = Latency(context.Background(), s, bad, 1)
 	assert.ErrorContains(t, err, "tiny")
 }

@@ -1,11 +1,13 @@
 package verify
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/sr"
@@ -46,9 +48,11 @@ type Config struct {
 // paths (see ListImages): quality (Compare), latency on a Size×Size input
 // (LatencyPair, both models on the same EP and thread count) and int8
 // coverage (Coverage of the graph ORT optimised for the quantized session).
+// It stops with ctx's error when ctx ends (sessions closed, nothing
+// written); progress, which may be nil, hears of every image compared.
 // ORT must be initialised (ort.Init). The two models must agree on scale and
 // input range.
-func Run(fp32, quantized Source, paths []string, cfg Config) (*Report, error) {
+func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config, progress progress.Func) (*Report, error) {
 	if cfg.Size < 1 {
 		return nil, fmt.Errorf("latency size %d: want at least 1", cfg.Size)
 	}
@@ -104,7 +108,7 @@ func Run(fp32, quantized Source, paths []string, cfg Config) (*Report, error) {
 		cov = &c
 	}
 
-	results, err := Compare(fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile})
+	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress})
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +121,7 @@ func Run(fp32, quantized Source, paths []string, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	lf, lq, err := LatencyPair(fm.Session, qm.Session, in, cfg.Runs)
+	lf, lq, err := LatencyPair(ctx, fm.Session, qm.Session, in, cfg.Runs)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"testing"
@@ -26,7 +27,7 @@ func TestRunEDSRAgainstItself(t *testing.T) {
 	cfg := Config{Threads: 1, HR: true, Size: 16, Runs: 1}
 	src := Source{Path: edsrX2, Data: data}
 
-	r, err := Run(src, src, paths, cfg)
+	r, err := Run(context.Background(), src, src, paths, cfg, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 2, r.Scale)
 	assert.Equal(t, float32(255), r.InputRange)
@@ -64,7 +65,7 @@ func TestRunEDSRAgainstItself(t *testing.T) {
 	}
 
 	// Determinism: a second run differs only in the latency fields.
-	r2, err := Run(src, src, paths, cfg)
+	r2, err := Run(context.Background(), src, src, paths, cfg, nil)
 	require.NoError(t, err)
 	b2, err := withoutLatency(r2).JSON()
 	require.NoError(t, err)
@@ -86,8 +87,8 @@ func TestRunTinyQDQ(t *testing.T) {
 	requireORT(t)
 	paths, err := img.List(smallImages(t, 24, 20))
 	require.NoError(t, err)
-	r, err := Run(Source{"float.onnx", tinyFloatModel()}, Source{"qdq.onnx", tinyQDQModel()}, paths,
-		Config{Threads: 1, Size: 8, Runs: 2, Probe: sr.ProbeOptions{Range: 255}})
+	r, err := Run(context.Background(), Source{"float.onnx", tinyFloatModel()}, Source{"qdq.onnx", tinyQDQModel()}, paths,
+		Config{Threads: 1, Size: 8, Runs: 2, Probe: sr.ProbeOptions{Range: 255}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 1, r.Scale)
 	assert.Equal(t, &ConvCoverage{Int8: 1, Total: 1, Float: []string{}, Ops: map[string]int{"com.microsoft:QLinearConv": 1}}, r.Int8Conv)
@@ -128,7 +129,7 @@ func TestRunRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Run(tc.fp32, tc.q, tc.paths, tc.cfg)
+			_, err := Run(context.Background(), tc.fp32, tc.q, tc.paths, tc.cfg, nil)
 			require.Error(t, err)
 			for _, s := range tc.contains {
 				assert.Contains(t, err.Error(), s)

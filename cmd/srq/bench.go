@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq"
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
@@ -163,7 +165,7 @@ type benchSet struct {
 func benchModel(a *app, path string, calibImgs []string, dataDir string, sets []string, settings []benchSetting, sizes []int, threads, runs, patches int) ([]*benchRow, error) {
 	name := filepath.Base(path)
 	fmt.Fprintf(a.stderr, "== %s\n", name)
-	m, data, err := loadModel(path)
+	m, data, err := srq.LoadModel(path)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +177,7 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets []
 	defer fm.Close()
 	var loaded []*benchSet
 	for _, s := range sets {
-		bs, err := loadBenchSet(fm, filepath.Join(dataDir, s))
+		bs, err := loadBenchSet(a.ctx, fm, filepath.Join(dataDir, s))
 		if err != nil {
 			return nil, err
 		}
@@ -200,8 +202,11 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets []
 		cfg.Threads = threads
 		cfg.Probe = sr.ProbeOptions{Scale: fm.Scale, Range: fm.Range}
 		t0 := time.Now()
-		res, err := quant.Quantize(m, data, path, calibImgs, cfg, nil)
+		res, err := quant.Quantize(a.ctx, m, data, path, calibImgs, cfg, quant.Events{})
 		if err != nil {
+			if a.ctx.Err() != nil {
+				return nil, a.ctx.Err()
+			}
 			row.Failure = err.Error()
 			continue
 		}
@@ -217,14 +222,17 @@ func benchModel(a *app, path string, calibImgs []string, dataDir string, sets []
 		if err != nil {
 			return nil, err
 		}
-		if err := benchQuantized(row, fm, qdata, loaded, sizes, threads, runs); err != nil {
+		if err := benchQuantized(a.ctx, row, fm, qdata, loaded, sizes, threads, runs); err != nil {
+			if a.ctx.Err() != nil {
+				return nil, a.ctx.Err()
+			}
 			row.Failure = err.Error()
 		}
 	}
 	return rows, nil
 }
 
-func loadBenchSet(fm *sr.Model, dir string) (*benchSet, error) {
+func loadBenchSet(ctx context.Context, fm *sr.Model, dir string) (*benchSet, error) {
 	paths, err := img.List(dir)
 	if err != nil {
 		return nil, err
@@ -235,7 +243,7 @@ func loadBenchSet(fm *sr.Model, dir string) (*benchSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		out, err := fm.Upscale(lr, 0, 0)
+		out, err := fm.Upscale(ctx, lr, 0, 0)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
@@ -249,7 +257,7 @@ func loadBenchSet(fm *sr.Model, dir string) (*benchSet, error) {
 	return bs, nil
 }
 
-func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet, sizes []int, threads, runs int) error {
+func benchQuantized(ctx context.Context, row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet, sizes []int, threads, runs int) error {
 	dir, err := os.MkdirTemp("", "srq-bench-")
 	if err != nil {
 		return err
@@ -270,7 +278,7 @@ func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet,
 	for _, s := range sets {
 		var gt, vs float64
 		for i, lr := range s.lr {
-			out, err := qm.Upscale(lr, 0, 0)
+			out, err := qm.Upscale(ctx, lr, 0, 0)
 			if err != nil {
 				return err
 			}
@@ -293,7 +301,7 @@ func benchQuantized(row *benchRow, fm *sr.Model, qdata []byte, sets []*benchSet,
 		if err != nil {
 			return err
 		}
-		a, b, err := verify.LatencyPair(fm.Session, qm.Session, in, runs)
+		a, b, err := verify.LatencyPair(ctx, fm.Session, qm.Session, in, runs)
 		if err != nil {
 			return err
 		}

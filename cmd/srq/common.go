@@ -6,27 +6,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/srquant/srq/img"
-	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/sr"
 )
-
-// loadModel reads and validates an ONNX model and returns it with its
-// serialised form (external data inlined), ready for an ORT session.
-func loadModel(path string) (*onnx.ModelProto, []byte, error) {
-	m, err := onnx.Load(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := onnx.Validate(m); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	b, err := onnx.Marshal(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return m, b, nil
-}
 
 // initORT finds and initialises the ONNX Runtime library once per process.
 func (a *app) initORT() error {

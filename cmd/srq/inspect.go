@@ -13,43 +13,17 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq"
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/chart"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
-	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
 )
-
-// inspectReport is the JSON form of `srq inspect`; keys are a stable contract.
-type inspectReport struct {
-	Model      string           `json:"model"`
-	IRVersion  int64            `json:"ir_version"`
-	Opsets     map[string]int64 `json:"opsets"`
-	Producer   string           `json:"producer,omitempty"`
-	Nodes      int              `json:"nodes"`
-	Ops        map[string]int   `json:"ops"`
-	Convs      int              `json:"convs"`
-	Params     int64            `json:"params"`
-	Inputs     []ioDesc         `json:"inputs"`
-	Outputs    []ioDesc         `json:"outputs"`
-	Scale      int              `json:"scale,omitempty"`
-	InputRange float32          `json:"input_range,omitempty"`
-	// Provenance holds what srq recorded in a model it quantized
-	// (metadata_props srq.*): its version, the setting, the calibration
-	// set, per-layer choices and ranges. JSON values stay JSON.
-	Provenance map[string]json.RawMessage `json:"provenance,omitempty"`
-}
-
-type ioDesc struct {
-	Name  string   `json:"name"`
-	Type  string   `json:"type"`
-	Shape []string `json:"shape"`
-}
 
 func inspectFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON report")
@@ -74,21 +48,14 @@ func inspectFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			}
 			return a.inspectActivations(args[0], ao, po, *asJSON)
 		}
-		m, data, err := loadModel(args[0])
-		if err != nil {
-			return err
-		}
-		r, err := describe(args[0], m)
-		if err != nil {
-			return err
-		}
 		if !*noProbe {
-			s, err := a.openSR(data, args[0], ort.Options{Threads: 1}, po)
-			if err != nil {
+			if err := a.initORT(); err != nil {
 				return err
 			}
-			defer s.Session.Close()
-			r.Scale, r.InputRange = s.Scale, s.Range
+		}
+		r, err := srq.Inspect(a.ctx, args[0], srq.InspectOptions{Probe: !*noProbe, ProbeOptions: po})
+		if err != nil {
+			return err
 		}
 		if *asJSON {
 			enc := json.NewEncoder(a.stdout)
@@ -100,62 +67,7 @@ func inspectFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	}
 }
 
-// describe summarises a model's structure without running it.
-func describe(path string, m *onnx.ModelProto) (*inspectReport, error) {
-	g, err := graph.FromModel(m)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	r := &inspectReport{Model: path, IRVersion: m.IrVersion, Opsets: g.Opsets, Producer: strings.TrimSpace(m.ProducerName + " " + m.ProducerVersion), Nodes: len(g.Nodes), Ops: map[string]int{}}
-	for _, n := range g.Nodes {
-		op := n.OpType
-		if n.Domain != "" && n.Domain != "ai.onnx" {
-			op = n.Domain + "." + op
-		}
-		r.Ops[op]++
-		if n.OpType == "Conv" || n.OpType == "QLinearConv" || n.OpType == "ConvInteger" {
-			r.Convs++
-		}
-	}
-	for _, t := range g.Initializers() {
-		r.Params += int64(t.NumElements())
-	}
-	for _, v := range g.Inputs {
-		r.Inputs = append(r.Inputs, valueDesc(v))
-	}
-	for _, v := range g.Outputs {
-		r.Outputs = append(r.Outputs, valueDesc(v))
-	}
-	for _, p := range quant.Provenance(m) {
-		if r.Provenance == nil {
-			r.Provenance = map[string]json.RawMessage{}
-		}
-		v := json.RawMessage(p.Value)
-		if !json.Valid(v) {
-			b, _ := json.Marshal(p.Value)
-			v = b
-		}
-		r.Provenance[p.Key] = v
-	}
-	return r, nil
-}
-
-func valueDesc(v *graph.Value) ioDesc {
-	d := ioDesc{Name: v.Name, Type: strings.ToLower(v.DType.String())}
-	for _, dim := range v.Shape {
-		switch {
-		case dim.Param != "":
-			d.Shape = append(d.Shape, dim.Param)
-		case dim.Value >= 0:
-			d.Shape = append(d.Shape, fmt.Sprint(dim.Value))
-		default:
-			d.Shape = append(d.Shape, "?")
-		}
-	}
-	return d
-}
-
-func printInspect(a *app, r *inspectReport) {
+func printInspect(a *app, r *srq.Inspection) {
 	w := a.stdout
 	fmt.Fprintf(w, "model       %s\n", r.Model)
 	var opsets []string
@@ -357,7 +269,7 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 	if err != nil {
 		return err
 	}
-	m, data, err := loadModel(path)
+	m, data, err := srq.LoadModel(path)
 	if err != nil {
 		return err
 	}
@@ -392,7 +304,7 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 	patches = sameSize(patches)
 	log(fmt.Sprintf("analysing %d Conv inputs on %d patches of %dx%d (two passes)", len(values), len(patches), patches[0].W, patches[0].H))
 	t0 := time.Now()
-	stats, err := calib.AnalyzeOutliers(g, values, patches, rng, calib.OutlierOptions{CaptureOptions: calib.CaptureOptions{
+	stats, err := calib.AnalyzeOutliers(a.ctx, g, values, patches, rng, calib.OutlierOptions{CaptureOptions: calib.CaptureOptions{
 		Batch: o.batch, Session: ort.Options{Threads: o.threads},
 		Progress: func(done, total int) {
 			pass, half := 1, total/2

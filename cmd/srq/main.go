@@ -3,20 +3,24 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 )
 
 // Exit codes are part of the CLI contract: CI pipelines gate on them.
 const (
-	exitOK      = 0
-	exitGate    = 1 // the command ran but a quality gate (e.g. --min-psnr) failed
-	exitFailure = 2 // bad input, bad usage or a failure to run
+	exitOK          = 0
+	exitGate        = 1   // the command ran but a quality gate (e.g. --min-psnr) failed
+	exitFailure     = 2   // bad input, bad usage or a failure to run
+	exitInterrupted = 130 // stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 )
 
 // command is one subcommand: its flags are parsed by run before body is called.
@@ -27,6 +31,7 @@ type command struct {
 
 // app carries what every command needs: where to write and the common flags.
 type app struct {
+	ctx            context.Context // ends on SIGINT/SIGTERM
 	stdout, stderr io.Writer
 	ortLib         string
 }
@@ -45,11 +50,21 @@ var commands = []command{
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// Ctrl-C or SIGTERM ends the context: the running ONNX Runtime call is
+	// abandoned, sessions close, temporary files are removed, and srq exits
+	// with exitInterrupted, writing nothing.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // run executes the CLI and returns its exit code; tests call it in-process.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return exitOK
@@ -66,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := pflag.NewFlagSet("srq "+cmd.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	a := &app{stdout: stdout, stderr: stderr}
+	a := &app{ctx: ctx, stdout: stdout, stderr: stderr}
 	fs.StringVar(&a.ortLib, "ort-lib", "", "path to libonnxruntime.so (default: $SRQ_ORT_LIB, then .ort/ from `make setup`)")
 	body := cmd.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -78,6 +93,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	if err := body(a, fs.Args()); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			fmt.Fprintf(stderr, "srq %s: interrupted, nothing written\n", cmd.name)
+			return exitInterrupted
+		}
 		fmt.Fprintf(stderr, "srq %s: %s\n", cmd.name, oneLine(err.Error()))
 		var g *gateError
 		if errors.As(err, &g) {
@@ -94,7 +113,7 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-9s %-28s %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure")
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure, 130 interrupted")
 }
 
 // oneLine keeps every error message on one line, as scripts expect.

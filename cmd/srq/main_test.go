@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/ort/orttest"
 )
@@ -131,7 +132,7 @@ func TestInspectJSON(t *testing.T) {
 	needORT(t)
 	code, out, errOut := runSRQ("inspect", "--json", tdModel)
 	require.Equal(t, exitOK, code, errOut)
-	var r inspectReport
+	var r srq.Inspection
 	require.NoError(t, json.Unmarshal([]byte(out), &r))
 	assert.Equal(t, tdModel, r.Model)
 	assert.Equal(t, 38, r.Convs)
@@ -140,7 +141,7 @@ func TestInspectJSON(t *testing.T) {
 	assert.Equal(t, 2, r.Scale)
 	assert.Equal(t, float32(255), r.InputRange)
 	require.Len(t, r.Inputs, 1)
-	assert.Equal(t, ioDesc{Name: "input", Type: "float", Shape: []string{"batch", "3", "height", "width"}}, r.Inputs[0])
+	assert.Equal(t, srq.IO{Name: "input", Type: "float", Shape: []string{"batch", "3", "height", "width"}}, r.Inputs[0])
 
 	// Overrides are taken as given when they agree with the model.
 	code, out, errOut = runSRQ("inspect", "--scale", "2", "--input-range", "255", tdModel)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
@@ -45,7 +46,7 @@ func upscaleFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err != nil {
 			return err
 		}
-		_, data, err := loadModel(*model)
+		_, data, err := srq.LoadModel(*model)
 		if err != nil {
 			return err
 		}
@@ -64,7 +65,7 @@ func upscaleFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			lr = img.ResizeBicubic(gt, gt.W/m.Scale, gt.H/m.Scale)
 		}
 		t0 := time.Now()
-		sr, err := m.Upscale(lr, *tile, *overlap)
+		sr, err := m.Upscale(a.ctx, lr, *tile, *overlap)
 		if err != nil {
 			return fmt.Errorf("%s: %w", in, err)
 		}

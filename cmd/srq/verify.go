@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/verify"
 )
@@ -64,20 +66,19 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err := checkReportPath(*jsonPath, append([]string{*model, *quantized, *images}, paths...)); err != nil {
 			return err
 		}
-		_, fdata, err := loadModel(*model)
-		if err != nil {
-			return err
-		}
-		_, qdata, err := loadModel(*quantized)
-		if err != nil {
-			return err
+		// Bad model files fail before ONNX Runtime is needed.
+		for _, p := range []string{*model, *quantized} {
+			if _, _, err := srq.LoadModel(p); err != nil {
+				return err
+			}
 		}
 		if err := a.initORT(); err != nil {
 			return err
 		}
-		r, err := verify.Run(verify.Source{Path: *model, Data: fdata}, verify.Source{Path: *quantized, Data: qdata}, paths, verify.Config{
-			EP: *ep, Threads: *threads, HR: *hr, Tile: *tile, Size: *size, Runs: *runs, Probe: po,
-		})
+		bar := progress.NewPrinter(a.stderr)
+		r, err := srq.Verify(a.ctx, srq.VerifyOptions{Model: *model, Quantized: *quantized, Images: paths, Progress: bar.Report,
+			Config: verify.Config{EP: *ep, Threads: *threads, HR: *hr, Tile: *tile, Size: *size, Runs: *runs, Probe: po}})
+		bar.Done()
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -52,7 +53,7 @@ func newVerifyFixture(t *testing.T) verifyFixture {
 	calib := []string{filepath.Join(testImages, "chelsea.png"), filepath.Join(testImages, "rocket.jpg")}
 	cfg := quant.DefaultConfig()
 	cfg.Patches, cfg.PatchSize, cfg.Batch, cfg.Threads = 4, 24, 4, 2
-	res, err := quant.Quantize(m, data, testModel, calib, cfg, nil)
+	res, err := quant.Quantize(context.Background(), m, data, testModel, calib, cfg, quant.Events{})
 	require.NoError(t, err)
 	f.quantized = filepath.Join(f.dir, "edsr_x2_q.onnx")
 	require.NoError(t, onnx.Save(f.quantized, res.Model, onnx.SaveOptions{}))

@@ -1,0 +1,191 @@
+// Package srq quantizes image super-resolution networks in ONNX form after
+// training and proves the result: the API that the srq command line is
+// built on, for Go programs (MLOps pipelines, services) that embed it.
+//
+// A typical pipeline step:
+//
+//	if err := srq.Init(""); err != nil { ... }          // find ONNX Runtime once
+//	imgs, _ := srq.ListImages("photos/")
+//	cfg := quant.DefaultConfig()                          // W8A8, percentile ranges
+//	cfg.Bits, cfg.Method = quant.Bits{W: 4, A: 4}, quant.Dual
+//	res, err := srq.Quantize(ctx, srq.QuantizeOptions{
+//		Model: "edsr_x4.onnx", Images: imgs, Out: "edsr_x4_w4a4.onnx", Config: cfg})
+//	rep, err := srq.Verify(ctx, srq.VerifyOptions{
+//		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: verify.Config{HR: true, ...}})
+//	if err := rep.Check(verify.Gates{MaxDrop: &maxDrop}); err != nil { ... } // gate the pipeline
+//
+// Every function takes a context: when it ends (a deadline, Ctrl-C) the
+// running ONNX Runtime call is abandoned within a node or two, every session
+// is closed, nothing is written (files are written to a temporary name and
+// renamed only when complete) and the context's error is returned.
+// Settings are the typed structs of the packages that own them:
+// quant.Config for quantization, verify.Config for verification.
+package srq
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/quant"
+	"github.com/srquant/srq/verify"
+)
+
+// Init finds the ONNX Runtime shared library — lib if not empty, else
+// $SRQ_ORT_LIB, else .ort/ from `make setup` in the working directory or
+// above — and initialises it for the process. Call it once before the
+// other functions; later calls with the same library do nothing.
+func Init(lib string) error {
+	path, err := ort.FindLibrary(lib)
+	if err != nil {
+		return err
+	}
+	return ort.Init(path)
+}
+
+// ListImages returns the PNG, JPEG and BMP files of a folder, sorted by name:
+// calibration images for Quantize, benchmark images for Verify.
+func ListImages(dir string) ([]string, error) { return img.List(dir) }
+
+// Progress hears of the steps of a long stage ("calibration", "tuning",
+// "verify"): done of total.
+type Progress func(stage string, done, total int)
+
+// QuantizeOptions says what to quantize, on which images, how, and where the
+// result goes.
+type QuantizeOptions struct {
+	// Model is the FP32 ONNX model's path.
+	Model string
+	// Images are the calibration images (HR unless Config.CalibLR).
+	Images []string
+	// Out is where the quantized model is written, atomically, after ONNX
+	// Runtime has loaded it; "" only returns it. It must not be Model.
+	Out string
+	// ExternalData stores the weights in Out + ".data".
+	ExternalData bool
+	// Config is every quantization setting; start from quant.DefaultConfig.
+	Config quant.Config
+	// Log receives information lines (warnings, choices); Progress the
+	// steps of calibration and tuning. Both may be nil.
+	Log      func(string)
+	Progress Progress
+}
+
+// Quantize quantizes o.Model (see quant.Quantize for the pipeline) and, if
+// o.Out is set, writes the result there once ONNX Runtime has loaded it back
+// from disk: a model srq writes loads wherever it is deployed. On any error,
+// cancellation included, no file is left at o.Out.
+func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
+	if o.Out != "" {
+		if err := checkOutput(o.Out, o.Model); err != nil {
+			return nil, err
+		}
+		if o.ExternalData {
+			if err := checkOutput(o.Out+".data", o.Model); err != nil {
+				return nil, err
+			}
+		}
+	}
+	m, data, err := LoadModel(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	res, err := quant.Quantize(ctx, m, data, o.Model, o.Images, o.Config, quant.Events{Log: o.Log, Progress: progress.Func(o.Progress)})
+	if err != nil {
+		return nil, err
+	}
+	if o.Out == "" {
+		return res, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := onnx.Save(o.Out, res.Model, onnx.SaveOptions{ExternalData: o.ExternalData}); err != nil {
+		return nil, err
+	}
+	if err := selfCheck(o.Out, o.Config.Threads); err != nil {
+		os.Remove(o.Out)
+		if o.ExternalData {
+			os.Remove(o.Out + ".data")
+		}
+		return nil, fmt.Errorf("%s: the written model fails its self-check, removed it: %w", o.Out, err)
+	}
+	return res, nil
+}
+
+// VerifyOptions says which pair of models to compare on which images.
+type VerifyOptions struct {
+	Model     string   // the FP32 model's path
+	Quantized string   // the quantized model's path
+	Images    []string // LR inputs, or ground truth with Config.HR
+	Config    verify.Config
+	Progress  Progress // hears of every image compared; may be nil
+}
+
+// Verify compares o.Quantized with o.Model (verify.Run): PSNR/SSIM against
+// the FP32 output and the ground truth, latency, and int8 coverage from ONNX
+// Runtime's own optimized graph. Gate on the report with Report.Check.
+func Verify(ctx context.Context, o VerifyOptions) (*verify.Report, error) {
+	_, fdata, err := LoadModel(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	_, qdata, err := LoadModel(o.Quantized)
+	if err != nil {
+		return nil, err
+	}
+	return verify.Run(ctx, verify.Source{Path: o.Model, Data: fdata}, verify.Source{Path: o.Quantized, Data: qdata}, o.Images, o.Config, progress.Func(o.Progress))
+}
+
+// LoadModel reads and validates an ONNX model and returns it with its
+// serialised form (external data inlined), ready for an ONNX Runtime
+// session. Errors name the file.
+func LoadModel(path string) (*onnx.ModelProto, []byte, error) {
+	m, err := onnx.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := onnx.Validate(m); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b, err := onnx.Marshal(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, b, nil
+}
+
+// checkOutput refuses an output path that would destroy the model or cannot
+// be written, before any work is done.
+func checkOutput(out, model string) error {
+	if filepath.Clean(out) == filepath.Clean(model) || onnx.SameFile(out, model) {
+		return fmt.Errorf("%s: output path is the same file as the model; refusing to overwrite it", out)
+	}
+	if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s: output path is a directory; give a file name", out)
+	}
+	dir := filepath.Dir(out)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%s: output folder %s does not exist", out, dir)
+	}
+	return nil
+}
+
+// selfCheck reloads the written model from disk, validates it and opens it
+// in ONNX Runtime.
+func selfCheck(path string, threads int) error {
+	_, data, err := LoadModel(path)
+	if err != nil {
+		return err
+	}
+	s, err := ort.NewSession(data, path, ort.Options{Threads: threads})
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
