@@ -6,8 +6,9 @@ import (
 	"github.com/srquant/srq/graph"
 )
 
-// PixelShuffleNHWC rewrites each DepthToSpace that follows a Conv into the
-// same pixel shuffle spelled for a channels-last int8 pipeline:
+// PixelShuffleNHWC rewrites each DepthToSpace that follows a Conv (directly
+// or through channel-wise activations such as ReLU) into the same pixel
+// shuffle spelled for a channels-last int8 pipeline:
 //
 //	Conv (output channels reordered to DCR order)
 //	→ Transpose to NHWC → Reshape [N,H,W,b,b,C] → Transpose (0,1,3,2,4,5)
@@ -35,8 +36,8 @@ func (PixelShuffleNHWC) Run(g *graph.Graph) error {
 		if !isOp(d, "DepthToSpace") || len(d.Inputs) != 1 || len(d.Outputs) != 1 {
 			continue
 		}
-		conv := g.Producer(d.Inputs[0])
-		if conv == nil || !isOp(conv, "Conv") || len(g.Consumers(d.Inputs[0])) != 1 || g.IsGraphOutput(d.Inputs[0]) {
+		conv := convBefore(g, d.Inputs[0])
+		if conv == nil {
 			continue
 		}
 		wt, ok := g.Const(input(conv, 1))
@@ -57,6 +58,34 @@ func (PixelShuffleNHWC) Run(g *graph.Graph) error {
 		shuffle(g, d, b, c)
 	}
 	return nil
+}
+
+// channelwiseUnary are elementwise ops with no per-channel parameter: they
+// commute with any permutation of the channels, so a pixel shuffle may look
+// through them to the Conv that makes its channels (CARN: Conv → ReLU →
+// DepthToSpace).
+var channelwiseUnary = map[string]bool{"Relu": true, "LeakyRelu": true, "Sigmoid": true, "Tanh": true, "Identity": true}
+
+// convBefore returns the Conv whose output reaches v through zero or more
+// channelwiseUnary ops, each value on the way read only by the next node
+// and not a graph output; nil when there is none.
+func convBefore(g *graph.Graph, v string) *graph.Node {
+	for {
+		if len(g.Consumers(v)) != 1 || g.IsGraphOutput(v) {
+			return nil
+		}
+		n := g.Producer(v)
+		switch {
+		case n == nil:
+			return nil
+		case isOp(n, "Conv"):
+			return n
+		case n.Domain == "" && channelwiseUnary[n.OpType] && len(n.Inputs) == 1 && len(n.Outputs) == 1:
+			v = n.Inputs[0]
+		default:
+			return nil
+		}
+	}
 }
 
 // toDCR reorders a Conv's output channels from CRD order (c·b² + i·b + j) to

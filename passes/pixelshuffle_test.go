@@ -18,14 +18,20 @@ func TestPixelShuffleNHWCExact(t *testing.T) {
 		mode  string
 		block int64
 		h, w  int64
-	}{{"CRD", 2, 5, 7}, {"DCR", 2, 6, 4}, {"CRD", 3, 4, 3}} {
-		t.Run(tc.mode, func(t *testing.T) {
+		act   string // a channel-wise activation between Conv and DepthToSpace
+	}{{"CRD", 2, 5, 7, ""}, {"DCR", 2, 6, 4, ""}, {"CRD", 3, 4, 3, ""}, {"CRD", 2, 5, 6, "Relu"}, {"DCR", 2, 4, 4, "LeakyRelu"}} {
+		t.Run(tc.mode+tc.act, func(t *testing.T) {
 			g := newGraph(3)
 			c := int64(4)
 			weight(g, "w", 0.5, c*tc.block*tc.block, 3, 3, 3)
 			weight(g, "b", 1, c*tc.block*tc.block)
 			node(g, "conv", "Conv", "x,w,b", "t", pad1)
-			node(g, "d2s", "DepthToSpace", "t", "u", intAttr("blocksize", tc.block), strAttr("mode", tc.mode))
+			if tc.act != "" {
+				node(g, "act", tc.act, "t", "ta")
+				node(g, "d2s", "DepthToSpace", "ta", "u", intAttr("blocksize", tc.block), strAttr("mode", tc.mode))
+			} else {
+				node(g, "d2s", "DepthToSpace", "t", "u", intAttr("blocksize", tc.block), strAttr("mode", tc.mode))
+			}
 			weight(g, "w2", 0.5, 2, c, 3, 3)
 			node(g, "conv2", "Conv", "u,w2", "y", pad1)
 			outputs(g, "y")
@@ -51,7 +57,12 @@ func TestPixelShuffleNHWCLeavesOthers(t *testing.T) {
 	node(g, "conv", "Conv", "u,w", "t")
 	node(g, "d2s2", "DepthToSpace", "t", "v", intAttr("blocksize", 2))
 	node(g, "add", "Add", "t,t", "s")
-	outputs(g, "v", "s")
+	weight(g, "w3", 0.5, 16, 16, 1, 1)
+	weight(g, "slope", 0.1, 1, 16, 1, 1)
+	node(g, "conv3", "Conv", "u,w3", "t3")
+	node(g, "prelu", "PRelu", "t3,slope", "p3") // per-channel: does not commute with the shuffle's reordering
+	node(g, "d2s3", "DepthToSpace", "p3", "v3", intAttr("blocksize", 2))
+	outputs(g, "v", "s", "v3")
 	require.NoError(t, passes.Run(g, passes.PixelShuffleNHWC{}))
-	assert.Equal(t, 2, ops(g)["DepthToSpace"], dump(g))
+	assert.Equal(t, 3, ops(g)["DepthToSpace"], dump(g))
 }
