@@ -132,8 +132,10 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 	// Values in a fixed order: Plan.Values then shared ones in graph order.
 	order := append([]string(nil), pl.Values...)
 	for _, n := range pl.Nodes {
-		if _, ok := pl.Shared[pl.OutputOf(n)]; ok {
-			order = append(order, pl.OutputOf(n))
+		for _, out := range pl.OutputsOf(n) {
+			if _, ok := pl.Shared[out]; ok {
+				order = append(order, out)
+			}
 		}
 	}
 	for _, v := range order {

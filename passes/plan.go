@@ -202,7 +202,6 @@ func (p *Plan) collectValues(g *graph.Graph) {
 				add(v)
 			}
 		}
-		out := p.OutputOf(n)
 		if r.passThrough {
 			in := actInputs(g, n, r)
 			if len(in) == 1 {
@@ -210,11 +209,13 @@ func (p *Plan) collectValues(g *graph.Graph) {
 				if s, ok := p.Shared[src]; ok {
 					src = s
 				}
-				p.Shared[out] = src
+				for _, out := range p.OutputsOf(n) {
+					p.Shared[out] = src
+				}
 				continue
 			}
 		}
-		add(out)
+		add(p.OutputOf(n))
 	}
 	// A value listed before it became shared (a pass-through output read by
 	// an earlier node in the list) is not calibrated on its own.
@@ -222,12 +223,29 @@ func (p *Plan) collectValues(g *graph.Graph) {
 }
 
 // OutputOf returns the value a quantized node's output quantizer sits on:
-// the absorbed Relu's output for a Conv+Relu pair, else the node's output.
+// the absorbed Relu's output for a Conv+Relu pair, else the node's (first)
+// output.
 func (p *Plan) OutputOf(n *graph.Node) string {
 	if r, ok := p.ReluOf[n]; ok {
 		return r.Outputs[0]
 	}
 	return n.Outputs[0]
+}
+
+// OutputsOf returns every value a quantized node's output quantizers sit
+// on: OutputOf, and each further output of a data-movement node with
+// several (Split).
+func (p *Plan) OutputsOf(n *graph.Node) []string {
+	if _, ok := p.ReluOf[n]; ok || len(n.Outputs) == 1 {
+		return []string{p.OutputOf(n)}
+	}
+	var out []string
+	for _, v := range n.Outputs {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // firstLast finds the first and last spatial Convs (kernel larger than 1x1)

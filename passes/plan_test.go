@@ -218,3 +218,22 @@ func TestParseLongSkip(t *testing.T) {
 		assert.ErrorContains(t, err, "want precise or int8", s)
 	}
 }
+
+// TestPlanQDQSplit: the parts of a Split keep its input's grid (IMDN's
+// channel distillation), so ORT splits the uint8 codes.
+func TestPlanQDQSplit(t *testing.T) {
+	g := newGraph(3)
+	weight(g, "w1", 0.5, 8, 3, 3, 3)
+	weight(g, "w2", 0.5, 8, 4, 3, 3)
+	g.SetInitializer(graph.NewInt64("sizes", []int64{2}, []int64{4, 4}))
+	node(g, "c1", "Conv", "x,w1", "a", pad1)
+	node(g, "lrelu", "LeakyRelu", "a", "l")
+	node(g, "split", "Split", "l,sizes", "d,r", intAttr("axis", 1))
+	node(g, "c2", "Conv", "r,w2", "b", pad1)
+	node(g, "cat", "Concat", "d,b", "y", intAttr("axis", 1))
+	outputs(g, "y")
+	p, err := passes.PlanQDQ(g, passes.Policy{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"d": "l", "r": "l"}, p.Shared)
+	assert.Equal(t, []string{"x", "a", "l", "b", "y"}, p.Values)
+}

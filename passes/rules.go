@@ -40,6 +40,10 @@ var rules = map[string]opRule{
 	"Flatten":           {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
 	"Squeeze":           {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
 	"Unsqueeze":         {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
+	// Split: each part keeps its input's grid, so ORT splits the uint8
+	// codes (IMDN's channel distillation) instead of dequantizing, splitting
+	// in float and quantizing every part again on its own grid.
+	"Split": {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
 }
 
 // ruleFor returns the rule for n, if srq quantizes its op type.
