@@ -10,8 +10,6 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
-	"github.com/srquant/srq/onnx"
-	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
 	"github.com/srquant/srq/verify"
@@ -96,50 +94,9 @@ func newTuner(ctx context.Context, g *graph.Graph, pol passes.Policy, plan *pass
 	return t, nil
 }
 
-// run runs graph c on the tuning patches and returns the output images
-// (0..1, as verify compares them).
+// run runs graph c on the tuning patches (see runPatches).
 func (t *tuner) run(c *graph.Graph) ([]*img.Image, error) {
-	m, err := c.ToModel()
-	if err != nil {
-		return nil, err
-	}
-	data, err := onnx.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	s, err := ort.NewSession(data, "tuning model", ort.Options{Threads: t.cfg.Threads})
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	per := t.shape[0] * t.shape[1] * t.shape[2]
-	batch := max(t.cfg.Batch, 1)
-	var out []*img.Image
-	buf := make([]float32, 0, batch*per)
-	for start := 0; start < len(t.batches); start += batch {
-		end := min(start+batch, len(t.batches))
-		buf = buf[:0]
-		for _, p := range t.batches[start:end] {
-			buf = append(buf, p...)
-		}
-		res, err := s.RunContext(t.ctx, &ort.Tensor{Shape: []int64{int64(end - start), int64(t.shape[0]), int64(t.shape[1]), int64(t.shape[2])}, Data: buf})
-		if err != nil {
-			return nil, err
-		}
-		o := res[0]
-		if len(o.Shape) != 4 || int(o.Shape[0]) != end-start {
-			return nil, fmt.Errorf("tuning: output of shape %v for %d patches", o.Shape, end-start)
-		}
-		n := len(o.Data) / (end - start)
-		for i := range end - start {
-			pix := make([]float32, n)
-			for j, v := range o.Data[i*n : (i+1)*n] {
-				pix[j] = v / t.rng
-			}
-			out = append(out, &img.Image{C: int(o.Shape[1]), H: int(o.Shape[2]), W: int(o.Shape[3]), Pix: pix})
-		}
-	}
-	return out, nil
+	return runPatches(t.ctx, c, t.batches, t.shape, t.rng, t.cfg)
 }
 
 // score builds the deploy model for act and returns its error against the

@@ -46,6 +46,7 @@ var commands = []command{
 	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model", upscaleFlags},
 	{"quantize", "--model M --calib DIR --out Q", "quantize a model to int8 QDQ form", quantizeFlags},
 	{"verify", "--model M --quantized Q --images DIR", "compare a quantized model with its FP32 original", verifyFlags},
+	{"sensitivity", "--model M --calib DIR", "measure how much quantizing each layer alone costs", sensitivityFlags},
 	{"bench", "", "benchmark models x methods and write BENCHMARKS.md", benchFlags},
 }
 
@@ -111,7 +112,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "srq quantizes ONNX super-resolution models after training and verifies them with ONNX Runtime.")
 	fmt.Fprintln(w, "\nusage: srq COMMAND [flags] ARGS   (srq COMMAND --help for flags)\n\ncommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %-28s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  %-11s %-36s %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure, 130 interrupted")
 }

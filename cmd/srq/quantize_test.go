@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -262,4 +263,47 @@ func TestProvenance(t *testing.T) {
 	code, out, errOut = runSRQ(args...)
 	assertOneLineError(t, code, out, errOut, "srq quantize: ", q+": already quantized by srq ")
 	assert.NoFileExists(t, again)
+}
+
+// TestSensitivity: `srq sensitivity` ranks every quantized Conv of the
+// bundled EDSR x2 by the output PSNR with that layer alone quantized, writes
+// the JSON and a decodable PNG chart, and reports the rank correlation with
+// the method's own score.
+func TestSensitivity(t *testing.T) {
+	needORT(t)
+	dir := t.TempDir()
+	js, plot := filepath.Join(dir, "s.json"), filepath.Join(dir, "s.png")
+	code, out, errOut := runSRQ("sensitivity", "--model", tdModel, "--calib", tdImages, "--patches", "4", "--patch-size", "32",
+		"--threads", "2", "--json", js, "--plot", plot)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "layer sensitivity of "+tdModel+" at w4a4 dual")
+	assert.Regexp(t, `rank correlation \(Spearman\) of the two measures: [+-]\d\.\d\d`, out)
+	var r struct {
+		Layers []struct {
+			Conv  string  `json:"conv"`
+			Bits  int     `json:"bits"`
+			PSNR  float64 `json:"psnr_db"`
+			Score float64 `json:"score"`
+		} `json:"layers"`
+		Patches int `json:"patches"`
+	}
+	b, err := os.ReadFile(js)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &r))
+	require.Len(t, r.Layers, 36, "every quantized Conv but the float head copy")
+	assert.Equal(t, 4, r.Patches)
+	var sum float64
+	for i, l := range r.Layers {
+		sum += l.Score
+		if i > 0 {
+			assert.GreaterOrEqual(t, l.PSNR, r.Layers[i-1].PSNR, "sorted, most sensitive first")
+		}
+		assert.Greater(t, l.PSNR, 30.0, l.Conv)
+	}
+	assert.InDelta(t, 1, sum, 1e-6, "scores are a softmax")
+	f, err := os.Open(plot)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = png.Decode(f)
+	require.NoError(t, err)
 }

@@ -1,0 +1,203 @@
+package quant
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/verify"
+)
+
+// LayerSensitivity is what quantizing one Conv alone costs, by two measures.
+type LayerSensitivity struct {
+	Conv  string `json:"conv"`
+	Input string `json:"input"`
+	Bits  int    `json:"bits"` // the layer's activation bits in the setting (first and last: 8)
+	// PSNR is the mean PSNR-Y of the model's output with only this Conv
+	// quantized (its input and its weights, the rest float) against the
+	// FP32 output, over the sensitivity patches. Lower is more sensitive.
+	PSNR float64 `json:"psnr_db"`
+	// InputStd is the standard deviation of the Conv's input over the
+	// calibration patches, and Score the method's own sensitivity: a
+	// softmax of InputStd over the layers.
+	InputStd float64 `json:"input_std"`
+	Score    float64 `json:"score"`
+}
+
+// SensitivityResult lists the layers, most sensitive (lowest PSNR) first.
+type SensitivityResult struct {
+	Layers  []LayerSensitivity `json:"layers"`
+	Patches int                `json:"patches"` // patches each candidate ran on
+	// Spearman is the rank correlation between the two measures (sensitive
+	// means low PSNR and high score, so agreement is positive).
+	Spearman float64 `json:"spearman"`
+}
+
+// sensitivityPatches bounds the patches each single-layer model runs on:
+// enough to rank layers that differ by tenths of a dB, few enough that a
+// layer costs about a second on EDSR x4.
+const sensitivityPatches = 16
+
+// Sensitivity measures, for every quantized Conv of m under cfg, the output
+// PSNR against FP32 when only that Conv is quantized (input quantizer and
+// weights as cfg would choose them, written with float ops), and the
+// paper's score: softmax over layers of the standard deviation of the
+// layer's input. Calibration is as in Quantize; the measurement runs on the
+// first sensitivityPatches patches.
+func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name string, imgs []string, cfg Config, ev Events) (*SensitivityResult, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	wrap := func(err error) error { return fmt.Errorf("%s: %w", name, err) }
+	if err := checkNotQuantized(m); err != nil {
+		return nil, wrap(err)
+	}
+	pr, err := prepare(m, data, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := plan(pr, cfg)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	cal, err := calibrate(ctx, pr, pl, imgs, cfg, ev)
+	if err != nil {
+		return nil, err
+	}
+	batches := cal.batches[:min(len(cal.batches), sensitivityPatches)]
+	ref, err := runPatches(ctx, pr.g, batches, cal.shape, pr.rng, cfg)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	res := &SensitivityResult{Patches: len(batches)}
+	var convs []string
+	for _, n := range pl.Nodes {
+		if n.OpType == "Conv" {
+			convs = append(convs, n.Name)
+		}
+	}
+	for _, n := range pl.Nodes {
+		if n.OpType != "Conv" {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		v := n.Inputs[0]
+		src := v
+		if s, ok := pl.Shared[v]; ok {
+			src = s
+		}
+		c := cfg
+		if pl.Wide[n] {
+			c.Bits, c.Method = Bits{8, 8}, nonDual(cfg.Method)
+		}
+		q, err := inputQuantizer(cal.stats[src], c)
+		if err != nil {
+			return nil, wrap(fmt.Errorf("input %q of node %q: %w", src, n.Name, err))
+		}
+		g := pr.g.Clone()
+		if err := passes.Run(g, passes.FakeQuantConv{Conv: n.Name, Input: q, Weights: weightConfig(c)}); err != nil {
+			return nil, wrap(err)
+		}
+		out, err := runPatches(ctx, g, batches, cal.shape, pr.rng, cfg)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		var psnr float64
+		for j, o := range out {
+			p, err := verify.PSNRY(o, ref[j], pr.scale)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			psnr += min(p, verify.MaxPSNR) / float64(len(out))
+		}
+		res.Layers = append(res.Layers, LayerSensitivity{Conv: n.Name, Input: src, Bits: c.Bits.A, PSNR: psnr, InputStd: cal.stats[src].Std()})
+		ev.Progress.Report("sensitivity", slices.Index(convs, n.Name)+1, len(convs))
+	}
+	scores(res.Layers)
+	psnrs, ss := make([]float64, len(res.Layers)), make([]float64, len(res.Layers))
+	for i, l := range res.Layers {
+		psnrs[i], ss[i] = -l.PSNR, l.Score
+	}
+	res.Spearman = spearman(psnrs, ss)
+	sort.SliceStable(res.Layers, func(i, j int) bool { return res.Layers[i].PSNR < res.Layers[j].PSNR })
+	return res, nil
+}
+
+// nonDual is the uniform method that stands in for Dual on 8-bit layers.
+func nonDual(m Method) Method {
+	if m == Dual {
+		return Percentile
+	}
+	return m
+}
+
+// scores sets Score = softmax(InputStd) over the layers, computed stably.
+func scores(ls []LayerSensitivity) {
+	top := math.Inf(-1)
+	for _, l := range ls {
+		top = max(top, l.InputStd)
+	}
+	var sum float64
+	for _, l := range ls {
+		sum += math.Exp(l.InputStd - top)
+	}
+	for i := range ls {
+		ls[i].Score = math.Exp(ls[i].InputStd-top) / sum
+	}
+}
+
+// spearman is the rank correlation of a and b (average ranks for ties).
+func spearman(a, b []float64) float64 {
+	ra, rb := ranks(a), ranks(b)
+	return pearson(ra, rb)
+}
+
+func ranks(x []float64) []float64 {
+	idx := make([]int, len(x))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(i, j int) bool { return x[idx[i]] < x[idx[j]] })
+	r := make([]float64, len(x))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && x[idx[j+1]] == x[idx[i]] {
+			j++
+		}
+		avg := float64(i+j)/2 + 1
+		for k := i; k <= j; k++ {
+			r[idx[k]] = avg
+		}
+		i = j + 1
+	}
+	return r
+}
+
+func pearson(a, b []float64) float64 {
+	n := float64(len(a))
+	if n < 2 {
+		return 0
+	}
+	var ma, mb float64
+	for i := range a {
+		ma += a[i] / n
+		mb += b[i] / n
+	}
+	var sab, saa, sbb float64
+	for i := range a {
+		da, db := a[i]-ma, b[i]-mb
+		sab += da * db
+		saa += da * da
+		sbb += db * db
+	}
+	if saa == 0 || sbb == 0 {
+		return 0
+	}
+	return sab / math.Sqrt(saa*sbb)
+}
