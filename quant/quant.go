@@ -110,14 +110,15 @@ type Config struct {
 	CalibLR   bool  // images are LR already (no bicubic downscale)
 	Batch     int   // patches per ORT run
 
-	// Tune picks the percentile of each group of activations (outputs of
-	// the same operator type) from TunePercentiles by the output error of
-	// the deploy model on the calibration patches; only with Method ==
-	// Percentile. Off by default: measured on Set5/Set14 it gained
-	// 0.005 dB on EDSR x2 Set5 but lost 0.013 on Set14 and 0.006/0.013 on
-	// RCAN x4, though it gained up to 0.4 dB on the patches themselves:
-	// 16 patches of photos do not tell which tails matter on other images.
-	Tune bool
+	// Tune improves the quantizers layer by layer on the calibration
+	// patches (see tune): each Conv's input quantizer (breakpoint or clip)
+	// and weight rounding (GPTQ) for the least error at its own output,
+	// kept stage by stage only where the held-out patches agree.
+	// TimeBudget bounds it (0: none); BiasCorrection also removes the mean
+	// output shift each quantized Conv leaves.
+	Tune           bool
+	TimeBudget     time.Duration
+	BiasCorrection bool
 
 	// Equalize is the strength (alpha) of channel equalization before
 	// calibration, 0 to disable; see passes.Equalize. Measured on EDSR x2
@@ -221,7 +222,8 @@ type Layer struct {
 	Codes     int    `json:"codes"` // distinct levels
 	Quantizer string `json:"quantizer"`
 	Form      string `json:"form"`
-	Why       string `json:"why,omitempty"` // why not the int8 form asked for
+	Why       string `json:"why,omitempty"`   // why not the int8 form asked for
+	Tuned     string `json:"tuned,omitempty"` // what tuning changed
 }
 
 // Result is a quantized model with what a summary needs.
@@ -239,11 +241,8 @@ type Result struct {
 	Patches     int
 	Calibration Calibration // the images, as recorded in the model
 	CalibTime   time.Duration
-	// Tuned lists the range tuning's choice per group of values (empty
-	// when tuning is off); TuneTime and TuneEvals are what it cost.
-	Tuned        []TuneGroup
-	TuneTime     time.Duration
-	TuneEvals    int
+	// Tuning says what Config.Tune did (nil when it did not run).
+	Tuning       *Tuning
 	RewriteTime  time.Duration
 	PrepareNotes []string
 }
@@ -309,11 +308,10 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	}
 	res.Ranges, res.Layers = qs.ranges, qs.layers
 	if cfg.Tune {
-		t2 := time.Now()
-		if err := tune(ctx, pr, pl, cal, qs, cfg, res, log); err != nil {
+		if err := tune(ctx, pr, pl, cal, qs, cfg, res, ev); err != nil {
 			return nil, wrap(fmt.Errorf("tuning: %w", err))
 		}
-		res.TuneTime = time.Since(t2)
+		res.Layers = qs.layers
 		t1 = time.Now()
 	}
 	res.ConvsInt8, res.Convs = pl.Convs(pr.g)
@@ -333,9 +331,6 @@ func (c Config) check() error {
 		if b < MinBits || b > MaxBits {
 			return fmt.Errorf("bits %s: weight and activation widths must be in %d..%d", c.Bits, MinBits, MaxBits)
 		}
-	}
-	if c.Tune && (c.Method != Percentile || c.Bits != (Bits{8, 8})) {
-		return fmt.Errorf("--tune tunes percentiles of w8a8 ranges; it needs --method percentile --bits w8a8")
 	}
 	if c.Method == Dual {
 		if _, err := qdq.ParseAccounting(string(c.Accounting)); err != nil {
@@ -611,26 +606,6 @@ func inputQuantizer(s *calib.Stats, cfg Config) (qdq.Quantizer, error) {
 	return qdq.NewUniform(lo, hi, a)
 }
 
-// tune runs the percentile tuner (Config.Tune) and updates the carriers.
-func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, log func(string)) error {
-	fixed := map[string]bool{}
-	for _, r := range res.Ranges {
-		if r.Reason != "" {
-			fixed[r.Value] = true
-		}
-	}
-	log(fmt.Sprintf("tuning ranges on %d patches", min(len(cal.batches), tunePatches)))
-	tn, err := newTuner(ctx, pr.g, pr.pol, pl, weightConfig(cfg), cal.batches, cal.shape, pr.scale, pr.rng, cfg)
-	if err != nil {
-		return err
-	}
-	if res.Tuned, err = tn.tune(qs.act, res.Ranges, cal.stats, fixed, log); err != nil {
-		return err
-	}
-	res.TuneEvals, qs.weights = tn.evals, tn.wparams
-	return nil
-}
-
 func weightConfig(cfg Config) passes.WeightConfig {
 	return passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
 }
@@ -664,6 +639,11 @@ func chooseRange(g *graph.Graph, v string, s *calib.Stats, m Method, pct float64
 		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
 		return r
 	}
+	if alpha, ok := leakyReader(g, v); ok && m != MinMax {
+		r.Lo, r.Hi = calib.RangeMSESlope(s, bits, alpha)
+		r.Reason = fmt.Sprintf("error after LeakyRelu(%g)", alpha)
+		return r
+	}
 	switch m {
 	case MinMax:
 		r.Lo, r.Hi = calib.RangeMinMax(s)
@@ -673,6 +653,16 @@ func chooseRange(g *graph.Graph, v string, s *calib.Stats, m Method, pct float64
 		r.Lo, r.Hi = calib.RangeMSE(s, bits)
 	}
 	return r
+}
+
+// leakyReader reports whether v's only reader is a LeakyRelu, and its
+// slope: v's range then minimises the error after it (calib.RangeMSESlope).
+func leakyReader(g *graph.Graph, v string) (float64, bool) {
+	cs := g.Consumers(v)
+	if len(cs) != 1 || g.IsGraphOutput(v) || cs[0].OpType != "LeakyRelu" || (cs[0].Domain != "" && cs[0].Domain != "ai.onnx") {
+		return 0, false
+	}
+	return float64(cs[0].AttrFloat("alpha", 0.01)), true
 }
 
 // patchData scales patches to the model's input range and flattens them.

@@ -81,7 +81,7 @@ func TestQuantizeEDSR(t *testing.T) {
 	}
 	assert.Equal(t, "image grid", reasons["input_padded"], "the head reads the image itself, padded with the mean")
 	assert.Equal(t, "two-part encoding", reasons["/Add_output_0"], "the upsampler reads the long-skip sum in two parts")
-	assert.Empty(t, res.Tuned, "tuning is off by default")
+	assert.Nil(t, res.Tuning, "tuning is off by default")
 
 	t.Run("deterministic", func(t *testing.T) {
 		_, again := quantizeFile(t, edsrX2, images, cfg)
@@ -120,22 +120,6 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.LessOrEqual(t, ops["Transpose"], 5, "the residual stream stays channels-last")
 	})
 
-	t.Run("tune", func(t *testing.T) {
-		c := cfg
-		c.Tune = true
-		r, b := quantizeFile(t, edsrX2, images, c)
-		require.NotEmpty(t, r.Tuned)
-		groups := map[string]int{}
-		for _, tg := range r.Tuned {
-			assert.Contains(t, quant.TunePercentiles, tg.Percentile, tg.Op)
-			groups[tg.Op] = len(tg.Values)
-		}
-		assert.Equal(t, map[string]int{"Conv": 19, "Relu": 16, "Add": 16}, groups, "values grouped by the op that makes them")
-		assert.Equal(t, 1+3*(len(quant.TunePercentiles)-1), r.TuneEvals, "one baseline, then each other candidate per group")
-		_, again := quantizeFile(t, edsrX2, images, c)
-		assert.True(t, bytes.Equal(b, again), "tuning is deterministic")
-	})
-
 	t.Run("long skip int8", func(t *testing.T) {
 		// Without the precise long skip every conv is int8 and
 		// the graph is one channels-last int8 chain.
@@ -145,7 +129,6 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.Equal(t, 36, r.Convs, "the head conv absorbs the input mean shift")
 		assert.Equal(t, 36, r.ConvsInt8)
 		assert.Empty(t, r.Skipped)
-		assert.Empty(t, r.Tuned)
 		ops := optimizedOps(t, b)
 		assert.Equal(t, 36, ops["QLinearConv"])
 		assert.Zero(t, ops["Conv"], "float convs left")

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +39,8 @@ type quantizeOpts struct {
 	threads                           int
 	seed                              int64
 	calibLR, externalData, tune       bool
+	biasCorrection                    bool
+	timeBudget                        time.Duration
 	verbose                           bool
 	probe                             probeFlags
 }
@@ -58,7 +62,9 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.weightMethod, "weight-method", def.WeightMethod.String(), "weight clip: mse or minmax")
 	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
 	fs.StringVar(&o.longSkip, "long-skip", string(def.LongSkip), "long skip (head output added back before the upsampler): precise (float head and skip adds, two-part int8 upsampler input) or int8")
-	fs.BoolVar(&o.tune, "tune", def.Tune, "tune the percentile of each group of activations (outputs of one op type) by the deploy model's output error on the calibration patches (--method percentile; experimental: its choices did not carry over to Set5/Set14)")
+	fs.BoolVar(&o.tune, "tune", def.Tune, "tune each Conv's input quantizer and weight rounding (GPTQ) for the least error at its output, on windows of its real input; keep each stage only if held-out patches agree")
+	fs.DurationVar(&o.timeBudget, "time-budget", def.TimeBudget, "bound on the tuning time (e.g. 2m; 0: none); the layers that do not fit stay as calibrated")
+	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
 	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
@@ -139,7 +145,13 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if cfg.LongSkip, err = passes.ParseLongSkip(o.longSkip); err != nil {
 		return cfg, fmt.Errorf("--long-skip: %w", err)
 	}
-	cfg.Tune = o.tune
+	cfg.Tune, cfg.TimeBudget, cfg.BiasCorrection = o.tune, o.timeBudget, o.biasCorrection
+	if o.timeBudget < 0 {
+		return cfg, fmt.Errorf("--time-budget %s: must not be negative", o.timeBudget)
+	}
+	if (o.biasCorrection || o.timeBudget > 0) && !o.tune {
+		return cfg, errors.New("--bias-correction and --time-budget are part of --tune")
+	}
 	cfg.Skip = nonEmpty(o.skip)
 	cfg.FloatOps = nonEmpty(o.floatOps)
 	if o.equalize < 0 || o.equalize > 1 {
@@ -314,17 +326,18 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 			fmt.Fprintf(w, "  %s (%s)\n", n, res.Skipped[n])
 		}
 	}
-	if len(res.Tuned) > 0 {
-		parts := make([]string, len(res.Tuned))
-		for i, tg := range res.Tuned {
-			parts[i] = fmt.Sprintf("%d %s outputs at %g", len(tg.Values), tg.Op, tg.Percentile)
+	if t := res.Tuning; t != nil {
+		keys := slices.Sorted(maps.Keys(t.HeldOut))
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s %.2f dB", k, t.HeldOut[k])
 		}
-		fmt.Fprintf(w, "tuned     %s (%d candidate models)\n", strings.Join(parts, ", "), res.TuneEvals)
+		fmt.Fprintf(w, "tuned     %d Convs (%d left as calibrated), kept %q; held-out PSNR-Y vs FP32: %s\n", t.Layers, t.Skipped, t.Kept, strings.Join(parts, ", "))
 	}
 	printRanges(w, res.Ranges, o.verbose)
 	tuning := ""
-	if res.TuneEvals > 0 {
-		tuning = fmt.Sprintf(", tuning %s", res.TuneTime.Round(time.Millisecond))
+	if res.Tuning != nil {
+		tuning = fmt.Sprintf(", tuning %s", res.Tuning.Time.Round(time.Millisecond))
 	}
 	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, total %s (with loading, saving and ORT's check of the written model)\n",
 		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, tuning,
