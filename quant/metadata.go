@@ -30,20 +30,22 @@ const (
 // Setting is the JSON of MetaSetting: every choice that decides a model's
 // numerics, one field per Config field that does.
 type Setting struct {
-	Bits          string            `json:"bits"`
-	Method        string            `json:"method"`
-	Percentile    float64           `json:"percentile,omitempty"`
-	Accounting    string            `json:"accounting,omitempty"`
-	Breakpoint    string            `json:"breakpoint,omitempty"`
-	Encoding      string            `json:"encoding"`
-	LayerEncoding map[string]string `json:"layer_encoding,omitempty"`
-	Weights       string            `json:"weights"`
-	FirstLast     string            `json:"first_last"`
-	LongSkip      string            `json:"long_skip"`
-	Skip          []string          `json:"skip,omitempty"`
-	FloatOps      []string          `json:"float_ops,omitempty"`
-	Tune          bool              `json:"tune,omitempty"`
-	Equalize      float64           `json:"equalize,omitempty"`
+	Bits           string            `json:"bits"`
+	Method         string            `json:"method"`
+	Percentile     float64           `json:"percentile,omitempty"`
+	Accounting     string            `json:"accounting,omitempty"`
+	Breakpoint     string            `json:"breakpoint,omitempty"`
+	Encoding       string            `json:"encoding"`
+	LayerEncoding  map[string]string `json:"layer_encoding,omitempty"`
+	Weights        string            `json:"weights"`
+	FirstLast      string            `json:"first_last"`
+	LongSkip       string            `json:"long_skip"`
+	Skip           []string          `json:"skip,omitempty"`
+	FloatOps       []string          `json:"float_ops,omitempty"`
+	Tune           bool              `json:"tune,omitempty"`
+	TimeBudget     string            `json:"time_budget,omitempty"`
+	BiasCorrection bool              `json:"bias_correction,omitempty"`
+	Equalize       float64           `json:"equalize,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
 	// (residual Adds, Conv outputs, the model output) are quantized.
 	Carriers string `json:"carriers"`
@@ -53,7 +55,10 @@ type Setting struct {
 func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
-		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, Equalize: cfg.Equalize}
+		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize}
+	if cfg.TimeBudget > 0 {
+		s.TimeBudget = cfg.TimeBudget.String()
+	}
 	if cfg.Method == Percentile || cfg.Method == Dual {
 		s.Percentile = cfg.Percentile
 	}

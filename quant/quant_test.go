@@ -484,3 +484,40 @@ func TestQuantizeRefusesQuantizedModel(t *testing.T) {
 	_, err = quant.Quantize(context.Background(), m, b, "q.onnx", imgs, cfg, quant.Events{})
 	assert.ErrorContains(t, err, "q.onnx: already quantized: it contains")
 }
+
+// TestQuantizeTune: tuning on the committed EDSR x2 at W4A4 dual measures
+// every stage on the held-out patches, keeps the best one, records what it
+// did per layer, and is deterministic.
+func TestQuantizeTune(t *testing.T) {
+	requireORT(t)
+	cfg := smallConfig()
+	cfg.Patches = 24 // 16 held out
+	cfg.Bits, cfg.Method, cfg.Tune, cfg.BiasCorrection = quant.Bits{W: 4, A: 4}, quant.Dual, true, true
+	res, model := quantizeFile(t, edsrX2, images, cfg)
+	tn := res.Tuning
+	require.NotNil(t, tn)
+	assert.Equal(t, 34, tn.Layers)
+	assert.Zero(t, tn.Skipped)
+	require.Len(t, tn.HeldOut, 5)
+	for name, p := range tn.HeldOut {
+		assert.LessOrEqual(t, p, tn.HeldOut[tn.Kept], "kept %q, but %q is better", tn.Kept, name)
+	}
+	t.Logf("held-out PSNR-Y vs FP32: %v; kept %q", tn.HeldOut, tn.Kept)
+	assert.Greater(t, tn.HeldOut[tn.Kept], tn.HeldOut["calibrated"], "GPTQ helps on data that did not choose it")
+	tuned := 0
+	for _, l := range res.Layers {
+		if strings.Contains(l.Tuned, "GPTQ weights") {
+			tuned++
+		}
+	}
+	assert.Equal(t, 34, tuned, "every layer says what tuning did")
+	meta := map[string]string{}
+	for _, p := range res.Model.MetadataProps {
+		meta[p.Key] = p.Value
+	}
+	assert.Contains(t, meta[quant.MetaLayers], `"tuned":"GPTQ weights`)
+	assert.Contains(t, meta[quant.MetaSetting], `"tune":true`)
+
+	_, again := quantizeFile(t, edsrX2, images, cfg)
+	assert.True(t, bytes.Equal(model, again), "tuning is deterministic")
+}
