@@ -38,7 +38,21 @@ var linkOps = map[string]bool{
 var gateOps = map[string]bool{"Sigmoid": true, "HardSigmoid": true, "Softmax": true, "Tanh": true}
 
 // ChannelSpaces finds the channel spaces of g that can be rescaled.
-func ChannelSpaces(g *graph.Graph) []ChannelSpace {
+func ChannelSpaces(g *graph.Graph) []ChannelSpace { return channelSpaces(g, linkOps, true) }
+
+// linearLinks join values that any invertible linear map of the channels
+// commutes with: sums, not activations.
+var linearLinks = map[string]bool{"Add": true, "Sub": true, "Identity": true}
+
+// LinearSpaces finds the channel spaces of g whose members are joined only
+// by Add, Sub and Identity, written and read only by Convs: any orthogonal
+// change of basis of such a space (see Rotate) folds exactly into those
+// Convs' weights. The residual stream of EDSR and RCAN is one.
+func LinearSpaces(g *graph.Graph) []ChannelSpace { return channelSpaces(g, linearLinks, false) }
+
+// channelSpaces is ChannelSpaces with the operators that link values
+// (links) and whether a Mul by a gate links its other input (gates).
+func channelSpaces(g *graph.Graph, links map[string]bool, gates bool) []ChannelSpace {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(v string) string {
@@ -65,7 +79,7 @@ func ChannelSpaces(g *graph.Graph) []ChannelSpace {
 		case isOp(n, "Conv") && convScalable(g, n):
 			find(n.Inputs[0])
 			find(n.Outputs[0])
-		case n.Domain == "" && linkOps[n.OpType]:
+		case n.Domain == "" && links[n.OpType]:
 			data := []string{input(n, 0)}
 			if n.OpType == "Add" || n.OpType == "Sub" {
 				data = append(data, input(n, 1))
@@ -90,7 +104,7 @@ func ChannelSpaces(g *graph.Graph) []ChannelSpace {
 			for _, v := range data {
 				union(v, n.Outputs[0])
 			}
-		case isOp(n, "Mul") && len(n.Inputs) == 2:
+		case gates && isOp(n, "Mul") && len(n.Inputs) == 2:
 			x, gate := n.Inputs[0], n.Inputs[1]
 			if p := g.Producer(x); p != nil && gateOps[p.OpType] {
 				x, gate = gate, x

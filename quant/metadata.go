@@ -46,6 +46,7 @@ type Setting struct {
 	TimeBudget     string            `json:"time_budget,omitempty"`
 	BiasCorrection bool              `json:"bias_correction,omitempty"`
 	Equalize       float64           `json:"equalize,omitempty"`
+	Rotate         bool              `json:"rotate,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
 	// (residual Adds, Conv outputs, the model output) are quantized.
 	Carriers string `json:"carriers"`
@@ -55,7 +56,7 @@ type Setting struct {
 func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
-		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize}
+		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.Rotate}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
 	}

@@ -120,6 +120,11 @@ type Config struct {
 	TimeBudget     time.Duration
 	BiasCorrection bool
 
+	// Rotate turns each residual-stream channel space by a Hadamard matrix
+	// before calibration (passes.Rotate): exact, and it spreads a few
+	// outlier channels over all of them.
+	Rotate bool
+
 	// Equalize is the strength (alpha) of channel equalization before
 	// calibration, 0 to disable; see passes.Equalize. Measured on EDSR x2
 	// W8A8 it neither helps nor hurts (within 0.01 dB), so it is off by
@@ -446,6 +451,13 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 	}
 	if c.set, err = calibrationOf(imgs, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Rotate {
+		n := 0
+		if err := passes.Run(pr.g, passes.Rotate{Spaces: passes.LinearSpaces(pr.g), Rotated: &n}); err != nil {
+			return nil, fmt.Errorf("%s: %w", pr.name, err)
+		}
+		log(fmt.Sprintf("rotated %d channel spaces", n))
 	}
 	if cfg.Equalize > 0 {
 		n, err := equalize(ctx, pr.g, pl, c.batches, c.shape, cfg)
