@@ -151,3 +151,15 @@ func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 	}
 	return nil
 }
+
+// Shapes runs g on the first patch and returns the dims of each named
+// value: what a static count of the work (MACs) needs, whatever the graph
+// does to spatial sizes (pixel shuffles, strides).
+func Shapes(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string][]int64, error) {
+	out := map[string][]int64{}
+	o.Batch, o.Progress = 1, nil
+	err := capture(ctx, g, values, patches[:min(1, len(patches))], shape, o, func(v string, dims []int64, _ []float32) {
+		out[v] = slices.Clone(dims)
+	})
+	return out, err
+}

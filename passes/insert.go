@@ -43,6 +43,9 @@ type InsertQDQ struct {
 	// Forms says how each ConvIn quantizer is written (ChooseForm under
 	// EncodingInt8 when absent).
 	Forms map[string]Form
+	// WeightBits overrides Weights.Bits per Conv (by name): mixed
+	// precision.
+	WeightBits map[string]int
 	// Partials holds, per Conv in FormTwoBranch, the 8-bit quantizers of
 	// its dense and tail partial outputs (see CalibrationSplit).
 	Partials map[string][2]qdq.Params
@@ -355,6 +358,9 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 	ps := p.WeightParams[n.Name]
 	if ps == nil {
 		bits := p.Weights.Bits
+		if b, ok := p.WeightBits[n.Name]; ok {
+			bits = b
+		}
 		if p.Plan.Wide[n] {
 			bits = 8
 		}

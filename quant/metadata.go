@@ -47,6 +47,7 @@ type Setting struct {
 	BiasCorrection bool              `json:"bias_correction,omitempty"`
 	Equalize       float64           `json:"equalize,omitempty"`
 	Rotate         bool              `json:"rotate,omitempty"`
+	BudgetBits     float64           `json:"budget_bits,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
 	// (residual Adds, Conv outputs, the model output) are quantized.
 	Carriers string `json:"carriers"`
@@ -56,7 +57,7 @@ type Setting struct {
 func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
-		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.Rotate}
+		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.Rotate, BudgetBits: cfg.BudgetBits}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
 	}

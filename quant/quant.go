@@ -120,6 +120,13 @@ type Config struct {
 	TimeBudget     time.Duration
 	BiasCorrection bool
 
+	// BudgetBits, if positive, is the mean width (weights and inputs,
+	// weighted by multiply-accumulates) of the low-bit Convs under mixed
+	// precision: each gets its own width from its measured sensitivity
+	// (see mixedPrecision). Bits sets the width the sensitivity is measured
+	// at.
+	BudgetBits float64
+
 	// Rotate turns each residual-stream channel space by a Hadamard matrix
 	// before calibration (passes.Rotate): exact, and it spreads a few
 	// outlier channels over all of them.
@@ -306,8 +313,14 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	}
 	res.Patches, res.CalibTime, res.Calibration = len(cal.batches), time.Since(t0), cal.set
 
+	var bits map[string]int
+	if cfg.BudgetBits > 0 {
+		if bits, err = mixedPrecision(ctx, pr, pl, cal, cfg, ev); err != nil {
+			return nil, wrap(fmt.Errorf("mixed precision: %w", err))
+		}
+	}
 	t1 := time.Now()
-	qs, err := choose(ctx, pr, pl, cal, cfg, log)
+	qs, err := choose(ctx, pr, pl, cal, cfg, bits, log)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -345,13 +358,16 @@ func (c Config) check() error {
 	if _, err := passes.ParseEncoding(string(c.Encoding)); err != nil {
 		return err
 	}
+	if c.BudgetBits != 0 && !(c.BudgetBits >= MinBits && c.BudgetBits <= MaxBits) {
+		return fmt.Errorf("--budget-bits %g: want a mean width in %d..%d", c.BudgetBits, MinBits, MaxBits)
+	}
 	return nil
 }
 
 // ownInputs reports whether the setting gives low-bit Convs input
 // quantizers of their own: at 8-bit uniform settings every Conv reads its
 // input's carrier.
-func (c Config) ownInputs() bool { return c.Bits.A < 8 || c.Method == Dual }
+func (c Config) ownInputs() bool { return c.Bits.A < 8 || c.Method == Dual || c.BudgetBits > 0 }
 
 // prepared is the float graph ready for planning, with the model's facts.
 type prepared struct {
@@ -481,13 +497,14 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 // value, and the input quantizer of every Conv that has its own, with its
 // form in the graph.
 type quantizers struct {
-	act      map[string]qdq.Params
-	weights  map[string][]qdq.Params // weight quantizers the tuner already searched
-	convIn   map[string]qdq.Quantizer
-	partials map[string][2]qdq.Params // two-branch Convs' partial outputs
-	forms    map[string]passes.Form
-	ranges   []Range
-	layers   []Layer
+	act        map[string]qdq.Params
+	weights    map[string][]qdq.Params // weight quantizers the tuner already searched
+	convIn     map[string]qdq.Quantizer
+	partials   map[string][2]qdq.Params // two-branch Convs' partial outputs
+	weightBits map[string]int           // per-Conv weight widths (mixed precision)
+	forms      map[string]passes.Form
+	ranges     []Range
+	layers     []Layer
 }
 
 // choose picks the quantizers. Every planned value gets an 8-bit carrier
@@ -496,9 +513,9 @@ type quantizers struct {
 // low-bit or dual setting, every quantized Conv but Plan.Wide ones reads
 // its input through a quantizer of its own: a uniform grid of Bits.A by the
 // range method, or the dual-region quantizer.
-func choose(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, log func(string)) (*quantizers, error) {
+func choose(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, bits map[string]int, log func(string)) (*quantizers, error) {
 	g := pr.g
-	qs := &quantizers{act: map[string]qdq.Params{}, convIn: map[string]qdq.Quantizer{}, forms: map[string]passes.Form{}}
+	qs := &quantizers{act: map[string]qdq.Params{}, convIn: map[string]qdq.Quantizer{}, forms: map[string]passes.Form{}, weightBits: map[string]int{}}
 	carrier := cfg.Method
 	if carrier == Dual {
 		carrier = Percentile
@@ -529,13 +546,22 @@ func choose(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration
 		if s, ok := pl.Shared[v]; ok {
 			src = s
 		}
-		q, ok := byValue[src]
+		c := cfg
+		if b, ok := bits[n.Name]; ok {
+			c.Bits = Bits{b, b}
+			if b == 8 {
+				c.Method = nonDual(cfg.Method)
+			}
+			qs.weightBits[n.Name] = b
+		}
+		key := fmt.Sprintf("%s@%s", src, c.Bits)
+		q, ok := byValue[key]
 		if !ok {
 			var err error
-			if q, err = inputQuantizer(cal.stats[src], cfg); err != nil {
+			if q, err = inputQuantizer(cal.stats[src], c); err != nil {
 				return nil, fmt.Errorf("input %q of node %q: %w", src, n.Name, err)
 			}
-			byValue[src] = q
+			byValue[key] = q
 		}
 		enc := cfg.Encoding
 		if e, ok := cfg.LayerEncoding[n.Name]; ok {
@@ -624,7 +650,7 @@ func weightConfig(cfg Config) passes.WeightConfig {
 
 // rewrite writes the deploy model and records the setting in its metadata.
 func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, error) {
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials}
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
 	if err := passes.Run(pr.g, ins); err != nil {
 		return nil, err
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 
+	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/verify"
@@ -68,57 +68,16 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	if err != nil {
 		return nil, err
 	}
-	batches := cal.batches[:min(len(cal.batches), sensitivityPatches)]
-	ref, err := runPatches(ctx, pr.g, batches, cal.shape, pr.rng, cfg)
+	ls, patches, err := measureLayers(ctx, pr, pl, cal, cfg, ev, func(n *graph.Node) Bits {
+		if pl.Wide[n] {
+			return Bits{8, 8}
+		}
+		return cfg.Bits
+	})
 	if err != nil {
 		return nil, wrap(err)
 	}
-	res := &SensitivityResult{Patches: len(batches)}
-	var convs []string
-	for _, n := range pl.Nodes {
-		if n.OpType == "Conv" {
-			convs = append(convs, n.Name)
-		}
-	}
-	for _, n := range pl.Nodes {
-		if n.OpType != "Conv" {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		v := n.Inputs[0]
-		src := v
-		if s, ok := pl.Shared[v]; ok {
-			src = s
-		}
-		c := cfg
-		if pl.Wide[n] {
-			c.Bits, c.Method = Bits{8, 8}, nonDual(cfg.Method)
-		}
-		q, err := inputQuantizer(cal.stats[src], c)
-		if err != nil {
-			return nil, wrap(fmt.Errorf("input %q of node %q: %w", src, n.Name, err))
-		}
-		g := pr.g.Clone()
-		if err := passes.Run(g, passes.FakeQuantConv{Conv: n.Name, Input: q, Weights: weightConfig(c)}); err != nil {
-			return nil, wrap(err)
-		}
-		out, err := runPatches(ctx, g, batches, cal.shape, pr.rng, cfg)
-		if err != nil {
-			return nil, wrap(err)
-		}
-		var psnr float64
-		for j, o := range out {
-			p, err := verify.PSNRY(o, ref[j], pr.scale)
-			if err != nil {
-				return nil, wrap(err)
-			}
-			psnr += min(p, verify.MaxPSNR) / float64(len(out))
-		}
-		res.Layers = append(res.Layers, LayerSensitivity{Conv: n.Name, Input: src, Bits: c.Bits.A, PSNR: psnr, InputStd: cal.stats[src].Std()})
-		ev.Progress.Report("sensitivity", slices.Index(convs, n.Name)+1, len(convs))
-	}
+	res := &SensitivityResult{Patches: patches, Layers: ls}
 	scores(res.Layers)
 	psnrs, ss := make([]float64, len(res.Layers)), make([]float64, len(res.Layers))
 	for i, l := range res.Layers {
@@ -127,6 +86,65 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	res.Spearman = spearman(psnrs, ss)
 	sort.SliceStable(res.Layers, func(i, j int) bool { return res.Layers[i].PSNR < res.Layers[j].PSNR })
 	return res, nil
+}
+
+// measureLayers quantizes each quantized Conv of the plan alone, at the
+// bits bitsOf gives it (none: left out; 8-bit layers with cfg's uniform
+// method, or percentile for Dual), and measures the output PSNR-Y against FP32 on the
+// first sensitivityPatches calibration patches. It returns the layers in
+// graph order and the number of patches.
+func measureLayers(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events, bitsOf func(*graph.Node) Bits) ([]LayerSensitivity, int, error) {
+	batches := cal.batches[:min(len(cal.batches), sensitivityPatches)]
+	ref, err := runPatches(ctx, pr.g, batches, cal.shape, pr.rng, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	var convs []*graph.Node
+	for _, n := range pl.Nodes {
+		if n.OpType == "Conv" {
+			convs = append(convs, n)
+		}
+	}
+	var out []LayerSensitivity
+	for i, n := range convs {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		src := n.Inputs[0]
+		if s, ok := pl.Shared[src]; ok {
+			src = s
+		}
+		c := cfg
+		if c.Bits = bitsOf(n); c.Bits == (Bits{}) {
+			continue
+		}
+		if c.Bits.A == 8 {
+			c.Method = nonDual(cfg.Method)
+		}
+		q, err := inputQuantizer(cal.stats[src], c)
+		if err != nil {
+			return nil, 0, fmt.Errorf("input %q of node %q: %w", src, n.Name, err)
+		}
+		g := pr.g.Clone()
+		if err := passes.Run(g, passes.FakeQuantConv{Conv: n.Name, Input: q, Weights: weightConfig(c)}); err != nil {
+			return nil, 0, err
+		}
+		outs, err := runPatches(ctx, g, batches, cal.shape, pr.rng, cfg)
+		if err != nil {
+			return nil, 0, err
+		}
+		var psnr float64
+		for j, o := range outs {
+			p, err := verify.PSNRY(o, ref[j], pr.scale)
+			if err != nil {
+				return nil, 0, err
+			}
+			psnr += min(p, verify.MaxPSNR) / float64(len(outs))
+		}
+		out = append(out, LayerSensitivity{Conv: n.Name, Input: src, Bits: c.Bits.A, PSNR: psnr, InputStd: cal.stats[src].Std()})
+		ev.Progress.Report("sensitivity", i+1, len(convs))
+	}
+	return out, len(batches), nil
 }
 
 // nonDual is the uniform method that stands in for Dual on 8-bit layers.

@@ -83,6 +83,7 @@ type tuneLayer struct {
 	input   string // the value it reads
 	geom    calib.ConvGeom
 	out     int
+	wbits   int       // weight width
 	w, b    []float32 // float weight (O×D) and bias (nil: none)
 	q       qdq.Quantizer
 	stats   *calib.Stats
@@ -243,7 +244,10 @@ func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers,
 		if err != nil {
 			return nil, 0, fmt.Errorf("weight %q: %w", wt.Name, err)
 		}
-		l := &tuneLayer{n: n, input: n.Inputs[0], geom: geom, out: int(wt.Dims[0]), w: w}
+		l := &tuneLayer{n: n, input: n.Inputs[0], geom: geom, out: int(wt.Dims[0]), w: w, wbits: cfg.Bits.W}
+		if b, ok := qs.weightBits[n.Name]; ok {
+			l.wbits = b
+		}
 		if len(n.Inputs) > 2 && n.Inputs[2] != "" {
 			bt, ok := pr.g.Const(n.Inputs[2])
 			if !ok {
@@ -273,7 +277,7 @@ func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers,
 // sees, looks for a better input quantizer, and measures the bias
 // correction of both.
 func tuneOne(l *tuneLayer, cfg Config) error {
-	ps, err := qdq.WeightParams(l.w, l.out, cfg.Bits.W, !cfg.PerTensorWeights, cfg.WeightMethod)
+	ps, err := qdq.WeightParams(l.w, l.out, l.wbits, !cfg.PerTensorWeights, cfg.WeightMethod)
 	if err != nil {
 		return err
 	}
@@ -388,7 +392,7 @@ func expandParams(ps []qdq.Params, channels int) []qdq.Params {
 // applyTuning applies the chosen stages to graph g (weights and biases) and
 // returns the quantizers to write it with (a copy of qs0's).
 func applyTuning(g *graph.Graph, qs0 *quantizers, layers []*tuneLayer, inputs, gptq, biasCor bool) *quantizers {
-	qs := &quantizers{act: qs0.act, convIn: maps.Clone(qs0.convIn), forms: maps.Clone(qs0.forms), partials: qs0.partials,
+	qs := &quantizers{act: qs0.act, convIn: maps.Clone(qs0.convIn), forms: maps.Clone(qs0.forms), partials: qs0.partials, weightBits: qs0.weightBits,
 		ranges: qs0.ranges, layers: slices.Clone(qs0.layers), weights: map[string][]qdq.Params{}}
 	for k, v := range qs0.weights {
 		qs.weights[k] = v
@@ -442,7 +446,7 @@ func heldOutPSNR(ctx context.Context, pr *prepared, pl0 *passes.Plan, g *graph.G
 		return 0, err
 	}
 	pl.Split = slices.Clone(pl0.Split)
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials}
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
 	if err := passes.Run(g, ins); err != nil {
 		return 0, err
 	}

@@ -33,7 +33,7 @@ type quantizeOpts struct {
 	weightMethod, firstLast, longSkip string
 	accounting, breakpoint, encoding  string
 	layerEncoding                     []string
-	percentile, equalize              float64
+	percentile, equalize, budgetBits  float64
 	skip, floatOps                    []string
 	patches, patchSize, batch         int
 	threads                           int
@@ -66,6 +66,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.DurationVar(&o.timeBudget, "time-budget", def.TimeBudget, "bound on the tuning time (e.g. 2m; 0: none); the layers that do not fit stay as calibrated")
 	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
+	fs.Float64Var(&o.budgetBits, "budget-bits", def.BudgetBits, "mixed precision: mean width of the low-bit Convs, weighted by MACs (e.g. 4 with --bits w4a4: sensitive layers get more bits, others fewer; 0: off)")
 	fs.BoolVar(&o.rotate, "rotate", def.Rotate, "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels)")
 	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
@@ -158,7 +159,7 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if o.equalize < 0 || o.equalize > 1 {
 		return cfg, fmt.Errorf("--equalize %g: want a value in [0, 1]", o.equalize)
 	}
-	cfg.Equalize, cfg.Rotate = o.equalize, o.rotate
+	cfg.Equalize, cfg.Rotate, cfg.BudgetBits = o.equalize, o.rotate, o.budgetBits
 	for _, f := range []struct {
 		name string
 		v    int
