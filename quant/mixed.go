@@ -49,24 +49,41 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 	}
 	noise := make([]float64, len(layers))
 	cost := make([]float64, len(layers))
-	bits := make([]int, len(layers))
-	lo := max(MinBits, b0-mixedBelow)
-	var total, used float64
+	var total float64
 	for i, l := range layers {
 		noise[i] = math.Pow(10, -l.PSNR/10)
 		cost[i] = macs[l.Conv]
 		if cost[i] <= 0 {
 			return nil, fmt.Errorf("node %q: no multiply-accumulate count", l.Conv)
 		}
+		total += cost[i]
+	}
+	bits, used := allocateBits(noise, cost, b0, max(MinBits, b0-mixedBelow), cfg.BudgetBits)
+	out := make(map[string]int, len(layers))
+	for i, l := range layers {
+		out[l.Conv] = bits[i]
+	}
+	ev.log(fmt.Sprintf("mixed precision: mean %.2f bits over %d Convs (budget %.2f, MAC-weighted)", used/total, len(layers), cfg.BudgetBits))
+	return out, nil
+}
+
+// allocateBits gives layer i (noise noise[i] at b0 bits, cost cost[i] per
+// bit) a width in [lo, MaxBits] so that Σ cost·bits ≤ budget·Σ cost, buying
+// one bit at a time where it removes the most noise per unit of cost
+// (noise at b bits: noise·4^(b0−b)). It returns the widths and Σ cost·bits.
+func allocateBits(noise, cost []float64, b0, lo int, budget float64) ([]int, float64) {
+	bits := make([]int, len(noise))
+	var total, used float64
+	for i := range noise {
 		bits[i] = lo
 		total += cost[i]
 		used += cost[i] * float64(lo)
 	}
-	budget := cfg.BudgetBits * total
+	limit := budget * total * (1 + 1e-9)
 	for {
 		best, gain := -1, 0.0
-		for i := range layers {
-			if bits[i] >= MaxBits || used+cost[i] > budget*(1+1e-9) {
+		for i := range noise {
+			if bits[i] >= MaxBits || used+cost[i] > limit {
 				continue
 			}
 			e := noise[i] * math.Pow(4, float64(b0-bits[i]))
@@ -75,17 +92,11 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 			}
 		}
 		if best < 0 {
-			break
+			return bits, used
 		}
 		bits[best]++
 		used += cost[best]
 	}
-	out := make(map[string]int, len(layers))
-	for i, l := range layers {
-		out[l.Conv] = bits[i]
-	}
-	ev.log(fmt.Sprintf("mixed precision: mean %.2f bits over %d Convs (budget %.2f, MAC-weighted)", used/total, len(layers), cfg.BudgetBits))
-	return out, nil
 }
 
 // convMACs counts each Conv's multiply-accumulates on one calibration
