@@ -25,6 +25,9 @@ const (
 	MetaCalibration = "srq.calibration"
 	MetaLayers      = "srq.layers"
 	MetaRanges      = "srq.ranges"
+	// MetaSensitivity is the per-layer sensitivity (LayerSensitivity) when
+	// a run measured it (mixed precision); reports chart it.
+	MetaSensitivity = "srq.sensitivity"
 )
 
 // Setting is the JSON of MetaSetting: every choice that decides a model's
@@ -147,6 +150,12 @@ func setMetadata(m *onnx.ModelProto, cfg Config, cal Calibration, qs *quantizers
 			key string
 			v   any
 		}{MetaLayers, qs.layers})
+	}
+	if len(qs.sensitivity) > 0 {
+		entries = append(entries, struct {
+			key string
+			v   any
+		}{MetaSensitivity, qs.sensitivity})
 	}
 	for _, e := range entries {
 		if err := set(e.key, e.v); err != nil {

@@ -28,10 +28,11 @@ import (
 // holds less the farther it is extrapolated.
 const mixedBelow = 2
 
-// mixedPrecision returns the width of every low-bit Conv (by name).
-func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events) (map[string]int, error) {
+// mixedPrecision returns the width of every low-bit Conv (by name), and the
+// sensitivity measured on the way.
+func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events) (map[string]int, []LayerSensitivity, error) {
 	if cfg.Bits.W != cfg.Bits.A {
-		return nil, fmt.Errorf("--budget-bits sets weights and inputs together: it needs a setting wXaX, got %s", cfg.Bits)
+		return nil, nil, fmt.Errorf("--budget-bits sets weights and inputs together: it needs a setting wXaX, got %s", cfg.Bits)
 	}
 	b0 := cfg.Bits.A
 	layers, _, err := measureLayers(ctx, pr, pl, cal, cfg, ev, func(n *graph.Node) Bits {
@@ -41,11 +42,12 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 		return cfg.Bits
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	scores(layers)
 	macs, err := convMACs(ctx, pr, pl, cal, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	noise := make([]float64, len(layers))
 	cost := make([]float64, len(layers))
@@ -54,7 +56,7 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 		noise[i] = math.Pow(10, -l.PSNR/10)
 		cost[i] = macs[l.Conv]
 		if cost[i] <= 0 {
-			return nil, fmt.Errorf("node %q: no multiply-accumulate count", l.Conv)
+			return nil, nil, fmt.Errorf("node %q: no multiply-accumulate count", l.Conv)
 		}
 		total += cost[i]
 	}
@@ -64,7 +66,7 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 		out[l.Conv] = bits[i]
 	}
 	ev.log(fmt.Sprintf("mixed precision: mean %.2f bits over %d Convs (budget %.2f, MAC-weighted)", used/total, len(layers), cfg.BudgetBits))
-	return out, nil
+	return out, layers, nil
 }
 
 // allocateBits gives layer i (noise noise[i] at b0 bits, cost cost[i] per

@@ -314,8 +314,9 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	res.Patches, res.CalibTime, res.Calibration = len(cal.batches), time.Since(t0), cal.set
 
 	var bits map[string]int
+	var sens []LayerSensitivity
 	if cfg.BudgetBits > 0 {
-		if bits, err = mixedPrecision(ctx, pr, pl, cal, cfg, ev); err != nil {
+		if bits, sens, err = mixedPrecision(ctx, pr, pl, cal, cfg, ev); err != nil {
 			return nil, wrap(fmt.Errorf("mixed precision: %w", err))
 		}
 	}
@@ -324,6 +325,7 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err != nil {
 		return nil, wrap(err)
 	}
+	qs.sensitivity = sens
 	res.Ranges, res.Layers = qs.ranges, qs.layers
 	if cfg.Tune {
 		if err := tune(ctx, pr, pl, cal, qs, cfg, res, ev); err != nil {
@@ -497,14 +499,15 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 // value, and the input quantizer of every Conv that has its own, with its
 // form in the graph.
 type quantizers struct {
-	act        map[string]qdq.Params
-	weights    map[string][]qdq.Params // weight quantizers the tuner already searched
-	convIn     map[string]qdq.Quantizer
-	partials   map[string][2]qdq.Params // two-branch Convs' partial outputs
-	weightBits map[string]int           // per-Conv weight widths (mixed precision)
-	forms      map[string]passes.Form
-	ranges     []Range
-	layers     []Layer
+	act         map[string]qdq.Params
+	weights     map[string][]qdq.Params // weight quantizers the tuner already searched
+	convIn      map[string]qdq.Quantizer
+	partials    map[string][2]qdq.Params // two-branch Convs' partial outputs
+	weightBits  map[string]int           // per-Conv weight widths (mixed precision)
+	sensitivity []LayerSensitivity       // measured by mixed precision, recorded in the model
+	forms       map[string]passes.Form
+	ranges      []Range
+	layers      []Layer
 }
 
 // choose picks the quantizers. Every planned value gets an 8-bit carrier

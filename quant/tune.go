@@ -392,7 +392,7 @@ func expandParams(ps []qdq.Params, channels int) []qdq.Params {
 // applyTuning applies the chosen stages to graph g (weights and biases) and
 // returns the quantizers to write it with (a copy of qs0's).
 func applyTuning(g *graph.Graph, qs0 *quantizers, layers []*tuneLayer, inputs, gptq, biasCor bool) *quantizers {
-	qs := &quantizers{act: qs0.act, convIn: maps.Clone(qs0.convIn), forms: maps.Clone(qs0.forms), partials: qs0.partials, weightBits: qs0.weightBits,
+	qs := &quantizers{act: qs0.act, convIn: maps.Clone(qs0.convIn), forms: maps.Clone(qs0.forms), partials: qs0.partials, weightBits: qs0.weightBits, sensitivity: qs0.sensitivity,
 		ranges: qs0.ranges, layers: slices.Clone(qs0.layers), weights: map[string][]qdq.Params{}}
 	for k, v := range qs0.weights {
 		qs.weights[k] = v
