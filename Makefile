@@ -6,13 +6,18 @@ MODEL   := testdata/models/edsr_x2.onnx
 IMAGES  := testdata/images
 export CGO_ENABLED := 1
 
-.PHONY: all setup build demo test test-short vet bench fuzz proto clean
+.PHONY: all setup setup-gpu build demo test test-short vet bench fuzz proto clean
 
 all: build
 
 # setup fetches ONNX Runtime 1.24.1 (CPU, linux x64) into .ort/ once.
 setup:
 	@scripts/setup-ort.sh .ort
+
+# setup-gpu fetches a CUDA 13 / TensorRT build of ONNX Runtime 1.29 into
+# .ort-gpu/ (about 400 MB of npm packages): SRQ_ORT_LIB=.ort-gpu/libonnxruntime.so srq verify --ep cuda ...
+setup-gpu:
+	@scripts/setup-ort-gpu.sh .ort-gpu
 
 build:
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/srq

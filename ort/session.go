@@ -149,7 +149,7 @@ func sessionOptions(o Options, lib string) (*ortgo.SessionOptions, error) {
 // CPU provider for nodes the accelerator cannot take.
 func appendEP(opts *ortgo.SessionOptions, ep, lib string) error {
 	unavailable := func(name string, err error) error {
-		return fmt.Errorf("ort: execution provider %q is not available in %s: %s", name, lib, oneLine(err))
+		return fmt.Errorf("ort: execution provider %q is not available in %s: %s (it needs a GPU build of ONNX Runtime, `make setup-gpu`, and the NVIDIA driver, CUDA 13 and cuDNN 9 libraries on the library path)", name, lib, oneLine(err))
 	}
 	switch epName(ep) {
 	case "cpu":
