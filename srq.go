@@ -125,21 +125,50 @@ type VerifyOptions struct {
 	Images    []string // LR inputs, or ground truth with Config.HR
 	Config    verify.Config
 	Progress  Progress // hears of every image compared; may be nil
+	// Report, if set, is a folder (created if missing) where Verify also
+	// writes a self-contained HTML report, index.html (verify.WriteHTML):
+	// the summary, per image the window where the quantized output differs
+	// most (Config.Detail is turned on), and the quantized model's setting
+	// and per-layer choices from its metadata. The folder is checked
+	// before anything runs; the page is written when the run succeeds,
+	// before any gate is checked.
+	Report string
+	// Activations are charts for the report's activations section, such as
+	// the histograms `srq verify --calib` renders; may be empty.
+	Activations []verify.Figure
 }
 
 // Verify compares o.Quantized with o.Model (verify.Run): PSNR/SSIM against
 // the FP32 output and the ground truth, latency, and int8 coverage from ONNX
-// Runtime's own optimized graph. Gate on the report with Report.Check.
+// Runtime's own optimized graph; with o.Report, it also writes the HTML
+// report. Gate on the report with Report.Check.
 func Verify(ctx context.Context, o VerifyOptions) (*verify.Report, error) {
+	if o.Report != "" {
+		if err := verify.CheckHTMLDir(o.Report, append([]string{o.Model, o.Quantized}, o.Images...)); err != nil {
+			return nil, err
+		}
+		o.Config.Detail = true
+	}
 	_, fdata, err := LoadModel(o.Model)
 	if err != nil {
 		return nil, err
 	}
-	_, qdata, err := LoadModel(o.Quantized)
+	qm, qdata, err := LoadModel(o.Quantized)
 	if err != nil {
 		return nil, err
 	}
-	return verify.Run(ctx, verify.Source{Path: o.Model, Data: fdata}, verify.Source{Path: o.Quantized, Data: qdata}, o.Images, o.Config, progress.Func(o.Progress))
+	r, err := verify.Run(ctx, verify.Source{Path: o.Model, Data: fdata}, verify.Source{Path: o.Quantized, Data: qdata}, o.Images, o.Config, progress.Func(o.Progress))
+	if err != nil || o.Report == "" {
+		return r, err
+	}
+	meta := map[string]string{}
+	for _, p := range qm.GetMetadataProps() {
+		meta[p.GetKey()] = p.GetValue()
+	}
+	if _, err := verify.WriteHTML(o.Report, r, verify.HTMLExtras{Metadata: meta, Activations: o.Activations}); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // LoadModel reads and validates an ONNX model and returns it with its

@@ -11,8 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/quant"
+	"github.com/srquant/srq/verify"
 )
 
 const (
@@ -71,4 +74,43 @@ func TestQuantizeRefusesToOverwriteTheModel(t *testing.T) {
 	require.NoError(t, err)
 	_, err = Quantize(context.Background(), QuantizeOptions{Model: edsrX2, Images: imgs, Out: edsrX2, Config: quant.DefaultConfig()})
 	assert.ErrorContains(t, err, "output path is the same file as the model")
+}
+
+// TestVerifyReport: Verify with Report writes the HTML page, reading what
+// the quantized model says about itself from its metadata — here a copy
+// of the FP32 model carrying a hand-made setting and per-layer
+// sensitivity —, and refuses a report folder it cannot write before
+// running anything.
+func TestVerifyReport(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	_, err := Verify(context.Background(), VerifyOptions{Model: edsrX2, Quantized: edsrX2, Images: []string{"x.png"},
+		Config: verify.Config{Size: 8, Runs: 1}, Report: filepath.Join(file, "report")})
+	assert.ErrorContains(t, err, "is not a folder")
+
+	requireORT(t)
+	m, err := onnx.Load(edsrX2)
+	require.NoError(t, err)
+	m.MetadataProps = append(m.MetadataProps,
+		&onnx.StringStringEntryProto{Key: "srq.setting", Value: `{"bits":"w8a8","method":"percentile"}`},
+		&onnx.StringStringEntryProto{Key: "srq.sensitivity", Value: `[{"conv":"/head/Conv","psnr_db":41.25,"score":0.5},{"conv":"/tail/Conv","psnr_db":39.5,"score":1}]`})
+	tagged := filepath.Join(dir, "tagged.onnx")
+	require.NoError(t, onnx.Save(tagged, m, onnx.SaveOptions{}))
+	src, err := img.Read(filepath.Join(images, "chelsea.png"))
+	require.NoError(t, err)
+	crop := filepath.Join(dir, "crop.png")
+	require.NoError(t, img.WritePNG(crop, img.Crop(src, 150, 60, 64, 48)))
+
+	report := filepath.Join(dir, "report")
+	r, err := Verify(context.Background(), VerifyOptions{Model: edsrX2, Quantized: tagged, Images: []string{crop},
+		Config: verify.Config{HR: true, Size: 8, Runs: 1, Threads: 1}, Report: report})
+	require.NoError(t, err)
+	require.NotNil(t, r.PerImage[0].Detail, "Report turns the details on")
+	b, err := os.ReadFile(filepath.Join(report, "index.html"))
+	require.NoError(t, err)
+	page := string(b)
+	for _, want := range []string{"<th>bits</th><td>w8a8</td>", `alt="PSNR per layer"`, "41.250 dB, score 0.5", "/tail/Conv", "crop.png"} {
+		assert.Contains(t, page, want)
+	}
 }

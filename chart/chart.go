@@ -1,9 +1,9 @@
 // Package chart renders the charts srq's reports need as PNG bytes, with
-// gonum.org/v1/plot. Each kind of chart is a plain value (Histogram today)
-// that knows how to lay itself out on a gonum plot; PNG renders any of them
-// with one look (sans-serif text, sizes readable at 100% zoom, markers in a
-// legend), so adding a kind, such as a bar chart of per-channel counts, is
-// one more type with a plot method. Nothing here touches the file system:
+// gonum.org/v1/plot. Each kind of chart is a plain value (Histogram, Bars,
+// Lines) that knows how to lay itself out on a gonum plot; PNG renders any
+// of them with one look (sans-serif text, sizes readable at 100% zoom,
+// markers in a legend), so adding a kind is one more type with a plot
+// method. Nothing here touches the file system:
 // callers write the bytes (atomically, see internal/atomicfile).
 package chart
 
@@ -19,7 +19,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// Chart is a chart PNG can render: Histogram, or any later kind.
+// Chart is a chart PNG can render: Histogram, Bars, Lines.
 type Chart interface {
 	// plot lays the chart out on a styled, empty plot.
 	plot(p *plot.Plot) error
@@ -58,7 +58,11 @@ func PNG(c Chart, s Size) ([]byte, error) {
 	w := vg.Length(s.W) * vg.Inch / dpi
 	h := vg.Length(s.H) * vg.Inch / dpi
 	canvas := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(dpi))
-	p.Draw(draw.New(canvas))
+	// A margin of a few pixels left and right: gonum sizes the y axis by
+	// its measure of the tick labels, which falls a pixel or two short of
+	// the rendered text for some strings (long layer names).
+	margin := vg.Length(4) * vg.Inch / dpi
+	p.Draw(draw.Crop(draw.New(canvas), margin, -margin, 0, 0))
 	var buf bytes.Buffer
 	if _, err := (vgimg.PngCanvas{Canvas: canvas}).WriteTo(&buf); err != nil {
 		return nil, fmt.Errorf("chart: encode PNG: %w", err)

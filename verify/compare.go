@@ -37,6 +37,9 @@ type ImageResult struct {
 	// HR mode.
 	PSNRGT *Pair `json:"psnr_gt_db,omitempty"`
 	SSIMGT *Pair `json:"ssim_gt,omitempty"`
+	// Detail is the rendered window of largest error for the HTML report
+	// (CompareOptions.Detail); it is not part of the JSON report.
+	Detail *Detail `json:"-"`
 }
 
 // CompareOptions says how Compare treats the images.
@@ -51,6 +54,11 @@ type CompareOptions struct {
 	Tile int
 	// Progress, if set, hears of every image done (stage "verify").
 	Progress progress.Func
+	// Detail: also find, per image, the window where the quantized output
+	// differs most from the FP32 output and render it for the HTML report
+	// (ImageResult.Detail). It is done while both outputs are in memory,
+	// which are then dropped, so a large set is never held whole.
+	Detail bool
 }
 
 // Compare upscales every image with both models and measures the quantized
@@ -96,6 +104,11 @@ func compareOne(ctx context.Context, fp32, q *sr.Model, path string, o CompareOp
 	r := ImageResult{Image: filepath.Base(path), LRWidth: lr.W, LRHeight: lr.H}
 	if r.PSNRvsFP32, err = psnr(b, a, s); err != nil {
 		return ImageResult{}, fmt.Errorf("%s: quantized vs FP32: %w", path, err)
+	}
+	if o.Detail {
+		if r.Detail, err = detailOf(a, b, gt, s); err != nil {
+			return ImageResult{}, fmt.Errorf("%s: report detail: %w", path, err)
+		}
 	}
 	if gt == nil {
 		return r, nil

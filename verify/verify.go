@@ -42,6 +42,9 @@ type Config struct {
 	Runs int
 	// Probe overrides the detected scale and input range of both models.
 	Probe sr.ProbeOptions
+	// Detail keeps, per image, the window of largest error rendered for
+	// WriteHTML (CompareOptions.Detail); off, the report has none.
+	Detail bool
 }
 
 // Run verifies a quantized model against its FP32 original on the images at
@@ -108,7 +111,7 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		cov = &c
 	}
 
-	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress})
+	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress, Detail: cfg.Detail})
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
+	"github.com/srquant/srq/internal/htmlpage"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -82,6 +83,7 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	only := fs.StringSlice("only", nil, "model file names to bench (default: all in --models)")
 	out := fs.String("out", "BENCHMARKS.md", "markdown report to write")
 	jsonOut := fs.String("json", "", "also write the raw results as JSON")
+	report := fs.String("report", "", "also write a self-contained HTML report to DIR/index.html (DIR is created if missing): the tables and, per model, the first set's PSNR-Y against activation bits with one line per method")
 	return func(a *app, args []string) error {
 		if err := wantArgs(args, 0, "no positional arguments"); err != nil {
 			return err
@@ -107,6 +109,17 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			return fmt.Errorf("--runs %d: want at least 1", *runs)
 		case *patches < 1:
 			return fmt.Errorf("--patches %d: want at least 1", *patches)
+		}
+		if *report != "" {
+			if err := verify.CheckHTMLDir(*report, nil); err != nil {
+				return fmt.Errorf("--report %w", err)
+			}
+			idx := filepath.Join(*report, htmlpage.Index)
+			for _, f := range []string{*out, *jsonOut} {
+				if f != "" && filepath.Clean(f) == filepath.Clean(idx) {
+					return fmt.Errorf("--report %s: %s is also the markdown or JSON output", *report, idx)
+				}
+			}
 		}
 		paths, err := filepath.Glob(filepath.Join(*models, "*.onnx"))
 		if err != nil || len(paths) == 0 {
@@ -135,7 +148,8 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			}
 			rows = append(rows, r...)
 		}
-		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, *patches, time.Since(start))
+		took := time.Since(start)
+		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, *patches, took)
 		if err := atomicfile.WriteBytes(*out, []byte(md)); err != nil {
 			return fmt.Errorf("%s: %w", *out, err)
 		}
@@ -148,7 +162,18 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 				return fmt.Errorf("%s: %w", *jsonOut, err)
 			}
 		}
-		fmt.Fprintf(a.stdout, "wrote %s (%d rows, %s)\n", *out, len(rows), time.Since(start).Round(time.Second))
+		fmt.Fprintf(a.stdout, "wrote %s (%d rows, %s)\n", *out, len(rows), took.Round(time.Second))
+		if *report != "" {
+			page, err := benchHTML(rows, *sets, *sizes, *threads, *runs, *patches, took)
+			if err != nil {
+				return err
+			}
+			p, err := htmlpage.Write(*report, page)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "wrote %s\n", p)
+		}
 		return nil
 	}
 }
@@ -326,6 +351,36 @@ func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, 
 	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the quantized output against the FP32 output\n")
 	fmt.Fprintf(&b, "- total bench time %s\n", took.Round(time.Second))
 
+	for _, t := range benchTables(rows, sets, sizes) {
+		fmt.Fprintf(&b, "\n## %s\n\n|", t.Title)
+		for _, h := range t.Header {
+			fmt.Fprintf(&b, " %s |", h)
+		}
+		b.WriteString("\n|" + strings.Repeat("---|", len(t.Header)) + "\n")
+		for _, r := range t.Rows {
+			b.WriteString("|")
+			for _, c := range r {
+				fmt.Fprintf(&b, " %s |", c)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// benchTable is one table of the bench report, rendered as markdown in
+// BENCHMARKS.md and as HTML by --report. A failed row holds its leading
+// cells and one "failed: …" cell (shorter than Header).
+type benchTable struct {
+	Title  string
+	Header []string
+	Rows   [][]string
+}
+
+// benchTables builds the W8A8 table (every method, with latencies), the
+// low-bit table (Δ per set, speed-up, int8 coverage, how the Conv inputs
+// were written), and the variant rows; tables without rows are left out.
+func benchTables(rows []*benchRow, sets []string, sizes []int) []benchTable {
 	var w8, low, variants []*benchRow
 	for _, r := range rows {
 		switch {
@@ -337,73 +392,70 @@ func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, 
 			low = append(low, r)
 		}
 	}
+	var tables []benchTable
 	if len(w8) > 0 {
-		b.WriteString("\n## W8A8\n\n| model | method |")
+		t := benchTable{Title: "W8A8", Header: []string{"model", "method"}}
 		for _, s := range sets {
-			fmt.Fprintf(&b, " %s FP32 | %s int8 (Δ) | %s vs FP32 |", s, s, s)
+			t.Header = append(t.Header, s+" FP32", s+" int8 (Δ)", s+" vs FP32")
 		}
-		b.WriteString(" quantize s |")
+		t.Header = append(t.Header, "quantize s")
 		for _, sz := range sizes {
-			fmt.Fprintf(&b, " %d² FP32 ms | %d² int8 ms (speed-up) |", sz, sz)
+			t.Header = append(t.Header, fmt.Sprintf("%d² FP32 ms", sz), fmt.Sprintf("%d² int8 ms (speed-up)", sz))
 		}
-		b.WriteString(" int8 Convs | forms |\n|---|---|")
-		b.WriteString(strings.Repeat("---|", 3*len(sets)+1+2*len(sizes)+2))
-		b.WriteString("\n")
+		t.Header = append(t.Header, "int8 Convs", "forms")
 		for _, r := range w8 {
-			fmt.Fprintf(&b, "| %s | %s |", strings.TrimSuffix(r.Model, ".onnx"), r.Method)
+			row := []string{strings.TrimSuffix(r.Model, ".onnx"), r.Method}
 			if r.Failure != "" {
-				fmt.Fprintf(&b, " failed: %s |\n", oneLine(r.Failure))
+				t.Rows = append(t.Rows, append(row, "failed: "+oneLine(r.Failure)))
 				continue
 			}
 			for _, s := range sets {
-				fmt.Fprintf(&b, " %.2f | %.2f (%+.2f) | %.2f |", r.FP32[s], r.Quantized[s], r.Quantized[s]-r.FP32[s], r.VsFP32[s])
+				row = append(row, fmt.Sprintf("%.2f", r.FP32[s]), fmt.Sprintf("%.2f (%+.2f)", r.Quantized[s], r.Quantized[s]-r.FP32[s]), fmt.Sprintf("%.2f", r.VsFP32[s]))
 			}
-			fmt.Fprintf(&b, " %.1f |", r.QuantizeS)
+			row = append(row, fmt.Sprintf("%.1f", r.QuantizeS))
 			for _, sz := range sizes {
 				l := r.Latency[sz]
-				fmt.Fprintf(&b, " %.0f | %.0f (%.2fx) |", l[0], l[1], l[0]/l[1])
+				row = append(row, fmt.Sprintf("%.0f", l[0]), fmt.Sprintf("%.0f (%.2fx)", l[1], l[0]/l[1]))
 			}
-			fmt.Fprintf(&b, " %d/%d | %s |\n", r.Coverage.Int8, r.Coverage.Total, formsCell(r.Forms))
+			t.Rows = append(t.Rows, append(row, fmt.Sprintf("%d/%d", r.Coverage.Int8, r.Coverage.Total), formsCell(r.Forms)))
 		}
+		tables = append(tables, t)
 	}
 	lowTable := func(title string, rs []*benchRow, variant bool) {
 		if len(rs) == 0 {
 			return
 		}
-		fmt.Fprintf(&b, "\n## %s\n\n| model | bits | method |", title)
+		t := benchTable{Title: title, Header: []string{"model", "bits", "method"}}
 		if variant {
-			b.WriteString(" variant |")
+			t.Header = append(t.Header, "variant")
 		}
 		for _, s := range sets {
-			fmt.Fprintf(&b, " %s FP32 | %s q (Δ) |", s, s)
+			t.Header = append(t.Header, s+" FP32", s+" q (Δ)")
 		}
-		fmt.Fprintf(&b, " %s vs FP32 | quantize s |", sets[0])
 		sz := sizes[len(sizes)-1]
-		fmt.Fprintf(&b, " %d² speed-up | int8 Convs | forms |\n|---|---|---|", sz)
-		if variant {
-			b.WriteString("---|")
-		}
-		b.WriteString(strings.Repeat("---|", 2*len(sets)+5))
-		b.WriteString("\n")
+		t.Header = append(t.Header, sets[0]+" vs FP32", "quantize s", fmt.Sprintf("%d² speed-up", sz), "int8 Convs", "forms")
 		for _, r := range rs {
-			fmt.Fprintf(&b, "| %s | %s | %s |", strings.TrimSuffix(r.Model, ".onnx"), r.Bits, r.Method)
+			row := []string{strings.TrimSuffix(r.Model, ".onnx"), r.Bits, r.Method}
 			if variant {
-				fmt.Fprintf(&b, " %s |", r.Variant)
+				row = append(row, r.Variant)
 			}
 			if r.Failure != "" {
-				fmt.Fprintf(&b, " failed: %s |\n", oneLine(r.Failure))
+				t.Rows = append(t.Rows, append(row, "failed: "+oneLine(r.Failure)))
 				continue
 			}
 			for _, s := range sets {
-				fmt.Fprintf(&b, " %.2f | %.2f (%+.2f) |", r.FP32[s], r.Quantized[s], r.Quantized[s]-r.FP32[s])
+				row = append(row, fmt.Sprintf("%.2f", r.FP32[s]), fmt.Sprintf("%.2f (%+.2f)", r.Quantized[s], r.Quantized[s]-r.FP32[s]))
 			}
 			l := r.Latency[sz]
-			fmt.Fprintf(&b, " %.2f | %.1f | %.2fx | %d/%d | %s |\n", r.VsFP32[sets[0]], r.QuantizeS, l[0]/l[1], r.Coverage.Int8, r.Coverage.Total, formsCell(r.Forms))
+			row = append(row, fmt.Sprintf("%.2f", r.VsFP32[sets[0]]), fmt.Sprintf("%.1f", r.QuantizeS), fmt.Sprintf("%.2fx", l[0]/l[1]),
+				fmt.Sprintf("%d/%d", r.Coverage.Int8, r.Coverage.Total), formsCell(r.Forms))
+			t.Rows = append(t.Rows, row)
 		}
+		tables = append(tables, t)
 	}
 	lowTable("Low bits", low, false)
 	lowTable("Variants", variants, true)
-	return b.String()
+	return tables
 }
 
 // formsCell renders the count of Conv inputs per form, e.g. "35 shared-grid".

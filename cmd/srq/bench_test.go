@@ -63,11 +63,16 @@ func TestBenchLowBit(t *testing.T) {
 }
 
 func TestBenchRefuses(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--bits", "w9a9"}, "--bits: bits \"w9a9\""},
+		{[]string{"--report", filepath.Join(file, "html")}, "--report " + filepath.Join(file, "html") + ": cannot create it: " + file + " is not a folder"},
+		{[]string{"--report", dir, "--out", filepath.Join(dir, "index.html")}, "is also the markdown or JSON output"},
 		{[]string{"--methods", "kl"}, "--methods: method \"kl\""},
 		{[]string{"--runs", "0"}, "--runs 0"},
 		{[]string{"--models", t.TempDir()}, "no .onnx models"},

@@ -265,17 +265,40 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 	if err != nil {
 		return err
 	}
-	imgs, err := calibImages(o.images)
+	r, analysis, err := a.analyseActivations(path, o, bits, method, po)
 	if err != nil {
 		return err
+	}
+	if o.plots != "" {
+		if err := writePlots(o.plots, r); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printActivations(a.stdout, r, analysis, time.Since(start))
+	return nil
+}
+
+// analyseActivations measures the outliers of every Conv input of the
+// model at path on calibration patches cut as o says, with the uniform
+// clip of method at bits for each; it returns the report and how long the
+// analysis itself took. o must have passed check. Progress goes to stderr.
+func (a *app) analyseActivations(path string, o *activationOpts, bits quant.Bits, method quant.Method, po sr.ProbeOptions) (*activationsReport, time.Duration, error) {
+	imgs, err := calibImages(o.images)
+	if err != nil {
+		return nil, 0, err
 	}
 	m, data, err := srq.LoadModel(path)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	probe, err := a.openSR(data, path, ort.Options{Threads: o.threads}, po)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	scale, rng := probe.Scale, probe.Range
 	probe.Close()
@@ -285,21 +308,21 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 	// names the tensors of the model the user exported.
 	g, err := graph.FromModel(m)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	values, consumers := convInputs(g)
 	if len(values) == 0 {
-		return fmt.Errorf("%s: no Conv reads an activation tensor", path)
+		return nil, 0, fmt.Errorf("%s: no Conv reads an activation tensor", path)
 	}
 
 	log := func(s string) { fmt.Fprintln(a.stderr, s) }
 	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: scale, Size: o.patchSize, Count: o.patches, Seed: o.seed, LR: o.calibLR},
 		func(s string) { log("warning: " + s) })
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	patches = sameSize(patches)
 	log(fmt.Sprintf("analysing %d Conv inputs on %d patches of %dx%d (two passes)", len(values), len(patches), patches[0].W, patches[0].H))
@@ -315,7 +338,7 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 		},
 	}})
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	analysis := time.Since(t0)
 
@@ -336,18 +359,7 @@ func (a *app) inspectActivations(path string, o *activationOpts, po sr.ProbeOpti
 		}
 		r.Tensors = append(r.Tensors, t)
 	}
-	if o.plots != "" {
-		if err := writePlots(o.plots, r); err != nil {
-			return err
-		}
-	}
-	if asJSON {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	}
-	printActivations(a.stdout, r, analysis, time.Since(start))
-	return nil
+	return r, analysis, nil
 }
 
 // convInputs lists the values read as input 0 (the activation) by Convs, in

@@ -1,17 +1,24 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"github.com/spf13/pflag"
 
 	"github.com/srquant/srq"
+	"github.com/srquant/srq/chart"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/htmlpage"
 	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/quant"
+	"github.com/srquant/srq/sr"
 	"github.com/srquant/srq/verify"
 )
 
@@ -32,6 +39,8 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	jsonPath := fs.String("json", "", "also write the JSON report to FILE (atomically; written even when a gate fails); - writes it to stdout and the table to stderr. An infinite PSNR (identical outputs) is written as 999")
 	minPSNR := fs.Float64("min-psnr", 0, "quality gate: exit 1 when the mean PSNR-Y of the quantized output against the FP32 output (dB) is below this")
 	maxDrop := fs.Float64("max-drop", 0, "quality gate (needs --hr): exit 1 when the mean ground-truth PSNR-Y drop, FP32 minus quantized (dB), is above this")
+	report := fs.String("report", "", "also write a self-contained HTML report to DIR/index.html (DIR is created if missing; written even when a gate fails): summary, per image the window where the quantized output differs most as zoomed crops with |ΔY| heat maps, per-layer charts from the quantized model's metadata")
+	calibDir := fs.String("calib", "", "with --report: calibration images; the report then also shows histograms of the FP32 model's Conv inputs, cut and marked as the quantized model was calibrated")
 	var pf probeFlags
 	pf.register(fs, " of both models")
 	return func(a *app, args []string) error {
@@ -54,6 +63,8 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			return fmt.Errorf("--tile %d: must not be negative", *tile)
 		case fs.Changed("max-drop") && !*hr:
 			return errors.New("--max-drop gates on the ground-truth PSNR drop and needs --hr")
+		case *calibDir != "" && *report == "":
+			return errors.New("--calib draws activation histograms for the HTML report and needs --report")
 		}
 		po, err := pf.options()
 		if err != nil {
@@ -63,21 +74,42 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err != nil {
 			return err
 		}
-		if err := checkReportPath(*jsonPath, append([]string{*model, *quantized, *images}, paths...)); err != nil {
+		inputs := append([]string{*model, *quantized, *images}, paths...)
+		if err := checkReportPath(*jsonPath, inputs); err != nil {
 			return err
 		}
-		// Bad model files fail before ONNX Runtime is needed.
-		for _, p := range []string{*model, *quantized} {
-			if _, _, err := srq.LoadModel(p); err != nil {
-				return err
+		var calibPaths []string
+		if *report != "" {
+			if err := verify.CheckHTMLDir(*report, inputs); err != nil {
+				return fmt.Errorf("--report %w", err)
 			}
+			if *calibDir != "" {
+				if calibPaths, err = calibImages(*calibDir); err != nil {
+					return err
+				}
+			}
+		}
+		// Bad model files fail before ONNX Runtime is needed.
+		if _, _, err := srq.LoadModel(*model); err != nil {
+			return err
+		}
+		qm, _, err := srq.LoadModel(*quantized)
+		if err != nil {
+			return err
 		}
 		if err := a.initORT(); err != nil {
 			return err
 		}
+		var acts []verify.Figure
+		if len(calibPaths) > 0 {
+			if acts, err = a.reportHistograms(*model, *calibDir, qm, *threads, po); err != nil {
+				return err
+			}
+		}
 		bar := progress.NewPrinter(a.stderr)
 		r, err := srq.Verify(a.ctx, srq.VerifyOptions{Model: *model, Quantized: *quantized, Images: paths, Progress: bar.Report,
-			Config: verify.Config{EP: *ep, Threads: *threads, HR: *hr, Tile: *tile, Size: *size, Runs: *runs, Probe: po}})
+			Config: verify.Config{EP: *ep, Threads: *threads, HR: *hr, Tile: *tile, Size: *size, Runs: *runs, Probe: po},
+			Report: *report, Activations: acts})
 		bar.Done()
 		if err != nil {
 			return err
@@ -105,6 +137,9 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		}
 		if *jsonPath != "" && *jsonPath != "-" {
 			fmt.Fprintf(table, "wrote %s\n", *jsonPath)
+		}
+		if *report != "" {
+			fmt.Fprintf(table, "wrote %s\n", filepath.Join(*report, htmlpage.Index))
 		}
 
 		var g verify.Gates
@@ -142,3 +177,84 @@ func checkReportPath(path string, inputs []string) error {
 	}
 	return nil
 }
+
+// reportHistograms renders, for the HTML report, one histogram per Conv
+// input of the FP32 model at path, as `srq inspect --activations --plots`
+// draws them. The patches are cut from the images in dir as the quantized
+// model qm was calibrated (its srq.calibration: count, size, seed, LR), and
+// the clip marked is its setting's (srq.setting: the uniform method at its
+// activation bits; for dual, the percentile its 8-bit carriers use), so
+// the histograms show what its quantizers were chosen from; quantize's
+// defaults stand in for a model without srq metadata.
+func (a *app) reportHistograms(path, dir string, qm *onnx.ModelProto, threads int, po sr.ProbeOptions) ([]verify.Figure, error) {
+	def := quant.DefaultConfig()
+	o := &activationOpts{images: dir, method: string(def.Method), percentile: def.Percentile, bits: def.Bits.String(),
+		patches: def.Patches, patchSize: def.PatchSize, seed: def.Seed, calibLR: def.CalibLR, batch: def.Batch, threads: threads}
+	for _, p := range quant.Provenance(qm) {
+		switch p.GetKey() {
+		case quant.MetaCalibration:
+			var c quant.Calibration
+			if json.Unmarshal([]byte(p.GetValue()), &c) == nil && c.Patches > 0 && c.PatchSize > 0 {
+				o.patches, o.patchSize, o.seed, o.calibLR = c.Patches, c.PatchSize, c.Seed, c.LR
+			}
+		case quant.MetaSetting:
+			var s quant.Setting
+			if json.Unmarshal([]byte(p.GetValue()), &s) != nil {
+				continue
+			}
+			if _, err := quant.ParseBits(s.Bits); err == nil {
+				o.bits = s.Bits
+			}
+			if m, err := quant.ParseMethod(s.Method); err == nil {
+				o.method = string(m)
+				if m == quant.Dual {
+					o.method = string(quant.Percentile)
+				}
+			}
+			if s.Percentile > 0 {
+				o.percentile = s.Percentile
+			}
+		}
+	}
+	bits, method, err := o.check()
+	if err != nil {
+		return nil, fmt.Errorf("activation histograms: %w", err)
+	}
+	r, _, err := a.analyseActivations(path, o, bits, method, po)
+	if err != nil {
+		return nil, err
+	}
+	// Rendering dozens of charts takes longer than the analysis on a small
+	// calibration; the charts are independent, so they render in parallel.
+	figs := make([]verify.Figure, len(r.Tensors))
+	errs := make([]error, len(r.Tensors))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(runtime.GOMAXPROCS(0), len(r.Tensors)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t := &r.Tensors[i]
+				b, err := chart.PNG(histogramOf(t, r), reportHistogramSize)
+				figs[i], errs[i] = verify.Figure{Title: t.Value, PNG: b}, err
+			}
+		}()
+	}
+	for i := range r.Tensors {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.Tensors[i].Value, err)
+		}
+	}
+	return figs, nil
+}
+
+// reportHistogramSize is a histogram's size in the HTML report: smaller
+// than the files of `srq inspect --plots` (dozens of them sit in one page),
+// still wide enough for the legend and axis labels.
+var reportHistogramSize = chart.Size{W: 800, H: 400}
