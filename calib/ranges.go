@@ -74,28 +74,6 @@ func RangeMSE(s *Stats, bits int) (lo, hi float32) {
 	return m.refineExact(l1, h1, bits)
 }
 
-// RangeMSESlope is RangeMSE for a tensor whose only reader is an
-// elementwise activation with slope negSlope below 0 and 1 above
-// (LeakyRelu(α): α): it minimises the squared error after the activation,
-// E[f'(x)²·(x − fq(x))²], in which an error on a negative value counts
-// α² times. The negative tail, which the activation shrinks by α anyway,
-// then gives up codes to a finer step on the positive side (IMDN's
-// LeakyRelu(0.05) inputs span −18..6 but −0.9..6 after it). Clipping the
-// tail blindly is no substitute: only the error after the activation says
-// how far it pays.
-func RangeMSESlope(s *Stats, bits int, negSlope float64) (lo, hi float32) {
-	if s.Count == 0 || s.Count == s.Zeros {
-		return 0, 0
-	}
-	m := newWeightedMSEModel(s, negSlope*negSlope)
-	if len(m.n) == 0 {
-		return 0, 0
-	}
-	_, qmax := qdq.UnsignedRange(bits)
-	l1, h1 := m.searchApprox(float64(qmax))
-	return m.refineExact(l1, h1, bits)
-}
-
 // mseModel is the histogram reduced to its occupied bins, for the error
 // models of RangeMSE.
 type mseModel struct {
@@ -108,11 +86,7 @@ type mseModel struct {
 	lo, hi     float64 // min(Min, 0), max(Max, 0)
 }
 
-func newMSEModel(s *Stats) *mseModel { return newWeightedMSEModel(s, 1) }
-
-// newWeightedMSEModel is newMSEModel with the samples below 0 counted
-// negWeight times (bins never straddle 0, which is a bin edge).
-func newWeightedMSEModel(s *Stats, negWeight float64) *mseModel {
+func newMSEModel(s *Stats) *mseModel {
 	m := &mseModel{lo: min(float64(s.Min), 0), hi: max(float64(s.Max), 0)}
 	occupied := 0
 	for _, c := range s.counts {
@@ -130,9 +104,6 @@ func newWeightedMSEModel(s *Stats, negWeight float64) *mseModel {
 		}
 		if n <= 0 {
 			continue
-		}
-		if g < 0 {
-			n *= negWeight
 		}
 		a := max(float64(g)*w, float64(s.Min))
 		b := min(float64(g+1)*w, float64(s.Max))

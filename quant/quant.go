@@ -383,8 +383,9 @@ type prepared struct {
 }
 
 // prepare probes the model's scale and input range, folds the exporter's
-// identities and 1x1 mean shifts, spells PixelShuffle channels-last, folds
-// the input mean shift into the head and builds the float long skip.
+// identities and 1x1 mean shifts, spells PixelShuffle channels-last and
+// spatial means as GlobalAveragePool, folds the input mean shift into the
+// head and builds the float long skip.
 func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepared, error) {
 	probe, err := sr.Open(data, name, ort.Options{Threads: cfg.Threads}, cfg.Probe)
 	if err != nil {
@@ -396,7 +397,7 @@ func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepare
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	g := pr.g
-	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}); err != nil {
+	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}, passes.SpatialMean{}); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	pr.pol = passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps}
@@ -680,11 +681,6 @@ func chooseRange(g *graph.Graph, v string, s *calib.Stats, m Method, pct float64
 		r.Lo, r.Hi, r.Reason = 0, rng, "image grid"
 		return r
 	}
-	if alpha, ok := leakyReader(g, v); ok && m != MinMax {
-		r.Lo, r.Hi = calib.RangeMSESlope(s, bits, alpha)
-		r.Reason = fmt.Sprintf("error after LeakyRelu(%g)", alpha)
-		return r
-	}
 	switch m {
 	case MinMax:
 		r.Lo, r.Hi = calib.RangeMinMax(s)
@@ -694,16 +690,6 @@ func chooseRange(g *graph.Graph, v string, s *calib.Stats, m Method, pct float64
 		r.Lo, r.Hi = calib.RangeMSE(s, bits)
 	}
 	return r
-}
-
-// leakyReader reports whether v's only reader is a LeakyRelu, and its
-// slope: v's range then minimises the error after it (calib.RangeMSESlope).
-func leakyReader(g *graph.Graph, v string) (float64, bool) {
-	cs := g.Consumers(v)
-	if len(cs) != 1 || g.IsGraphOutput(v) || cs[0].OpType != "LeakyRelu" || (cs[0].Domain != "" && cs[0].Domain != "ai.onnx") {
-		return 0, false
-	}
-	return float64(cs[0].AttrFloat("alpha", 0.01)), true
 }
 
 // patchData scales patches to the model's input range and flattens them.
