@@ -24,6 +24,7 @@ package srq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,13 +75,52 @@ type QuantizeOptions struct {
 	// steps of calibration and tuning. Both may be nil.
 	Log      func(string)
 	Progress Progress
+	// SpeedCheck, if positive, is the side in LR pixels of a short latency
+	// comparison of the written model with the FP32 one (SpeedCheckRuns
+	// alternating runs after warm-up, on ORT's CPU provider with
+	// Config.Threads, input cut from the first image): a quantized model
+	// whose float parts and conversions cost more than its int8 convs save
+	// is slower than FP32, and the user should hear it before deploying.
+	// It needs Out.
+	SpeedCheck int
 }
+
+// SpeedCheckRuns is the number of timed runs of QuantizeOptions.SpeedCheck:
+// enough to tell 0.8x from 2x, not a benchmark (srq verify and srq bench
+// measure speed for a report).
+const SpeedCheckRuns = 3
+
+// QuantizeResult is quant's result and what srq.Quantize measured on the
+// written model.
+type QuantizeResult struct {
+	*quant.Result
+	// Speed is the quick latency comparison of QuantizeOptions.SpeedCheck;
+	// nil when none ran.
+	Speed *SpeedCheck
+}
+
+// SpeedCheck is a short latency comparison of a quantized model with its
+// FP32 model.
+type SpeedCheck struct {
+	Size            int // LR side of the input, pixels
+	FP32, Quantized verify.LatencyStats
+	Speedup         float64 // FP32 median over quantized median
+}
+
+// Slower reports whether the quantized model measured slower than FP32.
+func (s *SpeedCheck) Slower() bool { return s != nil && s.Speedup < 1 }
 
 // Quantize quantizes o.Model (see quant.Quantize for the pipeline) and, if
 // o.Out is set, writes the result there once ONNX Runtime has loaded it back
 // from disk: a model srq writes loads wherever it is deployed. On any error,
 // cancellation included, no file is left at o.Out.
-func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
+func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
+	if o.SpeedCheck < 0 {
+		return nil, fmt.Errorf("speed check size %d: want 0 (none) or a positive side in pixels", o.SpeedCheck)
+	}
+	if o.SpeedCheck > 0 && o.Out == "" {
+		return nil, errors.New("a speed check times the written model and needs an output path")
+	}
 	if o.Out != "" {
 		if err := checkOutput(o.Out, o.Model); err != nil {
 			return nil, err
@@ -99,8 +139,9 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	out := &QuantizeResult{Result: res}
 	if o.Out == "" {
-		return res, nil
+		return out, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -108,14 +149,48 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 	if err := onnx.Save(o.Out, res.Model, onnx.SaveOptions{ExternalData: o.ExternalData}); err != nil {
 		return nil, err
 	}
-	if err := selfCheck(o.Out, o.Config.Threads); err != nil {
+	remove := func() {
 		os.Remove(o.Out)
 		if o.ExternalData {
 			os.Remove(o.Out + ".data")
 		}
+	}
+	q, err := selfCheck(o.Out, o.Config.Threads)
+	if err != nil {
+		remove()
 		return nil, fmt.Errorf("%s: the written model fails its self-check, removed it: %w", o.Out, err)
 	}
-	return res, nil
+	defer q.Close()
+	if o.SpeedCheck > 0 {
+		if out.Speed, err = speedCheck(ctx, o.Model, data, q, o.Images[0], res.InputRange, o.SpeedCheck, o.Config.Threads); err != nil {
+			remove()
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// speedCheck times the FP32 model (at model, serialized fdata) against the quantized
+// session q on a size×size input cut from the image at path.
+func speedCheck(ctx context.Context, model string, fdata []byte, q *ort.Session, path string, rng float32, size, threads int) (*SpeedCheck, error) {
+	im, err := img.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	in, err := verify.LatencyInput(im, size, rng)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ort.NewSession(fdata, model, ort.Options{Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	lf, lq, err := verify.LatencyPair(ctx, f, q, in, SpeedCheckRuns)
+	if err != nil {
+		return nil, fmt.Errorf("speed check: %w", err)
+	}
+	return &SpeedCheck{Size: size, FP32: lf, Quantized: lq, Speedup: lf.MedianMS / lq.MedianMS}, nil
 }
 
 // VerifyOptions says which pair of models to compare on which images.
@@ -206,15 +281,11 @@ func checkOutput(out, model string) error {
 }
 
 // selfCheck reloads the written model from disk, validates it and opens it
-// in ONNX Runtime.
-func selfCheck(path string, threads int) error {
+// in ONNX Runtime; the caller closes the session.
+func selfCheck(path string, threads int) (*ort.Session, error) {
 	_, data, err := LoadModel(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s, err := ort.NewSession(data, path, ort.Options{Threads: threads})
-	if err != nil {
-		return err
-	}
-	return s.Close()
+	return ort.NewSession(data, path, ort.Options{Threads: threads})
 }

@@ -37,9 +37,53 @@ func TestSelfCheck(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.onnx")
 	require.NoError(t, os.WriteFile(bad, []byte("not a model"), 0o644))
-	assert.Error(t, selfCheck(bad, 1))
-	assert.Error(t, selfCheck(filepath.Join(dir, "missing.onnx"), 1))
-	assert.NoError(t, selfCheck(edsrX2, 1))
+	for _, p := range []string{bad, filepath.Join(dir, "missing.onnx")} {
+		_, err := selfCheck(p, 1)
+		assert.Error(t, err, p)
+	}
+	s, err := selfCheck(edsrX2, 1)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+}
+
+// TestQuantizeSpeedCheck: the speed check times both models on the asked
+// size and reports a ratio that matches its medians; bad settings fail
+// before any work, leaving nothing behind.
+func TestQuantizeSpeedCheck(t *testing.T) {
+	requireORT(t)
+	imgs, err := ListImages(images)
+	require.NoError(t, err)
+	cfg := quant.DefaultConfig()
+	cfg.Threads, cfg.Patches = 1, 8
+	out := filepath.Join(t.TempDir(), "q.onnx")
+	res, err := Quantize(context.Background(), QuantizeOptions{Model: edsrX2, Images: imgs, Out: out, Config: cfg, SpeedCheck: 24})
+	require.NoError(t, err)
+	require.NotNil(t, res.Speed)
+	sp := res.Speed
+	assert.Equal(t, 24, sp.Size)
+	assert.Equal(t, SpeedCheckRuns, sp.FP32.Runs)
+	assert.Equal(t, SpeedCheckRuns, sp.Quantized.Runs)
+	assert.Greater(t, sp.Quantized.MedianMS, 0.0)
+	assert.InDelta(t, sp.FP32.MedianMS/sp.Quantized.MedianMS, sp.Speedup, 1e-9)
+	assert.Equal(t, sp.Speedup < 1, sp.Slower())
+	assert.FileExists(t, out)
+
+	for _, tc := range []struct {
+		name string
+		o    QuantizeOptions
+		want string
+	}{
+		{"negative size", QuantizeOptions{Model: edsrX2, Images: imgs, Out: filepath.Join(t.TempDir(), "q.onnx"), Config: cfg, SpeedCheck: -1}, "speed check size -1"},
+		{"no output", QuantizeOptions{Model: edsrX2, Images: imgs, Config: cfg, SpeedCheck: 24}, "needs an output path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Quantize(context.Background(), tc.o)
+			assert.ErrorContains(t, err, tc.want)
+			if tc.o.Out != "" {
+				assert.NoFileExists(t, tc.o.Out)
+			}
+		})
+	}
 }
 
 // TestQuantizeCancel: a quantization whose context ends stops promptly with

@@ -360,6 +360,9 @@ func (c Config) check() error {
 	if _, err := passes.ParseEncoding(string(c.Encoding)); err != nil {
 		return err
 	}
+	if c.Tune && c.Patches < tuneMinPatches {
+		return fmt.Errorf("tuning needs at least %d calibration patches (%d held out), got %d", tuneMinPatches, tuneHoldout, c.Patches)
+	}
 	if c.BudgetBits != 0 && !(c.BudgetBits >= MinBits && c.BudgetBits <= MaxBits) {
 		return fmt.Errorf("--budget-bits %g: want a mean width in %d..%d", c.BudgetBits, MinBits, MaxBits)
 	}

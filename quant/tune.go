@@ -52,6 +52,8 @@ const (
 	// tuneHoldout is the number of calibration patches held out to check
 	// that the tuned model is better on data that did not choose it.
 	tuneHoldout = 16
+	// tuneMinPatches leaves a few patches to tune on beside the held-out.
+	tuneMinPatches = tuneHoldout + 4
 	// tuneChunkBytes bounds the windows held at once (layers are sampled in
 	// chunks): about 200 MB.
 	tuneChunkBytes = 200 << 20
@@ -106,8 +108,8 @@ type tuneLayer struct {
 func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, ev Events) error {
 	start := time.Now()
 	log := ev.log
-	if len(cal.batches) < tuneHoldout+4 {
-		return fmt.Errorf("tuning needs at least %d calibration patches (%d held out), got %d", tuneHoldout+4, tuneHoldout, len(cal.batches))
+	if len(cal.batches) < tuneMinPatches {
+		return fmt.Errorf("tuning needs at least %d calibration patches (%d held out), got %d", tuneMinPatches, tuneHoldout, len(cal.batches))
 	}
 	train, held := cal.batches[:len(cal.batches)-tuneHoldout], cal.batches[len(cal.batches)-tuneHoldout:]
 	layers, skipped, err := tuneLayers(pr, pl, cal, qs, cfg)

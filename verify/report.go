@@ -129,7 +129,14 @@ type Gates struct {
 	// MaxDrop applies to the mean ground-truth PSNR-Y drop, FP32 minus
 	// quantized; it needs an HR report.
 	MaxDrop *float64
+	// MinSpeedup applies to Speedup, FP32 median latency over quantized:
+	// a quantized model that is not faster than FP32 on the machine that
+	// will run it is rarely worth shipping.
+	MinSpeedup *float64
 }
+
+// Slower reports whether the quantized model measured slower than FP32.
+func (r *Report) Slower() bool { return r.Speedup > 0 && r.Speedup < 1 }
 
 // Check returns nil when every set gate passes, else one error naming each
 // failed gate with the measured and required values.
@@ -145,6 +152,9 @@ func (r *Report) Check(g Gates) error {
 		case !(*r.PSNRGTDrop <= *g.MaxDrop):
 			fails = append(fails, fmt.Sprintf("mean PSNR-Y drop vs ground truth %.4f dB is above the maximum %.4f dB", *r.PSNRGTDrop, *g.MaxDrop))
 		}
+	}
+	if g.MinSpeedup != nil && !(r.Speedup >= *g.MinSpeedup) {
+		fails = append(fails, fmt.Sprintf("speed-up %.2fx is below the minimum %.2fx", r.Speedup, *g.MinSpeedup))
 	}
 	if len(fails) == 0 {
 		return nil
@@ -188,6 +198,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "latency %dx%d LR, median of %d runs: fp32 %.1f ms, quantized %.1f ms, speed-up %.2fx\n",
 		r.Size, r.Size, r.Runs, r.LatencyMS.FP32, r.LatencyMS.Quantized, r.Speedup)
+	if r.Slower() {
+		fmt.Fprintf(&b, "warning: the quantized model is slower than FP32 here (%s, %s): what runs in float and the conversions around it cost more than the int8 convs save\n", r.EP, threadsText(r.Threads))
+	}
 	if r.Int8Conv != nil {
 		fmt.Fprintf(&b, "int8 coverage (ORT's optimized graph on %s): %s\n", r.EP, r.Int8Conv)
 		if f := r.Int8Conv.Float; len(f) > 0 {

@@ -42,6 +42,8 @@ func TestCheckGates(t *testing.T) {
 	hr := newReport([]ImageResult{{Image: "a", PSNRvsFP32: 45, PSNRGT: &Pair{30, 29.8}, SSIMGT: &Pair{0.9, 0.9}}}, true)
 	lr := newReport([]ImageResult{{Image: "a", PSNRvsFP32: 45}}, false)
 	same := newReport([]ImageResult{{Image: "a", PSNRvsFP32: MaxPSNR}}, false)
+	fast, slow := newReport(nil, false), newReport(nil, false)
+	fast.Speedup, slow.Speedup = 2.5, 0.8
 	tests := []struct {
 		name string
 		r    *Report
@@ -56,6 +58,8 @@ func TestCheckGates(t *testing.T) {
 		{"max drop missed", hr, Gates{MaxDrop: f(0.1)}, "drop vs ground truth 0.2000 dB is above the maximum 0.1000 dB"},
 		{"max drop needs HR", lr, Gates{MaxDrop: f(1)}, "needs ground-truth images"},
 		{"both fail, both named", hr, Gates{MinPSNR: f(50), MaxDrop: f(0)}, "below the minimum 50.00 dB; mean PSNR-Y drop"},
+		{"min speed-up met", fast, Gates{MinSpeedup: f(1)}, ""},
+		{"min speed-up missed", slow, Gates{MinSpeedup: f(1)}, "speed-up 0.80x is below the minimum 1.00x"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +119,12 @@ func TestWriteTable(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	assert.Regexp(t, `(?m)^mean +523\.25 +39\.20 +39\.15 +-0\.05`, out)
+	assert.NotContains(t, out, "slower than FP32")
+
+	r.LatencyMS, r.Speedup = Pair{500, 550}, 0.909
+	b.Reset()
+	require.NoError(t, r.WriteTable(&b))
+	assert.Contains(t, b.String(), "warning: the quantized model is slower than FP32 here (cpu, 2 threads)")
 
 	r.Int8Conv.Float = []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"}
 	b.Reset()

@@ -36,7 +36,7 @@ type quantizeOpts struct {
 	percentile, equalize, budgetBits  float64
 	skip, floatOps                    []string
 	patches, patchSize, batch         int
-	threads                           int
+	threads, speedCheck               int
 	seed                              int64
 	calibLR, externalData, tune       bool
 	biasCorrection, rotate            bool
@@ -44,6 +44,11 @@ type quantizeOpts struct {
 	verbose                           bool
 	probe                             probeFlags
 }
+
+// defaultSpeedCheck is the LR side of the speed check after quantizing:
+// large enough that the convs, not per-run overheads, decide the ratio,
+// small enough to cost seconds on EDSR x4.
+const defaultSpeedCheck = 96
 
 func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	def := quant.DefaultConfig()
@@ -78,6 +83,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's default)")
 	o.probe.register(fs, "")
 	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
+	fs.IntVar(&o.speedCheck, "speed-check", defaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
 	return func(a *app, args []string) error {
@@ -168,6 +174,9 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 			return cfg, fmt.Errorf("%s %d: want a positive integer", f.name, f.v)
 		}
 	}
+	if o.speedCheck < 0 {
+		return cfg, fmt.Errorf("--speed-check %d: want 0 (skip) or a positive LR side in pixels", o.speedCheck)
+	}
 	if o.threads < 0 {
 		return cfg, fmt.Errorf("--threads %d: want 0 (ONNX Runtime's default) or more", o.threads)
 	}
@@ -251,17 +260,25 @@ func (a *app) quantize(o *quantizeOpts) error {
 		fmt.Fprintln(a.stderr, s)
 	}
 	res, err := srq.Quantize(a.ctx, srq.QuantizeOptions{Model: o.model, Images: imgs, Out: o.out, ExternalData: o.externalData,
-		Config: cfg, Log: log, Progress: bar.Report})
+		Config: cfg, Log: log, Progress: bar.Report, SpeedCheck: o.speedCheck})
 	bar.Done()
 	if err != nil {
 		return err
 	}
 	if o.rangesJSON != "" {
-		if err := writeRangesJSON(o.rangesJSON, o, cfg, res); err != nil {
+		if err := writeRangesJSON(o.rangesJSON, o, cfg, res.Result); err != nil {
 			return err
 		}
 	}
-	printQuantizeSummary(a.stdout, o, cfg, res, time.Since(start))
+	printQuantizeSummary(a.stdout, o, cfg, res.Result, time.Since(start))
+	if sp := res.Speed; sp != nil {
+		fmt.Fprintf(a.stdout, "speed     %dx%d LR, median of %d runs: fp32 %.1f ms, quantized %.1f ms, %.2fx (a quick check; srq verify reports speed)\n",
+			sp.Size, sp.Size, sp.Quantized.Runs, sp.FP32.MedianMS, sp.Quantized.MedianMS, sp.Speedup)
+		if sp.Slower() {
+			fmt.Fprintf(a.stderr, "warning: %s is slower than the FP32 model on this machine (%.2fx at %dx%d): what stays float and the conversions around it cost more than its int8 convs save; see srq verify's int8 coverage\n",
+				o.out, sp.Speedup, sp.Size, sp.Size)
+		}
+	}
 	return nil
 }
 
@@ -341,7 +358,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 	if res.Tuning != nil {
 		tuning = fmt.Sprintf(", tuning %s", res.Tuning.Time.Round(time.Millisecond))
 	}
-	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, total %s (with loading, saving and ORT's check of the written model)\n",
+	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, total %s (with loading, saving, ORT's check of the written model and the speed check)\n",
 		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, tuning,
 		res.RewriteTime.Round(time.Millisecond), total.Round(time.Millisecond))
 }

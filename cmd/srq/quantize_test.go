@@ -89,7 +89,7 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"layer that cannot be exact in int8", []string{"--method", "dual", "--bits", "w6a6", "--encoding", "shared-grid"}, `: --encoding shared-grid: layer "/body/body.`},
 		{"layer encoding of no such layer", []string{"--bits", "w4a4", "--layer-encoding", "/nope/Conv=simulate"}, `--layer-encoding: no low-bit or dual-region Conv named /nope/Conv`},
 		{"layer encoding without a value", []string{"--layer-encoding", "/head/Conv"}, `--layer-encoding "/head/Conv": want NODE=ENCODING`},
-		{"tuning a low-bit setting", []string{"--tune", "--bits", "w4a4"}, `--tune tunes percentiles of w8a8 ranges`},
+		{"tuning on too few patches", []string{"--tune", "--bits", "w4a4"}, "tuning needs at least 20 calibration patches (16 held out), got 8"},
 		{"malformed bits", []string{"--bits", "int8"}, `--bits: bits "int8": want wNaM`},
 		{"bad weights", []string{"--weights", "per-row"}, `--weights "per-row": want per-channel or per-tensor`},
 		{"bad weight method", []string{"--weight-method", "kl"}, `--weight-method "kl": want mse or minmax`},
@@ -100,6 +100,7 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"bad patch size", []string{"--patch-size", "-4"}, "--patch-size -4"},
 		{"bad batch", []string{"--batch", "0"}, "--batch 0"},
 		{"bad threads", []string{"--threads", "-1"}, "--threads -1"},
+		{"bad speed check", []string{"--speed-check", "-1"}, "--speed-check -1"},
 		{"bad input range", []string{"--input-range", "2"}, "--input-range 2: want 1 or 255"},
 		{"wrong scale", []string{"--scale", "3"}, "scale 3 requested"},
 		{"unknown skip", []string{"--skip", "/head/Conv,/nope/Conv"}, "--skip: no quantizable node named /nope/Conv"},
@@ -171,6 +172,7 @@ func TestQuantizeCLI(t *testing.T) {
 		"skipped   2:\n  /Add (long skip kept precise)\n  /head/Conv_skip (long skip kept precise)\n",
 		"time      calibration ",
 		"(8 patches of 32x32)",
+		"speed     96x96 LR, median of 3 runs: fp32 ",
 	} {
 		assert.Contains(t, stdout, want)
 	}

@@ -23,7 +23,7 @@ import (
 )
 
 // verifyFlags wires `srq verify` to verify.Run. Exit codes: 0 when every
-// gate passes, 1 (gateError) when --min-psnr or --max-drop is missed — the
+// gate passes, 1 (gateError) when --min-psnr, --max-drop or --min-speedup is missed — the
 // report is still printed and written, so CI keeps the numbers —, and 2 on
 // bad input or a failure to run, with nothing written.
 func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
@@ -39,6 +39,7 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	jsonPath := fs.String("json", "", "also write the JSON report to FILE (atomically; written even when a gate fails); - writes it to stdout and the table to stderr. An infinite PSNR (identical outputs) is written as 999")
 	minPSNR := fs.Float64("min-psnr", 0, "quality gate: exit 1 when the mean PSNR-Y of the quantized output against the FP32 output (dB) is below this")
 	maxDrop := fs.Float64("max-drop", 0, "quality gate (needs --hr): exit 1 when the mean ground-truth PSNR-Y drop, FP32 minus quantized (dB), is above this")
+	minSpeedup := fs.Float64("min-speedup", 0, "speed gate: exit 1 when the quantized model's speed-up over FP32 (median latency, this machine and --ep) is below this, e.g. 1 to refuse a model slower than FP32")
 	report := fs.String("report", "", "also write a self-contained HTML report to DIR/index.html (DIR is created if missing; written even when a gate fails): summary, per image the window where the quantized output differs most as zoomed crops with |ΔY| heat maps, per-layer charts from the quantized model's metadata")
 	calibDir := fs.String("calib", "", "with --report: calibration images; the report then also shows histograms of the FP32 model's Conv inputs, cut and marked as the quantized model was calibrated")
 	var pf probeFlags
@@ -148,6 +149,9 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		}
 		if fs.Changed("max-drop") {
 			g.MaxDrop = maxDrop
+		}
+		if fs.Changed("min-speedup") {
+			g.MinSpeedup = minSpeedup
 		}
 		if err := r.Check(g); err != nil {
 			return &gateError{msg: err.Error()}

@@ -173,6 +173,8 @@ func TestVerifyCLI(t *testing.T) {
 		{"min-psnr missed", []string{"--images", f.lr, "--min-psnr", "500"}, exitGate, "below the minimum 500.00 dB"},
 		{"max-drop met", []string{"--images", f.hr, "--hr", "--max-drop", "10"}, exitOK, ""},
 		{"max-drop missed", []string{"--images", f.hr, "--hr", "--max-drop", "-10"}, exitGate, "above the maximum -10.0000 dB"},
+		{"min-speedup met", []string{"--images", f.lr, "--min-speedup", "0.01"}, exitOK, ""},
+		{"min-speedup missed", []string{"--images", f.lr, "--min-speedup", "1000"}, exitGate, "below the minimum 1000.00x"},
 	}
 	for _, tc := range gates {
 		t.Run(tc.name, func(t *testing.T) {
