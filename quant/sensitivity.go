@@ -35,6 +35,10 @@ type SensitivityResult struct {
 	// Spearman is the rank correlation between the two measures (sensitive
 	// means low PSNR and high score, so agreement is positive).
 	Spearman float64 `json:"spearman"`
+	// SpearmanLowBit is the same over the layers at the low width only:
+	// the score knows nothing of bits, so the 8-bit first and last Convs
+	// (wide inputs, little error) can hide how well it ranks the rest.
+	SpearmanLowBit float64 `json:"spearman_low_bit"`
 }
 
 // sensitivityPatches bounds the patches each single-layer model runs on:
@@ -79,11 +83,14 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	}
 	res := &SensitivityResult{Patches: patches, Layers: ls}
 	scores(res.Layers)
-	psnrs, ss := make([]float64, len(res.Layers)), make([]float64, len(res.Layers))
-	for i, l := range res.Layers {
-		psnrs[i], ss[i] = -l.PSNR, l.Score
+	var psnrs, ss, lowPSNRs, lowSS []float64
+	for _, l := range res.Layers {
+		psnrs, ss = append(psnrs, -l.PSNR), append(ss, l.Score)
+		if l.Bits == cfg.Bits.A {
+			lowPSNRs, lowSS = append(lowPSNRs, -l.PSNR), append(lowSS, l.Score)
+		}
 	}
-	res.Spearman = spearman(psnrs, ss)
+	res.Spearman, res.SpearmanLowBit = spearman(psnrs, ss), spearman(lowPSNRs, lowSS)
 	sort.SliceStable(res.Layers, func(i, j int) bool { return res.Layers[i].PSNR < res.Layers[j].PSNR })
 	return res, nil
 }

@@ -54,19 +54,38 @@ type benchSetting struct {
 	method  quant.Method
 	variant string
 	apply   func(*quant.Config) // the variant's change, if any
+	// everyModel runs the variant on every model, not only the
+	// --variants-for ones, unless --tune-every-model=false.
+	everyModel bool
 }
 
-// benchVariants are the extra settings run on the --variants-for models at
-// W4A4: the strict bit accounting, per-tensor weights (the paper's) and the
-// simulate encoding, each against the default dual row.
+// benchVariants are the extra settings, mostly at W4A4: the strict bit
+// accounting, per-tensor weights (the paper's) and the simulate encoding,
+// each against the default dual row, and the tuning ablation (tuning alone,
+// dual + tuning, bias correction, mixed precision at the same mean bits,
+// rotation). They run on the --variants-for models; dual + tuning at W4A4
+// runs on every model (--tune-every-model).
 var benchVariants = []benchSetting{
-	{quant.Bits{W: 4, A: 4}, quant.Dual, "strict accounting", func(c *quant.Config) { c.Accounting = qdq.Strict }},
-	{quant.Bits{W: 6, A: 6}, quant.Dual, "strict accounting", func(c *quant.Config) { c.Accounting = qdq.Strict }},
-	{quant.Bits{W: 4, A: 4}, quant.Dual, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
-	{quant.Bits{W: 4, A: 4}, quant.Percentile, "per-tensor weights", func(c *quant.Config) { c.PerTensorWeights = true }},
-	{quant.Bits{W: 4, A: 4}, quant.Dual, "simulate encoding", func(c *quant.Config) { c.Encoding = passes.EncodingSimulate }},
-	{quant.Bits{W: 4, A: 4}, quant.Dual, "breakpoint search", func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: calib.BPSearch} }},
+	{bits: w4a4, method: quant.Dual, variant: "strict accounting", apply: func(c *quant.Config) { c.Accounting = qdq.Strict }},
+	{bits: w6a6, method: quant.Dual, variant: "strict accounting", apply: func(c *quant.Config) { c.Accounting = qdq.Strict }},
+	{bits: w4a4, method: quant.Dual, variant: "per-tensor weights", apply: func(c *quant.Config) { c.PerTensorWeights = true }},
+	{bits: w4a4, method: quant.Percentile, variant: "per-tensor weights", apply: func(c *quant.Config) { c.PerTensorWeights = true }},
+	{bits: w4a4, method: quant.Dual, variant: "simulate encoding", apply: func(c *quant.Config) { c.Encoding = passes.EncodingSimulate }},
+	{bits: w4a4, method: quant.Dual, variant: "breakpoint search", apply: func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: calib.BPSearch} }},
+	{bits: w4a4, method: quant.Percentile, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }},
+	{bits: w4a4, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }, everyModel: true},
+	{bits: w4a4, method: quant.Dual, variant: "tune + bias correction", apply: func(c *quant.Config) { c.Tune, c.BiasCorrection = true, true }},
+	{bits: w4a4, method: quant.Dual, variant: "strict accounting + tune", apply: func(c *quant.Config) { c.Accounting, c.Tune = qdq.Strict, true }},
+	{bits: w4a4, method: quant.Dual, variant: "mixed precision, budget 4 bits", apply: func(c *quant.Config) { c.BudgetBits = 4 }},
+	{bits: w4a4, method: quant.Dual, variant: "rotate", apply: func(c *quant.Config) { c.Rotate = true }},
+	{bits: w4a4, method: quant.Dual, variant: "rotate + tune", apply: func(c *quant.Config) { c.Rotate, c.Tune = true, true }},
+	{bits: w6a6, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }},
 }
+
+var (
+	w4a4 = quant.Bits{W: 4, A: 4}
+	w6a6 = quant.Bits{W: 6, A: 6}
+)
 
 func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	models := fs.String("models", "../shared/models", "folder of FP32 .onnx models")
@@ -75,7 +94,8 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	sets := fs.StringSlice("sets", []string{"Set5", "Set14", "B100"}, "benchmark sets inside --data")
 	bits := fs.StringSlice("bits", []string{"w8a8", "w6a6", "w4a4"}, "bit-width settings")
 	methods := fs.StringSlice("methods", []string{"minmax", "percentile", "mse", "dual"}, "activation range methods")
-	variantsFor := fs.StringSlice("variants-for", []string{"edsr_x4.onnx"}, "models that also get the variant rows (strict accounting, per-tensor weights, simulate encoding, breakpoint search)")
+	variantsFor := fs.StringSlice("variants-for", []string{"edsr_x4.onnx"}, "models that also get the variant rows (strict accounting, per-tensor weights, simulate encoding, breakpoint search, the tuning ablation)")
+	tuneEvery := fs.Bool("tune-every-model", true, "also run W4A4 dual + tune on every model")
 	sizes := fs.IntSlice("sizes", []int{256}, "LR sizes for latency")
 	threads := fs.Int("threads", 2, "intra-op threads for every session")
 	runs := fs.Int("runs", verify.RecommendedRuns, "timed runs per latency measurement")
@@ -138,9 +158,11 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		var rows []*benchRow
 		start := time.Now()
 		for _, p := range paths {
-			settings := grid
-			if slices.Contains(*variantsFor, filepath.Base(p)) {
-				settings = append(slices.Clone(grid), benchVariants...)
+			settings := slices.Clone(grid)
+			for _, v := range benchVariants {
+				if v.everyModel && *tuneEvery || slices.Contains(*variantsFor, filepath.Base(p)) {
+					settings = append(settings, v)
+				}
 			}
 			r, err := benchModel(a, p, calibImgs, *data, *sets, settings, *sizes, *threads, *runs, *patches)
 			if err != nil {
@@ -346,6 +368,7 @@ func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, 
 		def.LongSkip, patches, def.PatchSize, def.PatchSize, def.Seed)
 	fmt.Fprintf(&b, "\"WxAy\": the weights and the input of every Conv but the first and last at x and y bits; the other tensors (residual Adds, Conv outputs, the model output) stay 8-bit. `dual` is the outlier-aware dual-region quantizer on those Conv inputs (reference accounting: a y-bit dense grid plus (y−1)-bit tails; breakpoint %s) with 8-bit percentile %g carriers; the uniform methods use their range at y bits. Encoding int8: ORT runs the Convs on its int8 kernels with the exact levels where they fit one 8-bit grid, in float otherwise (\"forms\").\n\n",
 		def.Breakpoint, def.Percentile)
+	fmt.Fprintf(&b, "Variant rows change one thing against the default row of their bits and method: `tune` is `--tune` (each Conv's input quantizer and GPTQ weight rounding fitted layer by layer to the FP32 network's features on the calibration patches, a stage kept only where held-out patches agree; its time is in \"quantize s\"), `bias correction` is `--bias-correction`, `mixed precision` is `--budget-bits` (per-layer widths from measured sensitivity, same MAC-weighted mean bits), `rotate` is `--rotate` (Hadamard rotation of the residual streams' channel spaces).\n\n")
 	fmt.Fprintf(&b, "- machine: %s, %d logical CPUs, flags: %s\n", cpu.Model, runtime.NumCPU(), strings.Join(cpu.Flags, " "))
 	fmt.Fprintf(&b, "- ONNX Runtime %s, CPU execution provider, %d intra-op threads; latency = median of %d runs after warm-up, FP32 and int8 alternated\n", ort.Version(), threads, runs)
 	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the quantized output against the FP32 output\n")

@@ -29,7 +29,7 @@ func TestBenchLowBit(t *testing.T) {
 
 	code, out, errOut := runSRQ("bench", "--models", models, "--data", filepath.Join(dir, "data"), "--sets", "Tiny",
 		"--calib", tdImages, "--bits", "w4a4", "--methods", "percentile,dual", "--sizes", "32", "--runs", "1",
-		"--patches", "4", "--threads", "2", "--out", md, "--json", js)
+		"--patches", "4", "--threads", "2", "--tune-every-model=false", "--out", md, "--json", js)
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, out, "wrote "+md+" (2 rows")
 	b, err := os.ReadFile(md)

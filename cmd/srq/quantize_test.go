@@ -279,7 +279,7 @@ func TestSensitivity(t *testing.T) {
 		"--threads", "2", "--json", js, "--plot", plot)
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, out, "layer sensitivity of "+tdModel+" at w4a4 dual")
-	assert.Regexp(t, `rank correlation \(Spearman\) of the two measures: [+-]\d\.\d\d`, out)
+	assert.Regexp(t, `rank correlation \(Spearman\) of the two measures: [+-]\d\.\d\d \(layers at 4 bits only: [+-]\d\.\d\d\)`, out)
 	var r struct {
 		Layers []struct {
 			Conv  string  `json:"conv"`

@@ -207,7 +207,7 @@ func TestBenchReport(t *testing.T) {
 
 	code, out, errOut := runSRQ("bench", "--models", models, "--data", filepath.Join(dir, "data"), "--sets", "Tiny",
 		"--calib", tdImages, "--bits", "w8a8,w4a4", "--methods", "percentile,dual", "--sizes", "32", "--runs", "1",
-		"--patches", "4", "--threads", "2", "--out", md, "--report", report)
+		"--patches", "4", "--threads", "2", "--tune-every-model=false", "--out", md, "--report", report)
 	require.Equal(t, exitOK, code, errOut)
 	page := filepath.Join(report, htmlpage.Index)
 	assert.Contains(t, out, "wrote "+page+"\n")

@@ -169,7 +169,7 @@ func printSensitivity(w io.Writer, o *sensitivityOpts, cfg quant.Config, res *qu
 	for _, l := range res.Layers {
 		fmt.Fprintf(w, "  %-*s  %4d  %9.2f  %10.4g  %9.3g\n", width, l.Conv, l.Bits, l.PSNR, l.InputStd, l.Score)
 	}
-	fmt.Fprintf(w, "rank correlation (Spearman) of the two measures: %+.2f\n", res.Spearman)
+	fmt.Fprintf(w, "rank correlation (Spearman) of the two measures: %+.2f (layers at %d bits only: %+.2f)\n", res.Spearman, cfg.Bits.A, res.SpearmanLowBit)
 }
 
 // writeSensitivityPlot draws the per-layer PSNR, most sensitive on top.
