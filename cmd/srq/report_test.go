@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"image"
 	"image/png"
 	"os"
@@ -36,8 +37,9 @@ func needChromium(t *testing.T) string {
 
 // chromium runs headless Chromium on a local page with what it may need
 // and no more: no GPU, no network services, a fresh profile. mode is
-// --dump-dom (the DOM after the load event, on stdout) or --screenshot=PNG.
-func chromium(t *testing.T, bin, page, mode string) string {
+// --dump-dom (the DOM after the load event, on stdout) or --screenshot=PNG;
+// the window is 1280 pixels wide and height high.
+func chromium(t *testing.T, bin, page, mode string, height int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -45,7 +47,7 @@ func chromium(t *testing.T, bin, page, mode string) string {
 	require.NoError(t, err)
 	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
-		"--window-size=1280,3000", mode, "file://"+abs)
+		fmt.Sprintf("--window-size=1280,%d", height), mode, "file://"+abs)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Run(), "chromium %s: %s", mode, errb.String())
@@ -57,10 +59,11 @@ var dataImages = regexp.MustCompile(`<body[^>]*\bdata-images="(\d+)/(\d+)"`)
 // browserCheck opens page in Chromium: every image must have decoded
 // (the page's load script counts them into <body data-images>), at least
 // min of them, and the screenshot must show something. It returns the
-// screenshot's path (kept in $SRQ_REPORT_SHOTS, if set, for looking at).
-func browserCheck(t *testing.T, bin, page string, min int, name string) string {
+// screenshot's path (kept in $SRQ_REPORT_SHOTS, if set, for looking at),
+// the top height pixels of the page.
+func browserCheck(t *testing.T, bin, page string, min int, name string, height int) string {
 	t.Helper()
-	dom := chromium(t, bin, page, "--dump-dom")
+	dom := chromium(t, bin, page, "--dump-dom", height)
 	m := dataImages.FindStringSubmatch(dom)
 	require.NotNil(t, m, "no data-images attribute after load: the script did not run")
 	loaded, _ := strconv.Atoi(m[1])
@@ -73,13 +76,13 @@ func browserCheck(t *testing.T, bin, page string, min int, name string) string {
 		dir = t.TempDir()
 	}
 	shot := filepath.Join(dir, name+".png")
-	chromium(t, bin, page, "--screenshot="+shot)
+	chromium(t, bin, page, "--screenshot="+shot, height)
 	f, err := os.Open(shot)
 	require.NoError(t, err)
 	defer f.Close()
 	im, err := png.Decode(f)
 	require.NoError(t, err)
-	assert.Equal(t, image.Rect(0, 0, 1280, 3000), im.Bounds())
+	assert.Equal(t, image.Rect(0, 0, 1280, height), im.Bounds())
 	assert.Greater(t, colours(im), 200, "the screenshot shows the page, not a blank window")
 	return shot
 }
@@ -154,7 +157,42 @@ func TestVerifyReportInChromium(t *testing.T) {
 	assert.Equal(t, 2*7+1+37, strings.Count(s, "<img "))
 
 	bin := needChromium(t)
-	browserCheck(t, bin, page, 2*7+1+37, "verify")
+	browserCheck(t, bin, page, 2*7+1+37, "verify", 3000)
+}
+
+// TestVerifyReportEDSRx4Set5: the report of the shared EDSR x4 at W4A4
+// dual on Set5 (ground truth) is self-contained, names every image and
+// renders in headless Chromium with every image loaded.
+func TestVerifyReportEDSRx4Set5(t *testing.T) {
+	needORT(t)
+	if testing.Short() {
+		t.Skip("slow: EDSR x4 on Set5")
+	}
+	model := needShared(t, "models/edsr_x4.onnx")
+	set5 := needShared(t, "data/Set5")
+	dir := t.TempDir()
+	q := filepath.Join(dir, "edsr_x4_w4a4.onnx")
+	code, _, errOut := runSRQ("quantize", "--model", model, "--calib", needShared(t, "images"), "--bits", "w4a4", "--method", "dual",
+		"--patches", "16", "--patch-size", "48", "--threads", "2", "--speed-check", "0", "--out", q)
+	require.Equal(t, exitOK, code, errOut)
+
+	report := filepath.Join(dir, "report")
+	code, out, errOut := runSRQ("verify", "--model", model, "--quantized", q, "--images", set5, "--hr", "--runs", "1", "--size", "32",
+		"--threads", "2", "--report", report)
+	require.Equal(t, exitOK, code, errOut)
+	page := filepath.Join(report, htmlpage.Index)
+	assert.Contains(t, out, "wrote "+page+"\n")
+	b, err := os.ReadFile(page)
+	require.NoError(t, err)
+	s := string(b)
+	checkSelfContained(t, s)
+	for _, want := range []string{"baby.png", "bird.png", "butterfly.png", "head.png", "woman.png",
+		"<th>bits</th><td>w4a4</td>", "<th>method</th><td>dual</td>", "PSNR-Y vs ground truth", "Y levels", `alt="codes per Conv input"`} {
+		assert.Contains(t, s, want)
+	}
+	// 5 images × (3 crops, heat map, colour bar, 2 thumbnails), the codes chart.
+	assert.Equal(t, 5*7+1, strings.Count(s, "<img "))
+	browserCheck(t, needChromium(t), page, 5*7+1, "edsr_x4_set5", 6000) // down to the codes chart
 }
 
 func TestVerifyReportRefuses(t *testing.T) {
@@ -230,7 +268,7 @@ func TestBenchReport(t *testing.T) {
 	assert.Equal(t, strings.Count(string(mdText), "\n| edsr_x2 |"), strings.Count(s, "<tr><td>edsr_x2</td>"))
 
 	if bin, err := exec.LookPath("chromium"); err == nil {
-		browserCheck(t, bin, page, 1, "bench")
+		browserCheck(t, bin, page, 1, "bench", 3000)
 	}
 }
 
