@@ -13,21 +13,24 @@ import (
 
 	"github.com/srquant/srq/internal/version"
 	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/verify"
 )
 
 // Metadata keys srq writes into a quantized model's metadata_props, so that
 // a model found on disk says how it was made: which srq, with which
 // settings, calibrated on which images, and what it chose per layer. Values
 // are JSON except MetaVersion.
+// The report reads them too, so verify (which quant imports) owns the
+// names they share.
 const (
-	MetaVersion     = "srq.version"
-	MetaSetting     = "srq.setting"
-	MetaCalibration = "srq.calibration"
-	MetaLayers      = "srq.layers"
+	MetaVersion     = verify.MetaVersion
+	MetaSetting     = verify.MetaSetting
+	MetaCalibration = verify.MetaCalibration
+	MetaLayers      = verify.MetaLayers
 	MetaRanges      = "srq.ranges"
 	// MetaSensitivity is the per-layer sensitivity (LayerSensitivity) when
 	// a run measured it (mixed precision); reports chart it.
-	MetaSensitivity = "srq.sensitivity"
+	MetaSensitivity = verify.MetaSensitivity
 )
 
 // Setting is the JSON of MetaSetting: every choice that decides a model's

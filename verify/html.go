@@ -17,9 +17,8 @@ import (
 	"github.com/srquant/srq/onnx"
 )
 
-// Metadata keys of a quantized model that the HTML report reads. They are
-// quant's Meta* keys (quant/metadata.go), spelled out here because quant
-// imports verify.
+// Metadata keys of a quantized model that the HTML report reads; quant
+// writes them under the same names (quant.Meta*).
 const (
 	MetaVersion     = "srq.version"
 	MetaSetting     = "srq.setting"

@@ -11,23 +11,31 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// benchFixture lays out a bench in a temporary folder: models/ with the
+// bundled EDSR x2 and data/Tiny/ with one crop of a real photo. It returns
+// the folder, the models folder and the data folder.
+func benchFixture(t *testing.T) (dir, models, data string) {
+	t.Helper()
+	dir = t.TempDir()
+	models, data = filepath.Join(dir, "models"), filepath.Join(dir, "data")
+	require.NoError(t, os.MkdirAll(models, 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(data, "Tiny"), 0o755))
+	abs, err := filepath.Abs(tdModel)
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(abs, filepath.Join(models, "edsr_x2.onnx")))
+	require.NoError(t, os.Rename(writeCrop(t, 150, 60, 96, 96), filepath.Join(data, "Tiny", "chelsea.png")))
+	return dir, models, data
+}
+
 // TestBenchLowBit runs `srq bench` on the committed EDSR x2 with a one-image
 // set: the low-bit table has a row per method with its Δ, the dual row
 // says how its Conv inputs were written, and the JSON holds the numbers.
 func TestBenchLowBit(t *testing.T) {
 	needORT(t)
-	dir := t.TempDir()
-	models, data := filepath.Join(dir, "models"), filepath.Join(dir, "data", "Tiny")
-	require.NoError(t, os.MkdirAll(models, 0o755))
-	require.NoError(t, os.MkdirAll(data, 0o755))
-	abs, err := filepath.Abs(tdModel)
-	require.NoError(t, err)
-	require.NoError(t, os.Symlink(abs, filepath.Join(models, "edsr_x2.onnx")))
-	crop := writeCrop(t, 150, 60, 96, 96)
-	require.NoError(t, os.Rename(crop, filepath.Join(data, "chelsea.png")))
+	dir, models, data := benchFixture(t)
 	md, js := filepath.Join(dir, "BENCH.md"), filepath.Join(dir, "bench.json")
 
-	code, out, errOut := runSRQ("bench", "--models", models, "--data", filepath.Join(dir, "data"), "--sets", "Tiny",
+	code, out, errOut := runSRQ("bench", "--models", models, "--data", data, "--sets", "Tiny",
 		"--calib", tdImages, "--bits", "w4a4", "--methods", "percentile,dual", "--sizes", "32", "--runs", "1",
 		"--patches", "4", "--threads", "2", "--tune-every-model=false", "--out", md, "--json", js)
 	require.Equal(t, exitOK, code, errOut)

@@ -20,8 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/internal/htmlpage"
-	"github.com/srquant/srq/quant"
-	"github.com/srquant/srq/verify"
 )
 
 // needChromium returns Debian's chromium, or skips: the HTML reports are
@@ -119,6 +117,18 @@ func checkSelfContained(t *testing.T, page string) {
 	}
 }
 
+// readPage returns the path and text of the report srq said it wrote
+// into dir, checked self-contained.
+func readPage(t *testing.T, out, dir string) (string, string) {
+	t.Helper()
+	page := filepath.Join(dir, htmlpage.Index)
+	assert.Contains(t, out, "wrote "+page+"\n")
+	b, err := os.ReadFile(page)
+	require.NoError(t, err)
+	checkSelfContained(t, string(b))
+	return page, string(b)
+}
+
 // TestVerifyReportInChromium quantizes the bundled EDSR x2 to W4A4 dual,
 // verifies it on two crops of a real photo with --report and --calib, and
 // opens the page in headless Chromium.
@@ -137,12 +147,7 @@ func TestVerifyReportInChromium(t *testing.T) {
 	code, out, errOut := runSRQ("verify", "--model", tdModel, "--quantized", q, "--images", hr, "--hr", "--runs", "1", "--size", "32",
 		"--threads", "2", "--report", report, "--calib", tdImages)
 	require.Equal(t, exitOK, code, errOut)
-	page := filepath.Join(report, htmlpage.Index)
-	assert.Contains(t, out, "wrote "+page+"\n")
-	b, err := os.ReadFile(page)
-	require.NoError(t, err)
-	s := string(b)
-	checkSelfContained(t, s)
+	page, s := readPage(t, out, report)
 	for _, want := range []string{
 		"PSNR-Y vs FP32 output", "PSNR-Y vs ground truth", "Speed-up", "36/37",
 		"<th>bits</th><td>w4a4</td>", "<th>method</th><td>dual</td>", "<th>patch_size</th><td>32</td>",
@@ -180,12 +185,7 @@ func TestVerifyReportEDSRx4Set5(t *testing.T) {
 	code, out, errOut := runSRQ("verify", "--model", model, "--quantized", q, "--images", set5, "--hr", "--runs", "1", "--size", "32",
 		"--threads", "2", "--report", report)
 	require.Equal(t, exitOK, code, errOut)
-	page := filepath.Join(report, htmlpage.Index)
-	assert.Contains(t, out, "wrote "+page+"\n")
-	b, err := os.ReadFile(page)
-	require.NoError(t, err)
-	s := string(b)
-	checkSelfContained(t, s)
+	page, s := readPage(t, out, report)
 	for _, want := range []string{"baby.png", "bird.png", "butterfly.png", "head.png", "woman.png",
 		"<th>bits</th><td>w4a4</td>", "<th>method</th><td>dual</td>", "PSNR-Y vs ground truth", "Y levels", `alt="codes per Conv input"`} {
 		assert.Contains(t, s, want)
@@ -233,26 +233,14 @@ func TestVerifyReportRefuses(t *testing.T) {
 // page: the tables of BENCHMARKS.md and one chart of PSNR against bits.
 func TestBenchReport(t *testing.T) {
 	needORT(t)
-	dir := t.TempDir()
-	models, data := filepath.Join(dir, "models"), filepath.Join(dir, "data", "Tiny")
-	require.NoError(t, os.MkdirAll(models, 0o755))
-	require.NoError(t, os.MkdirAll(data, 0o755))
-	abs, err := filepath.Abs(tdModel)
-	require.NoError(t, err)
-	require.NoError(t, os.Symlink(abs, filepath.Join(models, "edsr_x2.onnx")))
-	require.NoError(t, os.Rename(writeCrop(t, 150, 60, 96, 96), filepath.Join(data, "chelsea.png")))
+	dir, models, data := benchFixture(t)
 	md, report := filepath.Join(dir, "BENCH.md"), filepath.Join(dir, "html")
 
-	code, out, errOut := runSRQ("bench", "--models", models, "--data", filepath.Join(dir, "data"), "--sets", "Tiny",
+	code, out, errOut := runSRQ("bench", "--models", models, "--data", data, "--sets", "Tiny",
 		"--calib", tdImages, "--bits", "w8a8,w4a4", "--methods", "percentile,dual", "--sizes", "32", "--runs", "1",
 		"--patches", "4", "--threads", "2", "--tune-every-model=false", "--out", md, "--report", report)
 	require.Equal(t, exitOK, code, errOut)
-	page := filepath.Join(report, htmlpage.Index)
-	assert.Contains(t, out, "wrote "+page+"\n")
-	b, err := os.ReadFile(page)
-	require.NoError(t, err)
-	s := string(b)
-	checkSelfContained(t, s)
+	page, s := readPage(t, out, report)
 	for _, want := range []string{
 		"<h2>W8A8</h2>", "<h2>Low bits</h2>", "Quality against activation bits", "Mean PSNR-Y against the ground truth on Tiny",
 		`<th class="num">Tiny FP32</th>`, "<td>edsr_x2</td><td>w4a4</td><td>dual</td>", "34 shared-grid",
@@ -282,14 +270,4 @@ func TestBenchReportNumericCells(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, numeric(tc.cell), tc.cell)
 	}
-}
-
-// TestReportMetadataKeys: verify spells out quant's metadata keys (quant
-// imports verify); they must stay the same.
-func TestReportMetadataKeys(t *testing.T) {
-	assert.Equal(t, quant.MetaVersion, verify.MetaVersion)
-	assert.Equal(t, quant.MetaSetting, verify.MetaSetting)
-	assert.Equal(t, quant.MetaCalibration, verify.MetaCalibration)
-	assert.Equal(t, quant.MetaLayers, verify.MetaLayers)
-	assert.Equal(t, quant.MetaSensitivity, verify.MetaSensitivity)
 }
