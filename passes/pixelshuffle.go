@@ -15,6 +15,8 @@ import (
 //	→ Reshape [N,H·b,W·b,C] → Transpose to NCHW
 //
 // The result is exactly DepthToSpace (a permutation of the same values).
+// CRD order needs the Conv's output channels reordered, which a grouped
+// Conv does not allow: those stay a DepthToSpace.
 // Why: ORT runs int8 Convs channels-last, so a DepthToSpace between two of
 // them costs a layout Transpose on each side plus ORT's element-by-element
 // uint8 DepthToSpace (about a third of EDSR x4's int8 time at 256x256). In
@@ -51,6 +53,11 @@ func (PixelShuffleNHWC) Run(g *graph.Graph) error {
 		}
 		c := o / (b * b)
 		if d.AttrString("mode", "DCR") == "CRD" {
+			if conv.AttrInt("group", 1) != 1 {
+				// Reordering a grouped Conv's output channels would move
+				// them to other groups' inputs (CARN-M's upsampler).
+				continue
+			}
 			if err := toDCR(g, conv, int(c), int(b)); err != nil {
 				return fmt.Errorf("node %q: %w", conv.Name, err)
 			}

@@ -1,6 +1,7 @@
 package passes_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,13 +20,15 @@ func TestPixelShuffleNHWCExact(t *testing.T) {
 		block int64
 		h, w  int64
 		act   string // a channel-wise activation between Conv and DepthToSpace
-	}{{"CRD", 2, 5, 7, ""}, {"DCR", 2, 6, 4, ""}, {"CRD", 3, 4, 3, ""}, {"CRD", 2, 5, 6, "Relu"}, {"DCR", 2, 4, 4, "LeakyRelu"}} {
-		t.Run(tc.mode+tc.act, func(t *testing.T) {
+		group int64
+	}{{"CRD", 2, 5, 7, "", 1}, {"DCR", 2, 6, 4, "", 1}, {"CRD", 3, 4, 3, "", 1}, {"CRD", 2, 5, 6, "Relu", 1}, {"DCR", 2, 4, 4, "LeakyRelu", 1},
+		{"DCR", 2, 5, 6, "Relu", 3}} {
+		t.Run(fmt.Sprintf("%s%s/group%d", tc.mode, tc.act, tc.group), func(t *testing.T) {
 			g := newGraph(3)
-			c := int64(4)
-			weight(g, "w", 0.5, c*tc.block*tc.block, 3, 3, 3)
+			c := int64(3)
+			weight(g, "w", 0.5, c*tc.block*tc.block, 3/tc.group, 3, 3)
 			weight(g, "b", 1, c*tc.block*tc.block)
-			node(g, "conv", "Conv", "x,w,b", "t", pad1)
+			node(g, "conv", "Conv", "x,w,b", "t", pad1, intAttr("group", tc.group))
 			if tc.act != "" {
 				node(g, "act", tc.act, "t", "ta")
 				node(g, "d2s", "DepthToSpace", "ta", "u", intAttr("blocksize", tc.block), strAttr("mode", tc.mode))
@@ -49,7 +52,8 @@ func TestPixelShuffleNHWCExact(t *testing.T) {
 }
 
 // TestPixelShuffleNHWCLeavesOthers: a DepthToSpace whose input is not a
-// Conv with constant weights, or whose Conv output has another reader, stays.
+// Conv with constant weights, whose Conv output has another reader, or
+// whose CRD order would need a grouped Conv's channels reordered, stays.
 func TestPixelShuffleNHWCLeavesOthers(t *testing.T) {
 	g := newGraph(16)
 	node(g, "d2s", "DepthToSpace", "x", "u", intAttr("blocksize", 2), strAttr("mode", "CRD"))
@@ -62,7 +66,11 @@ func TestPixelShuffleNHWCLeavesOthers(t *testing.T) {
 	node(g, "conv3", "Conv", "u,w3", "t3")
 	node(g, "prelu", "PRelu", "t3,slope", "p3") // per-channel: does not commute with the shuffle's reordering
 	node(g, "d2s3", "DepthToSpace", "p3", "v3", intAttr("blocksize", 2))
-	outputs(g, "v", "s", "v3")
+	weight(g, "w4", 0.5, 16, 1, 1, 1)
+	node(g, "conv4", "Conv", "u,w4", "t4", intAttr("group", 4)) // CRD would move channels across groups
+	node(g, "relu4", "Relu", "t4", "r4")
+	node(g, "d2s4", "DepthToSpace", "r4", "v4", intAttr("blocksize", 2), strAttr("mode", "CRD"))
+	outputs(g, "v", "s", "v3", "v4")
 	require.NoError(t, passes.Run(g, passes.PixelShuffleNHWC{}))
-	assert.Equal(t, 3, ops(g)["DepthToSpace"], dump(g))
+	assert.Equal(t, 4, ops(g)["DepthToSpace"], dump(g))
 }

@@ -103,6 +103,7 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	only := fs.StringSlice("only", nil, "model file names to bench (default: all in --models)")
 	out := fs.String("out", "BENCHMARKS.md", "markdown report to write")
 	jsonOut := fs.String("json", "", "also write the raw results as JSON")
+	merge := fs.String("merge", "", "carry the rows of an earlier run's --json FILE for the models this run does not bench (rerun one model, keep the others' rows)")
 	report := fs.String("report", "", "also write a self-contained HTML report to DIR/index.html (DIR is created if missing): the tables and, per model, the first set's PSNR-Y against activation bits with one line per method")
 	return func(a *app, args []string) error {
 		if err := wantArgs(args, 0, "no positional arguments"); err != nil {
@@ -141,6 +142,16 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 				}
 			}
 		}
+		var earlier []*benchRow
+		if *merge != "" { // read before the long run, so a bad file fails at once
+			b, err := os.ReadFile(*merge)
+			if err != nil {
+				return fmt.Errorf("--merge: %w", err)
+			}
+			if err := json.Unmarshal(b, &earlier); err != nil {
+				return fmt.Errorf("--merge %s: %w", *merge, err)
+			}
+		}
 		paths, err := filepath.Glob(filepath.Join(*models, "*.onnx"))
 		if err != nil || len(paths) == 0 {
 			return fmt.Errorf("%s: no .onnx models", *models)
@@ -171,7 +182,12 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			rows = append(rows, r...)
 		}
 		took := time.Since(start)
-		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, *patches, took)
+		carried := ""
+		if *merge != "" {
+			n, models := mergeBenchRows(&rows, earlier)
+			carried = fmt.Sprintf("%d rows (%s) carried over from %s, an earlier run with the same settings", n, strings.Join(models, ", "), *merge)
+		}
+		md := benchMarkdown(rows, *sets, *sizes, *threads, *runs, *patches, took, carried)
 		if err := atomicfile.WriteBytes(*out, []byte(md)); err != nil {
 			return fmt.Errorf("%s: %w", *out, err)
 		}
@@ -360,7 +376,7 @@ func benchQuantized(ctx context.Context, row *benchRow, fm *sr.Model, qdata []by
 // benchMarkdown writes BENCHMARKS.md: the W8A8 table (every method, with
 // latencies), the low-bit table (Δ per set, speed-up, int8 coverage, how
 // the Conv inputs were written), and the variant rows.
-func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, patches int, took time.Duration) string {
+func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, patches int, took time.Duration, carried string) string {
 	var b bytes.Buffer
 	cpu := verify.HostCPU()
 	def := quant.DefaultConfig()
@@ -372,7 +388,11 @@ func benchMarkdown(rows []*benchRow, sets []string, sizes []int, threads, runs, 
 	fmt.Fprintf(&b, "- machine: %s, %d logical CPUs, flags: %s\n", cpu.Model, runtime.NumCPU(), strings.Join(cpu.Flags, " "))
 	fmt.Fprintf(&b, "- ONNX Runtime %s, CPU execution provider, %d intra-op threads; latency = median of %d runs after warm-up, FP32 and int8 alternated\n", ort.Version(), threads, runs)
 	fmt.Fprintf(&b, "- PSNR-Y on 0..255, shave = scale, LR by Pillow-exact bicubic from HR cropped to a multiple of the scale; \"Δ\" = quantized − FP32 vs ground truth; \"vs FP32\" = PSNR-Y of the quantized output against the FP32 output\n")
-	fmt.Fprintf(&b, "- total bench time %s\n", took.Round(time.Second))
+	if carried != "" {
+		fmt.Fprintf(&b, "- %s; bench time of this run %s\n", carried, took.Round(time.Second))
+	} else {
+		fmt.Fprintf(&b, "- total bench time %s\n", took.Round(time.Second))
+	}
 
 	for _, t := range benchTables(rows, sets, sizes) {
 		fmt.Fprintf(&b, "\n## %s\n\n|", t.Title)
@@ -496,4 +516,27 @@ func formsCell(forms map[string]int) string {
 		parts[i] = fmt.Sprintf("%d %s", forms[k], k)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// mergeBenchRows adds to rows the earlier rows whose models rows does not
+// have, keeping the models in name order (each model's rows in their
+// order). It returns how many it added and from which models.
+func mergeBenchRows(rows *[]*benchRow, earlier []*benchRow) (int, []string) {
+	have := map[string]bool{}
+	for _, r := range *rows {
+		have[r.Model] = true
+	}
+	n, models := 0, []string{}
+	for _, r := range earlier {
+		if have[r.Model] {
+			continue
+		}
+		*rows = append(*rows, r)
+		n++
+		if !slices.Contains(models, r.Model) {
+			models = append(models, r.Model)
+		}
+	}
+	slices.SortStableFunc(*rows, func(a, b *benchRow) int { return strings.Compare(a.Model, b.Model) })
+	return n, models
 }

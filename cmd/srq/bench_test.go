@@ -89,3 +89,40 @@ func TestBenchRefuses(t *testing.T) {
 		assertOneLineError(t, code, out, errOut, "srq bench: ", tc.want)
 	}
 }
+
+// TestBenchMerge: --merge carries an earlier run's rows for the models this
+// run does not bench, in model order, and says so.
+func TestBenchMerge(t *testing.T) {
+	needORT(t)
+	dir, models, data := benchFixture(t)
+	md, js := filepath.Join(dir, "BENCH.md"), filepath.Join(dir, "bench.json")
+	args := []string{"bench", "--models", models, "--data", data, "--sets", "Tiny", "--calib", tdImages, "--bits", "w4a4", "--methods", "dual",
+		"--sizes", "32", "--runs", "1", "--patches", "4", "--threads", "2", "--tune-every-model=false", "--out", md}
+	code, _, errOut := runSRQ(append(args, "--json", js)...)
+	require.Equal(t, exitOK, code, errOut)
+
+	var rows []benchRow
+	b, err := os.ReadFile(js)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &rows))
+	require.Len(t, rows, 1)
+	rows = append(rows, rows[0], rows[0])
+	rows[1].Model, rows[2].Model = "a_net.onnx", "edsr_x2.onnx" // the second is benched again: not carried
+	b, err = json.Marshal(rows[1:])
+	require.NoError(t, err)
+	earlier := filepath.Join(dir, "earlier.json")
+	require.NoError(t, os.WriteFile(earlier, b, 0o644))
+
+	code, out, errOut := runSRQ(append(args, "--merge", earlier)...)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Contains(t, out, "(2 rows")
+	b, err = os.ReadFile(md)
+	require.NoError(t, err)
+	text := string(b)
+	assert.Contains(t, text, "1 rows (a_net.onnx) carried over from "+earlier)
+	assert.Less(t, strings.Index(text, "| a_net | w4a4 |"), strings.Index(text, "| edsr_x2 | w4a4 |"), "models in name order")
+
+	code, _, errOut = runSRQ(append(args, "--merge", filepath.Join(dir, "missing.json"))...)
+	assert.Equal(t, exitFailure, code)
+	assert.Contains(t, errOut, "--merge")
+}
