@@ -15,8 +15,8 @@ import (
 //	→ Reshape [N,H·b,W·b,C] → Transpose to NCHW
 //
 // The result is exactly DepthToSpace (a permutation of the same values).
-// CRD order needs the Conv's output channels reordered, which a grouped
-// Conv does not allow: those stay a DepthToSpace.
+// In CRD order the Conv's output channels are reordered to DCR, except in
+// a grouped Conv, where the shuffle reads CRD order itself.
 // Why: ORT runs int8 Convs channels-last, so a DepthToSpace between two of
 // them costs a layout Transpose on each side plus ORT's element-by-element
 // uint8 DepthToSpace (about a third of EDSR x4's int8 time at 256x256). In
@@ -52,17 +52,17 @@ func (PixelShuffleNHWC) Run(g *graph.Graph) error {
 			continue
 		}
 		c := o / (b * b)
-		if d.AttrString("mode", "DCR") == "CRD" {
-			if conv.AttrInt("group", 1) != 1 {
-				// Reordering a grouped Conv's output channels would move
-				// them to other groups' inputs (CARN-M's upsampler).
-				continue
-			}
+		crd := d.AttrString("mode", "DCR") == "CRD"
+		if crd && conv.AttrInt("group", 1) == 1 {
 			if err := toDCR(g, conv, int(c), int(b)); err != nil {
 				return fmt.Errorf("node %q: %w", conv.Name, err)
 			}
+			crd = false
 		}
-		shuffle(g, d, b, c)
+		// A grouped Conv's output channels cannot be reordered (they would
+		// move to other groups' inputs: CARN-M's upsampler), so CRD order
+		// stays and the shuffle gathers it.
+		shuffle(g, d, b, c, crd)
 	}
 	return nil
 }
@@ -126,9 +126,11 @@ func toDCR(g *graph.Graph, conv *graph.Node, c, b int) error {
 	return nil
 }
 
-// shuffle replaces DepthToSpace d (DCR order, block b, C output channels)
-// with the channels-last chain.
-func shuffle(g *graph.Graph, d *graph.Node, b, c int64) {
+// shuffle replaces DepthToSpace d (block b, C output channels) with the
+// channels-last chain. In DCR order the NHWC input splits as [b, b, C] and
+// the shuffle moves runs of b·C bytes; in CRD order it splits as [C, b, b]
+// and the shuffle gathers single bytes, slower but still channels-last.
+func shuffle(g *graph.Graph, d *graph.Node, b, c int64, crd bool) {
 	x, y := d.Inputs[0], d.Outputs[0]
 	base := d.Name
 	if base == "" {
@@ -156,8 +158,12 @@ func shuffle(g *graph.Graph, d *graph.Node, b, c int64) {
 
 	t1, r1, t2, r2 := val("nhwc"), val("split"), val("shuffled"), val("merged")
 	node("Transpose", []string{x}, t1).SetAttrInts("perm", []int64{0, 2, 3, 1})
-	node("Reshape", []string{t1, i64("split_shape", 0, 0, 0, b, b, c)}, r1)
-	node("Transpose", []string{r1}, t2).SetAttrInts("perm", []int64{0, 1, 3, 2, 4, 5})
+	split, perm := []int64{0, 0, 0, b, b, c}, []int64{0, 1, 3, 2, 4, 5} // [N,H,W,i,j,C] → [N,H,i,W,j,C]
+	if crd {
+		split, perm = []int64{0, 0, 0, c, b, b}, []int64{0, 1, 4, 2, 5, 3} // [N,H,W,C,i,j] → [N,H,i,W,j,C]
+	}
+	node("Reshape", []string{t1, i64("split_shape", split...)}, r1)
+	node("Transpose", []string{r1}, t2).SetAttrInts("perm", perm)
 	node("Reshape", []string{t2, target}, r2)
 	node("Transpose", []string{r2}, y).SetAttrInts("perm", []int64{0, 3, 1, 2})
 }

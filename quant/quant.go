@@ -388,7 +388,7 @@ type prepared struct {
 // prepare probes the model's scale and input range, folds the exporter's
 // identities and 1x1 mean shifts, spells PixelShuffle channels-last and
 // spatial means as GlobalAveragePool, folds the input mean shift into the
-// head and builds the float long skip.
+// head, builds the float long skip and widens the image Conv.
 func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepared, error) {
 	probe, err := sr.Open(data, name, ort.Options{Threads: cfg.Threads}, cfg.Probe)
 	if err != nil {
@@ -414,6 +414,14 @@ func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepare
 	if cfg.LongSkip == passes.LongSkipPrecise {
 		if pr.pol.LongSkip, err = passes.PreciseLongSkip(g); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	// The Conv that writes the image is widened for ORT's int8 kernel; a
+	// float one would only do more work.
+	if last := g.Producer(g.Outputs[0].Name); last != nil && cfg.FirstLast != passes.FirstLastFP32 &&
+		!slices.Contains(cfg.Skip, last.Name) && !slices.Contains(cfg.FloatOps, "Conv") {
+		if v := passes.WidenImageConv(g); v != "" {
+			pr.grid[v] = true
 		}
 	}
 	return pr, nil

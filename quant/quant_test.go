@@ -81,6 +81,7 @@ func TestQuantizeEDSR(t *testing.T) {
 	}
 	assert.Equal(t, "image grid", reasons["input_padded"], "the head reads the image itself, padded with the mean")
 	assert.Equal(t, "two-part encoding", reasons["/Add_output_0"], "the upsampler reads the long-skip sum in two parts")
+	assert.Equal(t, "image grid", reasons["output_wide"], "the widened image Conv writes the image grid")
 	assert.Nil(t, res.Tuning, "tuning is off by default")
 
 	t.Run("deterministic", func(t *testing.T) {

@@ -1,0 +1,61 @@
+package passes_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/passes"
+)
+
+// TestWidenImageConv: the image Conv padded to 16 output channels and
+// sliced back computes exactly the same output; a Conv that is grouped,
+// already wide, or not the output's producer is left alone.
+func TestWidenImageConv(t *testing.T) {
+	requireORT(t)
+	g := newGraph(8)
+	weight(g, "w", 0.5, 3, 8, 3, 3)
+	weight(g, "b", 1, 3)
+	node(g, "image", "Conv", "x,w,b", "y", pad1)
+	outputs(g, "y")
+	in := randInput(3, 1, 8, 6, 5)
+	want := runORT(t, g, in)
+
+	v := passes.WidenImageConv(g)
+	require.NotEmpty(t, v)
+	conv := g.Producer(v)
+	require.NotNil(t, conv)
+	wt, ok := g.Const(conv.Inputs[1])
+	require.True(t, ok)
+	assert.Equal(t, []int64{16, 8, 3, 3}, wt.Dims)
+	assert.Equal(t, "Slice", g.Producer("y").OpType)
+	assert.Zero(t, relDiff(t, want, runORT(t, g, in)))
+
+	for name, build := range map[string]func() bool{
+		"grouped": func() bool {
+			g := newGraph(8)
+			weight(g, "w", 0.5, 4, 2, 3, 3)
+			node(g, "c", "Conv", "x,w", "y", pad1, intAttr("group", 4))
+			outputs(g, "y")
+			return passes.WidenImageConv(g) == ""
+		},
+		"wide already": func() bool {
+			g := newGraph(8)
+			weight(g, "w", 0.5, 16, 8, 3, 3)
+			node(g, "c", "Conv", "x,w", "y", pad1)
+			outputs(g, "y")
+			return passes.WidenImageConv(g) == ""
+		},
+		"not a Conv": func() bool {
+			g := newGraph(8)
+			weight(g, "w", 0.5, 12, 8, 3, 3)
+			node(g, "c", "Conv", "x,w", "t", pad1)
+			node(g, "d2s", "DepthToSpace", "t", "y", intAttr("blocksize", 2))
+			outputs(g, "y")
+			return passes.WidenImageConv(g) == ""
+		},
+	} {
+		assert.True(t, build(), name)
+	}
+}
