@@ -31,7 +31,7 @@ demo: setup build
 	$(BIN) verify --model $(MODEL) --quantized $(OUT)/edsr_x2_w8a8.onnx --images $(IMAGES) --hr --size 128 --json $(OUT)/verify.json
 	$(BIN) upscale --model $(OUT)/edsr_x2_w8a8.onnx --hr $(IMAGES)/chelsea.png $(OUT)/chelsea_x2_w8a8.png
 
-# bench: every model in ../shared/models x {minmax, percentile, mse, dual} x {W8A8, W6A6, W4A4}, plus variant and tuning rows -> BENCHMARKS.md (about 2 hours on 2 cores).
+# bench: every model in ../shared/models x {minmax, percentile, mse, dual} x {W8A8, W6A6, W4A4}, plus variant and tuning rows -> BENCHMARKS.md (about an hour on 2 cores).
 bench: setup build
 	@mkdir -p $(OUT)
 	$(BIN) bench --out BENCHMARKS.md --json $(OUT)/bench.json

@@ -36,10 +36,10 @@ func WidenImageConv(g *graph.Graph) string {
 	if err != nil {
 		return ""
 	}
+	var bt *graph.Tensor
 	var b []float32
 	if name := input(conv, 2); name != "" {
-		bt, ok := g.Const(name)
-		if !ok {
+		if bt, ok = g.Const(name); !ok {
 			return ""
 		}
 		if b, err = bt.Float32(); err != nil {
@@ -47,18 +47,9 @@ func WidenImageConv(g *graph.Graph) string {
 		}
 	}
 	o := wt.Dims[0]
-	dims := append([]int64{WidenBlock}, wt.Dims[1:]...)
-	wide := make([]float32, WidenBlock*(int64(len(w))/o))
-	copy(wide, w)
-	wname := g.UniqueName(wt.Name + "_wide")
-	g.SetInitializer(graph.NewFloat32(wname, dims, wide))
-	conv.Inputs[1] = wname
-	if b != nil {
-		wb := make([]float32, WidenBlock)
-		copy(wb, b)
-		bname := g.UniqueName(input(conv, 2) + "_wide")
-		g.SetInitializer(graph.NewFloat32(bname, []int64{WidenBlock}, wb))
-		conv.Inputs[2] = bname
+	conv.Inputs[1] = padRows(g, wt, w)
+	if bt != nil {
+		conv.Inputs[2] = padRows(g, bt, b)
 	}
 	padded := g.UniqueName(out + "_wide")
 	conv.Outputs[0] = padded
@@ -71,4 +62,14 @@ func WidenImageConv(g *graph.Graph) string {
 		Inputs: []string{padded, i64("starts", 0), i64("ends", o), i64("axes", 1)}, Outputs: []string{out}})
 	g.Invalidate()
 	return padded
+}
+
+// padRows writes a copy of t (values v) with its first axis padded with
+// zeros to WidenBlock, and returns the copy's name.
+func padRows(g *graph.Graph, t *graph.Tensor, v []float32) string {
+	wide := make([]float32, WidenBlock*(int64(len(v))/t.Dims[0]))
+	copy(wide, v)
+	name := g.UniqueName(t.Name + "_wide")
+	g.SetInitializer(graph.NewFloat32(name, append([]int64{WidenBlock}, t.Dims[1:]...), wide))
+	return name
 }

@@ -32,30 +32,25 @@ func TestWidenImageConv(t *testing.T) {
 	assert.Equal(t, "Slice", g.Producer("y").OpType)
 	assert.Zero(t, relDiff(t, want, runORT(t, g, in)))
 
-	for name, build := range map[string]func() bool{
-		"grouped": func() bool {
-			g := newGraph(8)
-			weight(g, "w", 0.5, 4, 2, 3, 3)
-			node(g, "c", "Conv", "x,w", "y", pad1, intAttr("group", 4))
-			outputs(g, "y")
-			return passes.WidenImageConv(g) == ""
-		},
-		"wide already": func() bool {
-			g := newGraph(8)
-			weight(g, "w", 0.5, 16, 8, 3, 3)
-			node(g, "c", "Conv", "x,w", "y", pad1)
-			outputs(g, "y")
-			return passes.WidenImageConv(g) == ""
-		},
-		"not a Conv": func() bool {
-			g := newGraph(8)
-			weight(g, "w", 0.5, 12, 8, 3, 3)
-			node(g, "c", "Conv", "x,w", "t", pad1)
-			node(g, "d2s", "DepthToSpace", "t", "y", intAttr("blocksize", 2))
-			outputs(g, "y")
-			return passes.WidenImageConv(g) == ""
-		},
+	for _, tc := range []struct {
+		name  string
+		dims  []int64 // weight of the Conv
+		group int64
+		d2s   bool // a DepthToSpace writes the output
+	}{
+		{"grouped", []int64{4, 2, 3, 3}, 4, false},
+		{"wide already", []int64{16, 8, 3, 3}, 1, false},
+		{"not a Conv", []int64{12, 8, 3, 3}, 1, true},
 	} {
-		assert.True(t, build(), name)
+		g := newGraph(8)
+		weight(g, "w", 0.5, tc.dims...)
+		if tc.d2s {
+			node(g, "c", "Conv", "x,w", "t", pad1, intAttr("group", tc.group))
+			node(g, "d2s", "DepthToSpace", "t", "y", intAttr("blocksize", 2))
+		} else {
+			node(g, "c", "Conv", "x,w", "y", pad1, intAttr("group", tc.group))
+		}
+		outputs(g, "y")
+		assert.Empty(t, passes.WidenImageConv(g), tc.name)
 	}
 }
