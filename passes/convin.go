@@ -77,10 +77,7 @@ func ChooseForm(q qdq.Quantizer, enc Encoding) (Form, string, error) {
 	if _, ok := q.Fine(); ok {
 		return FormShared, "", nil
 	}
-	why := "levels do not fit one 8-bit grid"
-	if d, ok := q.(qdq.Dual); ok {
-		why = fmt.Sprintf("levels span %d dense steps, more than one 8-bit grid's 255", d.FineSpan())
-	}
+	why := fmt.Sprintf("levels span %d fine steps, more than one 8-bit grid's 255", q.FineSpan())
 	if enc == EncodingShared {
 		return "", why, fmt.Errorf("cannot be exact on one 8-bit grid: %s", why)
 	}

@@ -53,7 +53,7 @@ func TestChooseForm(t *testing.T) {
 		{"dual fits", fits, passes.EncodingInt8, passes.FormShared, "", ""},
 		{"dual fits shared", fits, passes.EncodingShared, passes.FormShared, "", ""},
 		{"dual simulate", fits, passes.EncodingSimulate, passes.FormFloat, "", ""},
-		{"dual too wide", wide, passes.EncodingInt8, passes.FormTwoBranch, "dense steps, more than one 8-bit grid's 255: dense and tail Convs summed", ""},
+		{"dual too wide", wide, passes.EncodingInt8, passes.FormTwoBranch, "fine steps, more than one 8-bit grid's 255: dense and tail Convs summed", ""},
 		{"dual too wide shared", wide, passes.EncodingShared, "", "", "cannot be exact on one 8-bit grid: levels span"},
 	}
 	for _, tc := range tests {

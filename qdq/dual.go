@@ -210,7 +210,7 @@ func (d Dual) Levels() []float32 {
 // 255. The fine codes of the dense levels are consecutive; the tail levels
 // are every K-th code beyond them.
 func (d Dual) Fine() (Params, bool) {
-	span := int(d.Dense.QMax-d.Dense.QMin) + (d.NLo+d.NHi)*d.K
+	span := d.FineSpan()
 	if span > 255 {
 		return Params{}, false
 	}
@@ -226,9 +226,27 @@ func (d Dual) FineTails() (lo, hi int32, k int) {
 	return lo, hi, max(d.K, 1)
 }
 
-// FineSpan returns the number of fine steps the levels span (what Fine
-// needs to be at most 255).
+// FineSpan returns the number of dense steps the levels span.
 func (d Dual) FineSpan() int { return int(d.Dense.QMax-d.Dense.QMin) + (d.NLo+d.NHi)*d.K }
+
+// bpFactors scale the breakpoint in Neighbours.
+var bpFactors = []float64{0.6, 0.75, 0.9, 1, 1.1, 1.25, 1.5}
+
+func (d Dual) Neighbours() []Quantizer {
+	bp := float64(max(-d.BPLo(), d.BPHi()))
+	var out []Quantizer
+	for _, f := range bpFactors {
+		spec := d.Spec
+		spec.BP = float32(bp * f)
+		if spec.BP <= 0 || spec.BP >= max(-spec.Lo, spec.Hi) {
+			continue
+		}
+		if n, err := NewDual(spec); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 func (d Dual) String() string {
 	return fmt.Sprintf("dual %d-bit %s [%.4g, %.4g] bp %.4g/%.4g dense step %.4g (%d codes) tail step %dx (%d+%d levels)",

@@ -323,3 +323,45 @@ func TestDualFineTails(t *testing.T) {
 		}
 	}
 }
+
+// Neighbours stay in their kind and width and move only the parameter a
+// search may move: a uniform grid's clip (never past its range, itself
+// included), a dual-region quantizer's breakpoint (its range fixed, each
+// neighbour a different breakpoint inside it).
+func TestNeighbours(t *testing.T) {
+	u, err := NewUniform(-2, 6, 4)
+	require.NoError(t, err)
+	ns := u.Neighbours()
+	require.Len(t, ns, 9)
+	self := false
+	for _, n := range ns {
+		assert.Equal(t, KindUniform, n.Kind())
+		assert.Equal(t, 4, n.Bits())
+		lo, hi := n.(Uniform).Range()
+		step := n.(Uniform).Scale // the grid holds 0 exactly, so its ends move by up to a step
+		assert.True(t, lo >= -2-step && hi <= 6+step, "clip [%g, %g] inside [-2, 6]", lo, hi)
+		self = self || slices.Equal(n.Levels(), u.Levels())
+	}
+	assert.True(t, self, "the uniform grid itself is a neighbour")
+
+	for _, spec := range []DualSpec{
+		{Lo: -3, Hi: 10, BP: 2, Bits: 4, Accounting: Reference},
+		{Lo: -1, Hi: 1, BP: 0.9, Bits: 4, Accounting: Strict},
+	} {
+		d, err := NewDual(spec)
+		require.NoError(t, err)
+		ns := d.Neighbours()
+		require.NotEmpty(t, ns)
+		prev := float32(0)
+		for _, n := range ns {
+			nd := n.(Dual)
+			assert.Equal(t, KindDual, nd.Kind())
+			assert.Equal(t, spec.Bits, nd.Bits())
+			assert.Equal(t, spec.Accounting, nd.Spec.Accounting)
+			assert.Equal(t, [2]float32{spec.Lo, spec.Hi}, [2]float32{nd.Spec.Lo, nd.Spec.Hi})
+			assert.Greater(t, nd.Spec.BP, prev)
+			assert.Less(t, nd.Spec.BP, max(-spec.Lo, spec.Hi))
+			prev = nd.Spec.BP
+		}
+	}
+}

@@ -35,6 +35,14 @@ type Quantizer interface {
 	// in [lo, hi] (the dense region) and every k-th code beyond them, to
 	// the ends of the grid's window. A uniform grid is all dense (k = 1).
 	FineTails() (lo, hi int32, k int)
+	// FineSpan is the number of steps of the finest grid that the levels
+	// span: Fine needs it to be at most 255.
+	FineSpan() int
+	// Neighbours returns quantizers of the same kind and width around this
+	// one, for a search of its free parameters: a uniform grid with each end
+	// of its range pulled in (the clip), a dual-region one with its
+	// breakpoint moved (its range already holds every value).
+	Neighbours() []Quantizer
 	// Bits is the nominal width (the b of a "b-bit" setting).
 	Bits() int
 	// String describes the quantizer in one line for reports.
@@ -110,6 +118,23 @@ func (u Uniform) Parts() []Part               { return []Part{{Params: u.Params}
 func (u Uniform) FakeQuant(x float32) float32 { return u.Params.FakeQuant(x) }
 
 func (u Uniform) FineTails() (lo, hi int32, k int) { return u.QMin, u.QMax, 1 }
+func (u Uniform) FineSpan() int                    { return int(u.QMax - u.QMin) }
+
+// clipFactors scale each end of a uniform range in Neighbours.
+var clipFactors = []float64{0.6, 0.8, 1}
+
+func (u Uniform) Neighbours() []Quantizer {
+	lo, hi := u.Range()
+	var out []Quantizer
+	for _, f := range clipFactors {
+		for _, g := range clipFactors {
+			if n, err := NewUniform(lo*float32(f), hi*float32(g), u.bits); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
 
 func (u Uniform) Fine() (Params, bool) {
 	return u.Params, u.QMin >= 0 && u.QMax <= 255

@@ -61,13 +61,6 @@ const (
 	gptqDamp = 0.01
 )
 
-// bpFactors and clipFactors are the candidates around the calibrated
-// breakpoint (dual-region quantizers) or clip range (uniform ones).
-var (
-	bpFactors   = []float64{0.6, 0.75, 0.9, 1, 1.1, 1.25, 1.5}
-	clipFactors = []float64{0.6, 0.8, 1}
-)
-
 // Tuning reports what tuning did.
 type Tuning struct {
 	Layers  int           `json:"layers"`  // Convs tuned
@@ -301,7 +294,7 @@ func tuneOne(l *tuneLayer, cfg Config) error {
 	// the form (a quantizer that ran on one 8-bit grid keeps doing so).
 	best, bestErr := l.q, l.before
 	_, fits := l.q.Fine()
-	for _, c := range candidates(l.q) {
+	for _, c := range l.q.Neighbours() {
 		if _, ok := c.Fine(); fits && !ok {
 			continue
 		}
@@ -334,35 +327,6 @@ func correctedBias(l *tuneLayer, wq []float32, xq *calib.Windows) []float32 {
 		b[o] = l.b[o] + float32(shift[o])
 	}
 	return b
-}
-
-// candidates are the input quantizers tried around q.
-func candidates(q qdq.Quantizer) []qdq.Quantizer {
-	var out []qdq.Quantizer
-	switch q := q.(type) {
-	case qdq.Dual:
-		bp := float64(max(-q.BPLo(), q.BPHi()))
-		for _, f := range bpFactors {
-			spec := q.Spec
-			spec.BP = float32(bp * f)
-			if spec.BP <= 0 || spec.BP >= max(-spec.Lo, spec.Hi) {
-				continue
-			}
-			if d, err := qdq.NewDual(spec); err == nil {
-				out = append(out, d)
-			}
-		}
-	case qdq.Uniform:
-		lo, hi := q.Range()
-		for _, f := range clipFactors {
-			for _, g := range clipFactors {
-				if u, err := qdq.NewUniform(lo*float32(f), hi*float32(g), q.Bits()); err == nil {
-					out = append(out, u)
-				}
-			}
-		}
-	}
-	return out
 }
 
 // weightOutputError is Σ ||W·x − Ŵ·x̂||² over l's windows.
