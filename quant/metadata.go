@@ -63,7 +63,7 @@ type Setting struct {
 func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
-		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.Rotate, BudgetBits: cfg.BudgetBits}
+		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.rotates(), BudgetBits: cfg.BudgetBits}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
 	}

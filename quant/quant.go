@@ -47,6 +47,29 @@ func ParseMethod(s string) (Method, error) {
 	return "", fmt.Errorf("method %q: want minmax, percentile, mse or dual", s)
 }
 
+// Rotation is the --rotate setting: auto (rotate when tuning), on or off.
+type Rotation string
+
+const (
+	RotateAuto Rotation = "auto"
+	RotateOn   Rotation = "on"
+	RotateOff  Rotation = "off"
+)
+
+// ParseRotation checks a --rotate value.
+func ParseRotation(s string) (Rotation, error) {
+	switch r := Rotation(s); r {
+	case RotateAuto, RotateOn, RotateOff:
+		return r, nil
+	}
+	return "", fmt.Errorf("rotation %q: want auto, on or off", s)
+}
+
+// rotates says whether c rotates the channel spaces.
+func (c Config) rotates() bool {
+	return c.Rotate == RotateOn || (c.Rotate == RotateAuto && c.Tune)
+}
+
 // Bits is a weight/activation bit-width setting such as w8a8.
 type Bits struct{ W, A int }
 
@@ -127,10 +150,13 @@ type Config struct {
 	// at.
 	BudgetBits float64
 
-	// Rotate turns each residual-stream channel space by a Hadamard matrix
-	// before calibration (passes.Rotate): exact, and it spreads a few
-	// outlier channels over all of them.
-	Rotate bool
+	// Rotate says whether each residual-stream channel space is turned by
+	// a Hadamard matrix before calibration (passes.Rotate): exact, and it
+	// spreads a few outlier channels over all of them. RotateAuto (the
+	// default) rotates when tuning: a rotated stream is incoherent, which
+	// is what GPTQ's error feedback needs (QuIP), while on its own, with
+	// calibrated clips only, rotation measured worse on EDSR x4 W4A4.
+	Rotate Rotation
 
 	// Equalize is the strength (alpha) of channel equalization before
 	// calibration, 0 to disable; see passes.Equalize. Measured on EDSR x2
@@ -165,7 +191,7 @@ type Config struct {
 // 0.13/0.09; and the searched breakpoints moved the EDSR x4 result by
 // 0.1 dB between seeds where p99 moved it by 0.05.
 func DefaultConfig() Config {
-	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8,
+	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8, Rotate: RotateAuto,
 		LongSkip: passes.LongSkipPrecise, Accounting: qdq.Reference, Breakpoint: Breakpoint{Method: calib.BPPercentile, Percentile: 99},
 		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8}
 }
@@ -352,6 +378,9 @@ func (c Config) check() error {
 			return fmt.Errorf("bits %s: weight and activation widths must be in %d..%d", c.Bits, MinBits, MaxBits)
 		}
 	}
+	if _, err := ParseRotation(string(c.Rotate)); err != nil {
+		return err
+	}
 	if c.Method == Dual {
 		if _, err := qdq.ParseAccounting(string(c.Accounting)); err != nil {
 			return err
@@ -482,7 +511,7 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 	if c.set, err = calibrationOf(imgs, cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Rotate {
+	if cfg.rotates() {
 		n := 0
 		if err := passes.Run(pr.g, passes.Rotate{Spaces: passes.LinearSpaces(pr.g), Rotated: &n}); err != nil {
 			return nil, fmt.Errorf("%s: %w", pr.name, err)

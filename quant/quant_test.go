@@ -518,7 +518,33 @@ func TestQuantizeTune(t *testing.T) {
 	}
 	assert.Contains(t, meta[quant.MetaLayers], `"tuned":"GPTQ weights`)
 	assert.Contains(t, meta[quant.MetaSetting], `"tune":true`)
+	assert.Contains(t, meta[quant.MetaSetting], `"rotate":true`, "tuning rotates by default")
 
 	_, again := quantizeFile(t, edsrX2, images, cfg)
 	assert.True(t, bytes.Equal(model, again), "tuning is deterministic")
+}
+
+// TestRotation: --rotate auto turns the channel spaces exactly when tuning.
+func TestRotation(t *testing.T) {
+	for _, tc := range []struct {
+		rotate quant.Rotation
+		tune   bool
+		want   bool
+	}{
+		{quant.RotateAuto, false, false},
+		{quant.RotateAuto, true, true},
+		{quant.RotateOn, false, true},
+		{quant.RotateOff, true, false},
+	} {
+		cfg := quant.DefaultConfig()
+		cfg.Rotate, cfg.Tune = tc.rotate, tc.tune
+		assert.Equal(t, tc.want, quant.SettingOf(cfg).Rotate, "--rotate %s, tune %v", tc.rotate, tc.tune)
+	}
+	for _, s := range []string{"auto", "on", "off"} {
+		r, err := quant.ParseRotation(s)
+		require.NoError(t, err)
+		assert.Equal(t, quant.Rotation(s), r)
+	}
+	_, err := quant.ParseRotation("yes")
+	assert.EqualError(t, err, `rotation "yes": want auto, on or off`)
 }

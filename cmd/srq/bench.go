@@ -72,14 +72,14 @@ var benchVariants = []benchSetting{
 	{bits: w4a4, method: quant.Percentile, variant: "per-tensor weights", apply: func(c *quant.Config) { c.PerTensorWeights = true }},
 	{bits: w4a4, method: quant.Dual, variant: "simulate encoding", apply: func(c *quant.Config) { c.Encoding = passes.EncodingSimulate }},
 	{bits: w4a4, method: quant.Dual, variant: "breakpoint search", apply: func(c *quant.Config) { c.Breakpoint = quant.Breakpoint{Method: calib.BPSearch} }},
-	{bits: w4a4, method: quant.Percentile, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }},
-	{bits: w4a4, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }, everyModel: true},
-	{bits: w4a4, method: quant.Dual, variant: "tune + bias correction", apply: func(c *quant.Config) { c.Tune, c.BiasCorrection = true, true }},
-	{bits: w4a4, method: quant.Dual, variant: "strict accounting + tune", apply: func(c *quant.Config) { c.Accounting, c.Tune = qdq.Strict, true }},
+	{bits: w4a4, method: quant.Percentile, variant: "tune", apply: func(c *quant.Config) { c.Tune, c.Rotate = true, quant.RotateOff }},
+	{bits: w4a4, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune, c.Rotate = true, quant.RotateOff }, everyModel: true},
+	{bits: w4a4, method: quant.Dual, variant: "tune + bias correction", apply: func(c *quant.Config) { c.Tune, c.BiasCorrection, c.Rotate = true, true, quant.RotateOff }},
+	{bits: w4a4, method: quant.Dual, variant: "strict accounting + tune", apply: func(c *quant.Config) { c.Accounting, c.Tune, c.Rotate = qdq.Strict, true, quant.RotateOff }},
 	{bits: w4a4, method: quant.Dual, variant: "mixed precision, budget 4 bits", apply: func(c *quant.Config) { c.BudgetBits = 4 }},
-	{bits: w4a4, method: quant.Dual, variant: "rotate", apply: func(c *quant.Config) { c.Rotate = true }},
-	{bits: w4a4, method: quant.Dual, variant: "rotate + tune", apply: func(c *quant.Config) { c.Rotate, c.Tune = true, true }},
-	{bits: w6a6, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune = true }},
+	{bits: w4a4, method: quant.Dual, variant: "rotate", apply: func(c *quant.Config) { c.Rotate = quant.RotateOn }},
+	{bits: w4a4, method: quant.Dual, variant: "rotate + tune", apply: func(c *quant.Config) { c.Rotate, c.Tune = quant.RotateOn, true }, everyModel: true},
+	{bits: w6a6, method: quant.Dual, variant: "tune", apply: func(c *quant.Config) { c.Tune, c.Rotate = true, quant.RotateOff }},
 }
 
 var (

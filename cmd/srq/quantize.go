@@ -39,7 +39,8 @@ type quantizeOpts struct {
 	threads, speedCheck               int
 	seed                              int64
 	calibLR, externalData, tune       bool
-	biasCorrection, rotate            bool
+	biasCorrection                    bool
+	rotate                            string
 	timeBudget                        time.Duration
 	verbose                           bool
 	probe                             probeFlags
@@ -72,7 +73,8 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
 	fs.Float64Var(&o.budgetBits, "budget-bits", def.BudgetBits, "mixed precision: mean width of the low-bit Convs, weighted by MACs (e.g. 4 with --bits w4a4: sensitive layers get more bits, others fewer; 0: off)")
-	fs.BoolVar(&o.rotate, "rotate", def.Rotate, "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels)")
+	fs.StringVar(&o.rotate, "rotate", string(def.Rotate), "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels): auto (with --tune), on or off")
+	fs.Lookup("rotate").NoOptDefVal = string(quant.RotateOn)
 	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
 	fs.IntVar(&o.patches, "patches", def.Patches, "number of calibration patches")
@@ -165,7 +167,10 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if o.equalize < 0 || o.equalize > 1 {
 		return cfg, fmt.Errorf("--equalize %g: want a value in [0, 1]", o.equalize)
 	}
-	cfg.Equalize, cfg.Rotate, cfg.BudgetBits = o.equalize, o.rotate, o.budgetBits
+	if cfg.Rotate, err = quant.ParseRotation(o.rotate); err != nil {
+		return cfg, fmt.Errorf("--rotate: %w", err)
+	}
+	cfg.Equalize, cfg.BudgetBits = o.equalize, o.budgetBits
 	for _, f := range []struct {
 		name string
 		v    int

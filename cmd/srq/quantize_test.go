@@ -84,6 +84,7 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"breakpoint outside the range", []string{"--method", "dual", "--bits", "w4a4", "--breakpoint", "1e6"}, `: --breakpoint 1e+06: breakpoint 1e+06 outside (0, `},
 		{"negative breakpoint", []string{"--method", "dual", "--breakpoint", "-3"}, `--breakpoint: breakpoint "-3": want search, pP (e.g. p99) or a positive number`},
 		{"bad breakpoint percentile", []string{"--method", "dual", "--breakpoint", "p100"}, `--breakpoint: breakpoint "p100": a percentile is pP with 0 < P < 100`},
+		{"bad rotation", []string{"--rotate=yes"}, `--rotate: rotation "yes": want auto, on or off`},
 		{"bad accounting", []string{"--accounting", "paper"}, `--accounting: bit accounting "paper": want reference or strict`},
 		{"bad encoding", []string{"--encoding", "int4"}, `--encoding: encoding "int4": want int8, shared-grid or simulate`},
 		{"layer that cannot be exact in int8", []string{"--method", "dual", "--bits", "w6a6", "--encoding", "shared-grid"}, `: --encoding shared-grid: layer "/body/body.`},
