@@ -13,7 +13,8 @@ import (
 // uses its weights rounded to a Weights grid, stored back as float. The
 // rest of the graph stays float. This is what "quantize only this layer"
 // means for layer sensitivity and for ablations, and it runs on any ORT
-// build.
+// build. A nil Input or zero Weights.Bits leaves that side float, to tell
+// the weights' share of the error from the inputs'.
 type FakeQuantConv struct {
 	Conv    string
 	Input   qdq.Quantizer
@@ -35,6 +36,19 @@ func (p FakeQuantConv) Run(g *graph.Graph) error {
 	if n == nil {
 		return fmt.Errorf("no Conv named %q", p.Conv)
 	}
+	if p.Weights.Bits > 0 {
+		if err := p.fakeQuantWeights(g, n); err != nil {
+			return err
+		}
+	}
+	if p.Input != nil {
+		return insertConvInput(g, n, p.Input, FormFloat, [2]qdq.Params{})
+	}
+	return nil
+}
+
+// fakeQuantWeights replaces n's weights by their rounding to the grid.
+func (p FakeQuantConv) fakeQuantWeights(g *graph.Graph, n *graph.Node) error {
 	wt, ok := g.Const(input(n, 1))
 	if !ok || wt.DType != onnx.TensorProto_FLOAT || len(wt.Dims) < 1 {
 		return fmt.Errorf("node %q: weight is not a constant float tensor", n.Name)
@@ -54,9 +68,6 @@ func (p FakeQuantConv) Run(g *graph.Graph) error {
 	name := g.UniqueName(n.Name + ".fake_quant_weight")
 	g.SetInitializer(graph.NewFloat32(name, wt.Dims, fq))
 	g.ReplaceInput(n, 1, name)
-	if p.Input != nil {
-		return insertConvInput(g, n, p.Input, FormFloat, [2]qdq.Params{})
-	}
 	return nil
 }
 

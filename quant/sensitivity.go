@@ -7,8 +7,10 @@ import (
 	"sort"
 
 	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
+	"github.com/srquant/srq/qdq"
 	"github.com/srquant/srq/verify"
 )
 
@@ -35,10 +37,24 @@ type SensitivityResult struct {
 	// Spearman is the rank correlation between the two measures (sensitive
 	// means low PSNR and high score, so agreement is positive).
 	Spearman float64 `json:"spearman"`
+	// Whole says where the loss of the whole setting is: the output PSNR-Y
+	// against FP32 with every measured Conv quantized, with their weights
+	// alone (inputs float) and with their inputs alone (weights float).
+	// The 8-bit carriers a deploy model adds (Add outputs, Conv outputs
+	// that no Conv reads) are not in it.
+	Whole WholeSensitivity `json:"whole"`
 	// SpearmanLowBit is the same over the layers at the low width only:
 	// the score knows nothing of bits, so the 8-bit first and last Convs
 	// (wide inputs, little error) can hide how well it ranks the rest.
 	SpearmanLowBit float64 `json:"spearman_low_bit"`
+}
+
+// WholeSensitivity is the output PSNR-Y against FP32 with all layers
+// quantized, and with only their weights or only their inputs.
+type WholeSensitivity struct {
+	All     float64 `json:"all_psnr_db"`
+	Weights float64 `json:"weights_only_psnr_db"`
+	Inputs  float64 `json:"inputs_only_psnr_db"`
 }
 
 // sensitivityPatches bounds the patches each single-layer model runs on:
@@ -72,16 +88,20 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	if err != nil {
 		return nil, err
 	}
-	ls, patches, err := measureLayers(ctx, pr, pl, cal, cfg, ev, func(n *graph.Node) Bits {
+	bitsOf := func(n *graph.Node) Bits {
 		if pl.Wide[n] {
 			return Bits{8, 8}
 		}
 		return cfg.Bits
-	})
+	}
+	ls, patches, err := measureLayers(ctx, pr, pl, cal, cfg, ev, bitsOf)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	res := &SensitivityResult{Patches: patches, Layers: ls}
+	if res.Whole, err = measureWhole(ctx, pr, pl, cal, cfg, bitsOf); err != nil {
+		return nil, wrap(err)
+	}
 	scores(res.Layers)
 	var psnrs, ss, lowPSNRs, lowSS []float64
 	for _, l := range res.Layers {
@@ -95,27 +115,24 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	return res, nil
 }
 
-// measureLayers quantizes each quantized Conv of the plan alone, at the
-// bits bitsOf gives it (none: left out; 8-bit layers with cfg's uniform
-// method, or percentile for Dual), and measures the output PSNR-Y against FP32 on the
-// first sensitivityPatches calibration patches. It returns the layers in
-// graph order and the number of patches.
-func measureLayers(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events, bitsOf func(*graph.Node) Bits) ([]LayerSensitivity, int, error) {
-	batches := cal.batches[:min(len(cal.batches), sensitivityPatches)]
-	ref, err := runPatches(ctx, pr.g, batches, cal.shape, pr.rng, cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	var convs []*graph.Node
+// layerQuant is how one Conv is quantized when measured: its input
+// quantizer and weight grid.
+type layerQuant struct {
+	n       *graph.Node
+	src     string // the calibrated value its input quantizer is of
+	bits    Bits
+	input   qdq.Quantizer
+	weights passes.WeightConfig
+}
+
+// layerQuants lists the quantized Convs of the plan in graph order, at the
+// bits bitsOf gives them (none: left out; 8-bit layers with cfg's uniform
+// method, or percentile for Dual).
+func layerQuants(pl *passes.Plan, cal *calibration, cfg Config, bitsOf func(*graph.Node) Bits) ([]layerQuant, error) {
+	var out []layerQuant
 	for _, n := range pl.Nodes {
-		if n.OpType == "Conv" {
-			convs = append(convs, n)
-		}
-	}
-	var out []LayerSensitivity
-	for i, n := range convs {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+		if n.OpType != "Conv" {
+			continue
 		}
 		src := n.Inputs[0]
 		if s, ok := pl.Shared[src]; ok {
@@ -130,28 +147,111 @@ func measureLayers(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cali
 		}
 		q, err := inputQuantizer(cal.stats[src], c)
 		if err != nil {
-			return nil, 0, fmt.Errorf("input %q of node %q: %w", src, n.Name, err)
+			return nil, fmt.Errorf("input %q of node %q: %w", src, n.Name, err)
 		}
-		g := pr.g.Clone()
-		if err := passes.Run(g, passes.FakeQuantConv{Conv: n.Name, Input: q, Weights: weightConfig(c)}); err != nil {
-			return nil, 0, err
-		}
-		outs, err := runPatches(ctx, g, batches, cal.shape, pr.rng, cfg)
+		out = append(out, layerQuant{n: n, src: src, bits: c.Bits, input: q, weights: weightConfig(c)})
+	}
+	return out, nil
+}
+
+// measureLayers quantizes each Conv of layerQuants alone and measures the
+// output PSNR-Y against FP32 on the first sensitivityPatches calibration
+// patches. It returns the layers in graph order and the number of patches.
+func measureLayers(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events, bitsOf func(*graph.Node) Bits) ([]LayerSensitivity, int, error) {
+	m, err := newOutputMeter(ctx, pr, cal, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	lqs, err := layerQuants(pl, cal, cfg, bitsOf)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []LayerSensitivity
+	for i, l := range lqs {
+		psnr, err := m.psnr(ctx, passes.FakeQuantConv{Conv: l.n.Name, Input: l.input, Weights: l.weights})
 		if err != nil {
 			return nil, 0, err
 		}
-		var psnr float64
-		for j, o := range outs {
-			p, err := verify.PSNRY(o, ref[j], pr.scale)
-			if err != nil {
-				return nil, 0, err
-			}
-			psnr += min(p, verify.MaxPSNR) / float64(len(outs))
-		}
-		out = append(out, LayerSensitivity{Conv: n.Name, Input: src, Bits: c.Bits.A, PSNR: psnr, InputStd: cal.stats[src].Std()})
-		ev.Progress.Report("sensitivity", i+1, len(convs))
+		out = append(out, LayerSensitivity{Conv: l.n.Name, Input: l.src, Bits: l.bits.A, PSNR: psnr, InputStd: cal.stats[l.src].Std()})
+		ev.Progress.Report("sensitivity", i+1, len(lqs))
 	}
-	return out, len(batches), nil
+	return out, len(m.batches), nil
+}
+
+// measureWhole measures the setting with every Conv of layerQuants
+// quantized: all of it, the weights alone and the inputs alone.
+func measureWhole(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, bitsOf func(*graph.Node) Bits) (WholeSensitivity, error) {
+	var w WholeSensitivity
+	m, err := newOutputMeter(ctx, pr, cal, cfg)
+	if err != nil {
+		return w, err
+	}
+	lqs, err := layerQuants(pl, cal, cfg, bitsOf)
+	if err != nil {
+		return w, err
+	}
+	for _, c := range []struct {
+		to             *float64
+		input, weights bool
+	}{{&w.All, true, true}, {&w.Weights, false, true}, {&w.Inputs, true, false}} {
+		var ps []passes.Pass
+		for _, l := range lqs {
+			fq := passes.FakeQuantConv{Conv: l.n.Name}
+			if c.input {
+				fq.Input = l.input
+			}
+			if c.weights {
+				fq.Weights = l.weights
+			}
+			ps = append(ps, fq)
+		}
+		if *c.to, err = m.psnr(ctx, ps...); err != nil {
+			return w, err
+		}
+	}
+	return w, nil
+}
+
+// outputMeter measures a rewritten graph's output against the float one
+// on the first sensitivityPatches calibration patches.
+type outputMeter struct {
+	pr      *prepared
+	cal     *calibration
+	cfg     Config
+	batches [][]float32
+	ref     []*img.Image
+}
+
+func newOutputMeter(ctx context.Context, pr *prepared, cal *calibration, cfg Config) (*outputMeter, error) {
+	m := &outputMeter{pr: pr, cal: cal, cfg: cfg, batches: cal.batches[:min(len(cal.batches), sensitivityPatches)]}
+	var err error
+	m.ref, err = runPatches(ctx, pr.g, m.batches, cal.shape, pr.rng, cfg)
+	return m, err
+}
+
+// psnr is the mean PSNR-Y against the float output of the graph rewritten
+// by ps.
+func (m *outputMeter) psnr(ctx context.Context, ps ...passes.Pass) (float64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	g := m.pr.g.Clone()
+	if err := passes.Run(g, ps...); err != nil {
+		return 0, err
+	}
+	outs, err := runPatches(ctx, g, m.batches, m.cal.shape, m.pr.rng, m.cfg)
+	if err != nil {
+		return 0, err
+	}
+	var psnr float64
+	for j, o := range outs {
+		p, err := verify.PSNRY(o, m.ref[j], m.pr.scale)
+		if err != nil {
+			return 0, err
+		}
+		psnr += min(p, verify.MaxPSNR) / float64(len(outs))
+	}
+	return psnr, nil
 }
 
 // nonDual is the uniform method that stands in for Dual on 8-bit layers.

@@ -281,6 +281,7 @@ func TestSensitivity(t *testing.T) {
 	require.Equal(t, exitOK, code, errOut)
 	assert.Contains(t, out, "layer sensitivity of "+tdModel+" at w4a4 dual")
 	assert.Regexp(t, `rank correlation \(Spearman\) of the two measures: [+-]\d\.\d\d \(layers at 4 bits only: [+-]\d\.\d\d\)`, out)
+	assert.Regexp(t, `all 36 layers at once: \d+\.\d\d dB; their weights alone: \d+\.\d\d dB; their inputs alone: \d+\.\d\d dB`, out)
 	var r struct {
 		Layers []struct {
 			Conv  string  `json:"conv"`
@@ -289,6 +290,11 @@ func TestSensitivity(t *testing.T) {
 			Score float64 `json:"score"`
 		} `json:"layers"`
 		Patches int `json:"patches"`
+		Whole   struct {
+			All     float64 `json:"all_psnr_db"`
+			Weights float64 `json:"weights_only_psnr_db"`
+			Inputs  float64 `json:"inputs_only_psnr_db"`
+		} `json:"whole"`
 	}
 	b, err := os.ReadFile(js)
 	require.NoError(t, err)
@@ -304,6 +310,14 @@ func TestSensitivity(t *testing.T) {
 		assert.Greater(t, l.PSNR, 30.0, l.Conv)
 	}
 	assert.InDelta(t, 1, sum, 1e-6, "scores are a softmax")
+	// Errors add: the whole setting is worse than either half of it and
+	// than the most sensitive layer alone.
+	w := r.Whole
+	t.Logf("whole: %+v", w)
+	assert.Less(t, w.All, w.Weights)
+	assert.Less(t, w.All, w.Inputs)
+	assert.Less(t, w.All, r.Layers[0].PSNR)
+	assert.Greater(t, w.All, 20.0)
 	f, err := os.Open(plot)
 	require.NoError(t, err)
 	defer f.Close()

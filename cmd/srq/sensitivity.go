@@ -170,6 +170,8 @@ func printSensitivity(w io.Writer, o *sensitivityOpts, cfg quant.Config, res *qu
 		fmt.Fprintf(w, "  %-*s  %4d  %9.2f  %10.4g  %9.3g\n", width, l.Conv, l.Bits, l.PSNR, l.InputStd, l.Score)
 	}
 	fmt.Fprintf(w, "rank correlation (Spearman) of the two measures: %+.2f (layers at %d bits only: %+.2f)\n", res.Spearman, cfg.Bits.A, res.SpearmanLowBit)
+	fmt.Fprintf(w, "all %d layers at once: %.2f dB; their weights alone: %.2f dB; their inputs alone: %.2f dB (PSNR-Y vs FP32; a deploy model's 8-bit carriers come on top)\n",
+		len(res.Layers), res.Whole.All, res.Whole.Weights, res.Whole.Inputs)
 }
 
 // writeSensitivityPlot draws the per-layer PSNR, most sensitive on top.
