@@ -51,7 +51,6 @@ type Setting struct {
 	Tune           bool              `json:"tune,omitempty"`
 	TimeBudget     string            `json:"time_budget,omitempty"`
 	BiasCorrection bool              `json:"bias_correction,omitempty"`
-	Equalize       float64           `json:"equalize,omitempty"`
 	Rotate         bool              `json:"rotate,omitempty"`
 	BudgetBits     float64           `json:"budget_bits,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
@@ -63,7 +62,7 @@ type Setting struct {
 func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
-		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Equalize: cfg.Equalize, Rotate: cfg.rotates(), BudgetBits: cfg.BudgetBits}
+		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Rotate: cfg.rotates(), BudgetBits: cfg.BudgetBits}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
 	}

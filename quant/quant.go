@@ -158,12 +158,6 @@ type Config struct {
 	// calibrated clips only, rotation measured worse on EDSR x4 W4A4.
 	Rotate Rotation
 
-	// Equalize is the strength (alpha) of channel equalization before
-	// calibration, 0 to disable; see passes.Equalize. Measured on EDSR x2
-	// W8A8 it neither helps nor hurts (within 0.01 dB), so it is off by
-	// default.
-	Equalize float64
-
 	Threads int             // ORT intra-op threads (0: ORT default)
 	Probe   sr.ProbeOptions // scale / input range overrides
 }
@@ -518,13 +512,6 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 		}
 		log(fmt.Sprintf("rotated %d channel spaces", n))
 	}
-	if cfg.Equalize > 0 {
-		n, err := equalize(ctx, pr.g, pl, c.batches, c.shape, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", pr.name, err)
-		}
-		log(fmt.Sprintf("equalized %d channel spaces", n))
-	}
 	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(pl.Values), len(c.batches), c.shape[2], c.shape[1]))
 	c.stats, err = calib.Capture(ctx, pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
 		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
@@ -752,41 +739,4 @@ func patchData(patches []*img.Image, rng float32) ([][]float32, [3]int, error) {
 		return nil, shape, fmt.Errorf("calibration: no patches")
 	}
 	return out, shape, nil
-}
-
-// equalizePatches bounds the patches used to measure per-channel ranges:
-// equalization needs the channel profile, not the tails.
-const equalizePatches = 16
-
-// equalize measures per-channel ranges of the quantized values in each
-// channel space of g and rescales the spaces (passes.Equalize).
-func equalize(ctx context.Context, g *graph.Graph, plan *passes.Plan, batches [][]float32, shape [3]int, cfg Config) (int, error) {
-	spaces := passes.ChannelSpaces(g)
-	quantized := map[string]bool{}
-	for _, v := range plan.Values {
-		quantized[v] = true
-	}
-	for v := range plan.Shared {
-		quantized[v] = true
-	}
-	var vals []string
-	for _, s := range spaces {
-		for _, v := range s.Values {
-			if quantized[v] {
-				vals = append(vals, v)
-			}
-		}
-	}
-	if len(vals) == 0 {
-		return 0, nil
-	}
-	ranges, err := calib.CaptureChannelMax(ctx, g, vals, batches[:min(len(batches), equalizePatches)], shape,
-		calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
-	if err != nil {
-		return 0, err
-	}
-	if err := passes.Run(g, passes.Equalize{Spaces: spaces, Ranges: ranges, Alpha: cfg.Equalize}); err != nil {
-		return 0, err
-	}
-	return len(spaces), nil
 }

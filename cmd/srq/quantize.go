@@ -33,7 +33,7 @@ type quantizeOpts struct {
 	weightMethod, firstLast, longSkip string
 	accounting, breakpoint, encoding  string
 	layerEncoding                     []string
-	percentile, equalize, budgetBits  float64
+	percentile, budgetBits            float64
 	skip, floatOps                    []string
 	patches, patchSize, batch         int
 	threads, speedCheck               int
@@ -75,7 +75,6 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.Float64Var(&o.budgetBits, "budget-bits", def.BudgetBits, "mixed precision: mean width of the low-bit Convs, weighted by MACs (e.g. 4 with --bits w4a4: sensitive layers get more bits, others fewer; 0: off)")
 	fs.StringVar(&o.rotate, "rotate", string(def.Rotate), "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels): auto (with --tune), on or off")
 	fs.Lookup("rotate").NoOptDefVal = string(quant.RotateOn)
-	fs.Float64Var(&o.equalize, "equalize", def.Equalize, "channel-equalization strength in [0, 1] (0: off); rescales residual streams before calibration")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
 	fs.IntVar(&o.patches, "patches", def.Patches, "number of calibration patches")
 	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "side of a calibration patch in LR pixels")
@@ -164,13 +163,10 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	}
 	cfg.Skip = nonEmpty(o.skip)
 	cfg.FloatOps = nonEmpty(o.floatOps)
-	if o.equalize < 0 || o.equalize > 1 {
-		return cfg, fmt.Errorf("--equalize %g: want a value in [0, 1]", o.equalize)
-	}
 	if cfg.Rotate, err = quant.ParseRotation(o.rotate); err != nil {
 		return cfg, fmt.Errorf("--rotate: %w", err)
 	}
-	cfg.Equalize, cfg.BudgetBits = o.equalize, o.budgetBits
+	cfg.BudgetBits = o.budgetBits
 	for _, f := range []struct {
 		name string
 		v    int
