@@ -177,7 +177,7 @@ func activationFlags(fs *pflag.FlagSet) *activationOpts {
 	fs.Int64Var(&o.seed, "seed", def.Seed, "with --activations: seed of the patch positions")
 	fs.BoolVar(&o.calibLR, "calib-lr", def.CalibLR, "with --activations: images are LR inputs already (no bicubic downscale)")
 	fs.IntVar(&o.batch, "batch", def.Batch, "with --activations: patches per ONNX Runtime run (bounds memory)")
-	fs.IntVar(&o.threads, "threads", def.Threads, "with --activations: intra-op threads (0: ONNX Runtime's default)")
+	fs.IntVar(&o.threads, "threads", def.Threads, "with --activations: intra-op threads (0: ONNX Runtime's own choice)")
 	return o
 }
 

@@ -81,7 +81,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.Int64Var(&o.seed, "seed", def.Seed, "seed of the patch positions (same seed, same model)")
 	fs.BoolVar(&o.calibLR, "calib-lr", def.CalibLR, "calibration images are LR inputs already (no bicubic downscale)")
 	fs.IntVar(&o.batch, "batch", def.Batch, "patches per ONNX Runtime run during calibration (bounds memory)")
-	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's default)")
+	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's own choice)")
 	o.probe.register(fs, "")
 	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
 	fs.IntVar(&o.speedCheck, "speed-check", defaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))

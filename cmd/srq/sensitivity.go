@@ -46,7 +46,7 @@ func sensitivityFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "side of a calibration patch in LR pixels")
 	fs.Int64Var(&o.seed, "seed", def.Seed, "seed of the patch positions")
 	fs.BoolVar(&o.calibLR, "calib-lr", false, "calibration images are LR inputs already")
-	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's default)")
+	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's own choice)")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the result as JSON to FILE (- for stdout, the table then goes to stderr)")
 	fs.StringVar(&o.plot, "plot", "", "also write a PNG bar chart of the per-layer PSNR to FILE")
 	o.probe.register(fs, "")
