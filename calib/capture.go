@@ -45,7 +45,8 @@ func Capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 }
 
 // capture runs g on the patches in batches with the values as outputs and
-// hands every captured tensor to visit.
+// hands every captured tensor to visit, which must not keep dims or data
+// after it returns: the next batch of the same size is written over them.
 func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions, visit func(v string, dims []int64, data []float32)) error {
 	if len(g.Inputs) != 1 {
 		return fmt.Errorf("capture: model has %d inputs, want 1", len(g.Inputs))
@@ -86,6 +87,8 @@ func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 	}
 	per := shape[0] * shape[1] * shape[2]
 	buf := make([]float32, 0, o.Batch*per)
+	var last []*ort.Tensor
+	var lastDims []int64
 	for start := 0; start < len(patches); start += o.Batch {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -103,10 +106,16 @@ func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 			visit(input, dims, buf)
 		}
 		if sess != nil {
-			res, err := sess.RunContext(ctx, &ort.Tensor{Shape: dims, Data: buf})
+			// A batch of the last one's size writes where the last one did.
+			var reuse []*ort.Tensor
+			if slices.Equal(dims, lastDims) {
+				reuse = last
+			}
+			res, err := sess.RunReuse(ctx, reuse, &ort.Tensor{Shape: dims, Data: buf})
 			if err != nil {
 				return fmt.Errorf("capture: %w", err)
 			}
+			last, lastDims = res, dims
 			for i, v := range outs {
 				visit(v, res[i].Shape, res[i].Data)
 			}

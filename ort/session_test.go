@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -252,4 +253,56 @@ func TestRunContext(t *testing.T) {
 	out, err := s.RunContext(context.Background(), constImage(1, 8, 8, 100))
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1, 3, 16, 16}, out[0].Shape)
+}
+
+// TestRunReuse: outputs written into the tensors of an earlier run are the
+// outputs Run returns, in the same memory, and a run that reuses them
+// allocates no output; wrong tensors to reuse are errors, not crashes.
+func TestRunReuse(t *testing.T) {
+	requireORT(t)
+	s, err := NewSession(readModel(t, edsrX2), edsrX2, Options{Threads: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := context.Background()
+	a, b := constImage(2, 8, 8, 64), constImage(2, 8, 8, 192)
+	first, err := s.RunReuse(ctx, nil, a)
+	require.NoError(t, err)
+	want, err := s.Run(b)
+	require.NoError(t, err)
+	got, err := s.RunReuse(ctx, first, b)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Same(t, &first[0].Data[0], &got[0].Data[0], "written in place")
+	assert.Equal(t, want[0].Data, got[0].Data)
+	assert.Equal(t, []int64{2, 3, 16, 16}, got[0].Shape)
+	size := uint64(len(got[0].Data)) * 4
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 5 {
+		_, err := s.RunReuse(ctx, got, b)
+		require.NoError(t, err)
+	}
+	runtime.ReadMemStats(&after)
+	perRun := (after.TotalAlloc - before.TotalAlloc) / 5
+	assert.Less(t, perRun, size/4, "no output-sized allocation (%d bytes per run, the output is %d)", perRun, size)
+	_, err = s.Run(b)
+	require.NoError(t, err)
+	runtime.ReadMemStats(&before)
+	assert.GreaterOrEqual(t, before.TotalAlloc-after.TotalAlloc, size, "while Run allocates the output: the check can fail")
+
+	for _, tc := range []struct {
+		name  string
+		reuse []*Tensor
+		want  string
+	}{
+		{"wrong count", []*Tensor{got[0], got[0]}, "2 output tensors to reuse, the model has 1 outputs"},
+		{"nil tensor", []*Tensor{nil}, `output "output" to reuse: nil tensor`},
+		{"too small", []*Tensor{{Shape: []int64{1, 3, 16, 16}, Data: make([]float32, 10)}}, `output "output" to reuse: shape [1 3 16 16] needs 768 values, got 10`},
+		{"other shape", []*Tensor{{Shape: []int64{1, 3, 16, 16}, Data: make([]float32, 768)}}, "run:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.RunReuse(ctx, tc.reuse, b)
+			assert.ErrorContains(t, err, tc.want)
+		})
+	}
 }
