@@ -93,21 +93,36 @@ func (p *Plan) Convs(g *graph.Graph) (quantized, total int) {
 	return quantized, total
 }
 
+// Reasons floatReason gives.
+const (
+	floatOp = "float op type"
+	skipped = "--skip"
+)
+
+// floatReason says why pol keeps node n float whatever it computes, or ""
+// when pol lets it run quantized: its operator type is in FloatOps, its
+// name in Skip, it is on the precise long skip's float path, or it is a
+// first or last Conv (edge) under FirstLastFP32. PlanQDQ and the rewrites
+// that only pay in int8 (WidenImageConv) ask the same question.
+func (pol Policy) floatReason(n *graph.Node, edge bool) string {
+	switch {
+	case slices.Contains(pol.FloatOps, n.OpType):
+		return floatOp
+	case slices.Contains(pol.Skip, n.Name):
+		return skipped
+	case pol.LongSkip != nil && slices.Contains(pol.LongSkip.Float, n.Name):
+		return "long skip kept precise"
+	case isOp(n, "Conv") && edge && pol.FirstLast == FirstLastFP32:
+		return "first/last conv kept float"
+	}
+	return ""
+}
+
 // PlanQDQ decides which nodes of g run quantized under policy pol.
 func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	p := &Plan{Shared: map[string]string{}, ReluOf: map[*graph.Node]*graph.Node{}, Skipped: map[*graph.Node]string{}, Wide: map[*graph.Node]bool{}}
-	skip := map[string]bool{}
-	for _, s := range pol.Skip {
-		skip[s] = true
-	}
 	found := map[string]bool{}
 	p.First, p.Last = firstLast(g)
-	keepFloat := map[string]bool{}
-	if pol.LongSkip != nil {
-		for _, n := range pol.LongSkip.Float {
-			keepFloat[n] = true
-		}
-	}
 	edge := map[*graph.Node]bool{}
 	for _, n := range append(slices.Clone(p.First), p.Last...) {
 		edge[n] = true
@@ -115,16 +130,18 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	shapes := shapeValues(g)
 	for _, n := range g.Nodes {
 		r, ok := ruleFor(n)
-		if !ok || slices.Contains(pol.FloatOps, n.OpType) || allIn(n.Outputs, shapes) {
+		if !ok || allIn(n.Outputs, shapes) {
 			continue
 		}
-		if skip[n.Name] {
-			found[n.Name] = true
-			p.Skipped[n] = "--skip"
+		switch why := pol.floatReason(n, edge[n]); why {
+		case "":
+		case floatOp:
 			continue
-		}
-		if keepFloat[n.Name] {
-			p.Skipped[n] = "long skip kept precise"
+		default:
+			if why == skipped {
+				found[n.Name] = true
+			}
+			p.Skipped[n] = why
 			continue
 		}
 		if (isOp(n, "Add") || isOp(n, "Mul")) && len(actInputs(g, n, r)) < len(n.Inputs) {
@@ -133,16 +150,10 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 			// padding arithmetic of FoldInputShift).
 			continue
 		}
-		if isOp(n, "Conv") {
-			if edge[n] && pol.FirstLast == FirstLastFP32 {
-				p.Skipped[n] = "first/last conv kept float"
+		if isOp(n, "Conv") && r.weight >= 0 {
+			if _, ok := g.Const(input(n, r.weight)); !ok {
+				p.Skipped[n] = "weight is not a constant"
 				continue
-			}
-			if r.weight >= 0 {
-				if _, ok := g.Const(input(n, r.weight)); !ok {
-					p.Skipped[n] = "weight is not a constant"
-					continue
-				}
 			}
 		}
 		if isOp(n, "Conv") && edge[n] && (pol.FirstLast == "" || pol.FirstLast == FirstLast8) {

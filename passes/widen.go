@@ -18,14 +18,15 @@ const WidenBlock = 16
 //
 // It returns the padded Conv output, which carries the image on the image
 // grid as the model output did, or "" when there is no such Conv (grouped,
-// already wide, or the output comes from another op).
-func WidenImageConv(g *graph.Graph) string {
+// already wide, or the output comes from another op) or pol keeps it float
+// (a float Conv would only do more work).
+func WidenImageConv(g *graph.Graph, pol Policy) string {
 	if len(g.Outputs) != 1 {
 		return ""
 	}
 	out := g.Outputs[0].Name
 	conv := g.Producer(out)
-	if conv == nil || !isOp(conv, "Conv") || conv.AttrInt("group", 1) != 1 || len(g.Consumers(out)) != 0 {
+	if conv == nil || !isOp(conv, "Conv") || conv.AttrInt("group", 1) != 1 || len(g.Consumers(out)) != 0 || pol.floatReason(conv, true) != "" {
 		return ""
 	}
 	wt, ok := g.Const(input(conv, 1))

@@ -11,7 +11,8 @@ import (
 
 // TestWidenImageConv: the image Conv padded to 16 output channels and
 // sliced back computes exactly the same output; a Conv that is grouped,
-// already wide, or not the output's producer is left alone.
+// already wide, not the output's producer, or kept float by the policy is
+// left alone.
 func TestWidenImageConv(t *testing.T) {
 	requireORT(t)
 	g := newGraph(8)
@@ -22,7 +23,7 @@ func TestWidenImageConv(t *testing.T) {
 	in := randInput(3, 1, 8, 6, 5)
 	want := runORT(t, g, in)
 
-	v := passes.WidenImageConv(g)
+	v := passes.WidenImageConv(g, passes.Policy{})
 	require.NotEmpty(t, v)
 	conv := g.Producer(v)
 	require.NotNil(t, conv)
@@ -37,10 +38,14 @@ func TestWidenImageConv(t *testing.T) {
 		dims  []int64 // weight of the Conv
 		group int64
 		d2s   bool // a DepthToSpace writes the output
+		pol   passes.Policy
 	}{
-		{"grouped", []int64{4, 2, 3, 3}, 4, false},
-		{"wide already", []int64{16, 8, 3, 3}, 1, false},
-		{"not a Conv", []int64{12, 8, 3, 3}, 1, true},
+		{"grouped", []int64{4, 2, 3, 3}, 4, false, passes.Policy{}},
+		{"wide already", []int64{16, 8, 3, 3}, 1, false, passes.Policy{}},
+		{"not a Conv", []int64{12, 8, 3, 3}, 1, true, passes.Policy{}},
+		{"first/last fp32", []int64{3, 8, 3, 3}, 1, false, passes.Policy{FirstLast: passes.FirstLastFP32}},
+		{"skipped", []int64{3, 8, 3, 3}, 1, false, passes.Policy{Skip: []string{"c"}}},
+		{"float Convs", []int64{3, 8, 3, 3}, 1, false, passes.Policy{FloatOps: []string{"Conv"}}},
 	} {
 		g := newGraph(8)
 		weight(g, "w", 0.5, tc.dims...)
@@ -51,6 +56,7 @@ func TestWidenImageConv(t *testing.T) {
 			node(g, "c", "Conv", "x,w", "y", pad1, intAttr("group", tc.group))
 		}
 		outputs(g, "y")
-		assert.Empty(t, passes.WidenImageConv(g), tc.name)
+		assert.Empty(t, passes.WidenImageConv(g, tc.pol), tc.name)
+		assert.NotEqual(t, "Slice", g.Producer("y").OpType, tc.name)
 	}
 }

@@ -444,13 +444,9 @@ func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepare
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	// The Conv that writes the image is widened for ORT's int8 kernel; a
-	// float one would only do more work.
-	if last := g.Producer(g.Outputs[0].Name); last != nil && cfg.FirstLast != passes.FirstLastFP32 &&
-		!slices.Contains(cfg.Skip, last.Name) && !slices.Contains(cfg.FloatOps, "Conv") {
-		if v := passes.WidenImageConv(g); v != "" {
-			pr.grid[v] = true
-		}
+	// The Conv that writes the image is widened for ORT's int8 kernel.
+	if v := passes.WidenImageConv(g, pr.pol); v != "" {
+		pr.grid[v] = true
 	}
 	return pr, nil
 }
