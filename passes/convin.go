@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/internal/enum"
 	"github.com/srquant/srq/qdq"
 )
 
@@ -29,11 +30,7 @@ const (
 
 // ParseEncoding checks an --encoding value.
 func ParseEncoding(s string) (Encoding, error) {
-	switch e := Encoding(s); e {
-	case EncodingInt8, EncodingShared, EncodingSimulate:
-		return e, nil
-	}
-	return "", fmt.Errorf("encoding %q: want int8, shared-grid or simulate", s)
+	return enum.Parse("encoding", s, EncodingInt8, EncodingShared, EncodingSimulate)
 }
 
 // Form is how one Conv's input quantizer is written.

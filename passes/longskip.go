@@ -1,10 +1,10 @@
 package passes
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/internal/enum"
 )
 
 // LongSkip is the policy for the long skip of an SR network: the head conv's
@@ -33,11 +33,7 @@ const (
 
 // ParseLongSkip checks a --long-skip value.
 func ParseLongSkip(s string) (LongSkip, error) {
-	switch l := LongSkip(s); l {
-	case LongSkipPrecise, LongSkipInt8:
-		return l, nil
-	}
-	return "", fmt.Errorf("long-skip policy %q: want precise or int8", s)
+	return enum.Parse("long-skip policy", s, LongSkipPrecise, LongSkipInt8)
 }
 
 // minLongSkipConvs is how many Convs must lie between the head and an Add

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/internal/enum"
 )
 
 // FirstLast is the policy for the first and last Conv of an SR network,
@@ -20,11 +21,7 @@ const (
 
 // ParseFirstLast checks a --first-last value.
 func ParseFirstLast(s string) (FirstLast, error) {
-	switch f := FirstLast(s); f {
-	case FirstLast8, FirstLastFP32, FirstLastSame:
-		return f, nil
-	}
-	return "", fmt.Errorf("first/last policy %q: want 8, fp32 or same", s)
+	return enum.Parse("first/last policy", s, FirstLast8, FirstLastFP32, FirstLastSame)
 }
 
 // Policy selects the layers to quantize.

@@ -3,6 +3,8 @@ package qdq
 import (
 	"fmt"
 	"math"
+
+	"github.com/srquant/srq/internal/enum"
 )
 
 // Accounting says how a dual-region quantizer spends its b bits. Reports and
@@ -24,11 +26,7 @@ const (
 
 // ParseAccounting checks an --accounting value.
 func ParseAccounting(s string) (Accounting, error) {
-	switch a := Accounting(s); a {
-	case Reference, Strict:
-		return a, nil
-	}
-	return "", fmt.Errorf("bit accounting %q: want reference or strict", s)
+	return enum.Parse("bit accounting", s, Reference, Strict)
 }
 
 // DualSpec describes a dual-region quantizer before its grids are built.

@@ -18,6 +18,7 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/enum"
 	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
@@ -41,11 +42,7 @@ const (
 
 // ParseMethod checks a --method value.
 func ParseMethod(s string) (Method, error) {
-	switch m := Method(s); m {
-	case MinMax, Percentile, MSE, Dual:
-		return m, nil
-	}
-	return "", fmt.Errorf("method %q: want minmax, percentile, mse or dual", s)
+	return enum.Parse("method", s, MinMax, Percentile, MSE, Dual)
 }
 
 // Rotation is the --rotate setting: auto (rotate when tuning), on or off.
@@ -59,11 +56,7 @@ const (
 
 // ParseRotation checks a --rotate value.
 func ParseRotation(s string) (Rotation, error) {
-	switch r := Rotation(s); r {
-	case RotateAuto, RotateOn, RotateOff:
-		return r, nil
-	}
-	return "", fmt.Errorf("rotation %q: want auto, on or off", s)
+	return enum.Parse("rotation", s, RotateAuto, RotateOn, RotateOff)
 }
 
 // rotates says whether c rotates the channel spaces.
