@@ -204,19 +204,31 @@ func Dot(a, b []float32) float32 {
 
 // InputErrors returns x − q(x) for every window of x (q applied per value).
 func InputErrors(x *Windows, q qdq.Quantizer) *Windows {
-	e := &Windows{K: x.K, D: x.D, X: make([]float32, len(x.X))}
-	for i, v := range x.X {
-		e.X[i] = v - q.FakeQuant(v)
-	}
-	return e
+	return mapWindows(x, func(v float32) float32 { return v - q.FakeQuant(v) })
 }
 
 // Quantized returns q(x) for every window of x.
 func Quantized(x *Windows, q qdq.Quantizer) *Windows {
+	return mapWindows(x, q.FakeQuant)
+}
+
+// mapWindows returns f applied to every value of x, windows spread over
+// the cores (the tuner calls it for every candidate quantizer of every
+// layer: a million values each).
+func mapWindows(x *Windows, f func(float32) float32) *Windows {
 	e := &Windows{K: x.K, D: x.D, X: make([]float32, len(x.X))}
-	for i, v := range x.X {
-		e.X[i] = q.FakeQuant(v)
+	workers := min(runtime.GOMAXPROCS(0), max(1, x.K/64))
+	var wg sync.WaitGroup
+	for p := range workers {
+		wg.Go(func() {
+			for k := p; k < x.K; k += workers {
+				for i := k * x.D; i < (k+1)*x.D; i++ {
+					e.X[i] = f(x.X[i])
+				}
+			}
+		})
 	}
+	wg.Wait()
 	return e
 }
 

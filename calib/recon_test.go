@@ -155,3 +155,21 @@ func BenchmarkGPTQ(b *testing.B) {
 		}
 	}
 }
+
+// TestInputErrors: q(x) and x − q(x) per value, the same whether the
+// windows are few (one worker) or many (spread over the cores).
+func TestInputErrors(t *testing.T) {
+	q, err := qdq.NewDual(qdq.DualSpec{Lo: -3, Hi: 4, BP: 1, Bits: 4, Accounting: qdq.Reference})
+	require.NoError(t, err)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, k := range []int{3, 1000} {
+		x := randWindows(r, k, 27, 0.3)
+		qx, e := Quantized(x, q), InputErrors(x, q)
+		require.Equal(t, [2]int{k, 27}, [2]int{qx.K, qx.D})
+		require.Equal(t, [2]int{k, 27}, [2]int{e.K, e.D})
+		for i, v := range x.X {
+			require.Equal(t, q.FakeQuant(v), qx.X[i], "value %d of %d windows", i, k)
+			require.Equal(t, v-q.FakeQuant(v), e.X[i], "value %d of %d windows", i, k)
+		}
+	}
+}
