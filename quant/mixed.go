@@ -35,12 +35,20 @@ func mixedPrecision(ctx context.Context, pr *prepared, pl *passes.Plan, cal *cal
 		return nil, nil, fmt.Errorf("--budget-bits sets weights and inputs together: it needs a setting wXaX, got %s", cfg.Bits)
 	}
 	b0 := cfg.Bits.A
-	layers, _, err := measureLayers(ctx, pr, pl, cal, cfg, ev, func(n *graph.Node) Bits {
+	m, err := newOutputMeter(ctx, pr, cal, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	lqs, err := layerQuants(pl, cal, cfg, func(n *graph.Node) Bits {
 		if pl.Wide[n] {
 			return Bits{}
 		}
 		return cfg.Bits
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	layers, err := measureLayers(ctx, m, lqs, cal, ev)
 	if err != nil {
 		return nil, nil, err
 	}

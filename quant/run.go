@@ -8,7 +8,23 @@ import (
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/verify"
 )
+
+// meanPSNRY is the mean PSNR-Y of outputs against their references (each
+// capped at verify.MaxPSNR, so one identical patch does not dominate),
+// scale pixels shaved: how tuning and sensitivity score a candidate.
+func meanPSNRY(outs, ref []*img.Image, scale int) (float64, error) {
+	var psnr float64
+	for i, o := range outs {
+		p, err := verify.PSNRY(o, ref[i], scale)
+		if err != nil {
+			return 0, err
+		}
+		psnr += min(p, verify.MaxPSNR) / float64(len(outs))
+	}
+	return psnr, nil
+}
 
 // runPatches runs graph g in ONNX Runtime on calibration patches (CHW
 // float32, one shape, in the model's input range) in batches and returns

@@ -11,7 +11,6 @@ import (
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
-	"github.com/srquant/srq/verify"
 )
 
 // LayerSensitivity is what quantizing one Conv alone costs, by two measures.
@@ -94,12 +93,19 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 		}
 		return cfg.Bits
 	}
-	ls, patches, err := measureLayers(ctx, pr, pl, cal, cfg, ev, bitsOf)
+	meter, err := newOutputMeter(ctx, pr, cal, cfg)
 	if err != nil {
 		return nil, wrap(err)
 	}
-	res := &SensitivityResult{Patches: patches, Layers: ls}
-	if res.Whole, err = measureWhole(ctx, pr, pl, cal, cfg, bitsOf); err != nil {
+	lqs, err := layerQuants(pl, cal, cfg, bitsOf)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	res := &SensitivityResult{Patches: len(meter.batches)}
+	if res.Layers, err = measureLayers(ctx, meter, lqs, cal, ev); err != nil {
+		return nil, wrap(err)
+	}
+	if res.Whole, err = measureWhole(ctx, meter, lqs); err != nil {
 		return nil, wrap(err)
 	}
 	scores(res.Layers)
@@ -154,42 +160,26 @@ func layerQuants(pl *passes.Plan, cal *calibration, cfg Config, bitsOf func(*gra
 	return out, nil
 }
 
-// measureLayers quantizes each Conv of layerQuants alone and measures the
-// output PSNR-Y against FP32 on the first sensitivityPatches calibration
-// patches. It returns the layers in graph order and the number of patches.
-func measureLayers(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, ev Events, bitsOf func(*graph.Node) Bits) ([]LayerSensitivity, int, error) {
-	m, err := newOutputMeter(ctx, pr, cal, cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	lqs, err := layerQuants(pl, cal, cfg, bitsOf)
-	if err != nil {
-		return nil, 0, err
-	}
+// measureLayers quantizes each Conv of lqs alone and measures the output
+// PSNR-Y against FP32 with m. It returns the layers in graph order.
+func measureLayers(ctx context.Context, m *outputMeter, lqs []layerQuant, cal *calibration, ev Events) ([]LayerSensitivity, error) {
 	var out []LayerSensitivity
 	for i, l := range lqs {
 		psnr, err := m.psnr(ctx, passes.FakeQuantConv{Conv: l.n.Name, Input: l.input, Weights: l.weights})
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		out = append(out, LayerSensitivity{Conv: l.n.Name, Input: l.src, Bits: l.bits.A, PSNR: psnr, InputStd: cal.stats[l.src].Std()})
 		ev.Progress.Report("sensitivity", i+1, len(lqs))
 	}
-	return out, len(m.batches), nil
+	return out, nil
 }
 
-// measureWhole measures the setting with every Conv of layerQuants
-// quantized: all of it, the weights alone and the inputs alone.
-func measureWhole(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, cfg Config, bitsOf func(*graph.Node) Bits) (WholeSensitivity, error) {
+// measureWhole measures the setting with every Conv of lqs quantized: all
+// of it, the weights alone and the inputs alone.
+func measureWhole(ctx context.Context, m *outputMeter, lqs []layerQuant) (WholeSensitivity, error) {
 	var w WholeSensitivity
-	m, err := newOutputMeter(ctx, pr, cal, cfg)
-	if err != nil {
-		return w, err
-	}
-	lqs, err := layerQuants(pl, cal, cfg, bitsOf)
-	if err != nil {
-		return w, err
-	}
+	var err error
 	for _, c := range []struct {
 		to             *float64
 		input, weights bool
@@ -243,15 +233,7 @@ func (m *outputMeter) psnr(ctx context.Context, ps ...passes.Pass) (float64, err
 	if err != nil {
 		return 0, err
 	}
-	var psnr float64
-	for j, o := range outs {
-		p, err := verify.PSNRY(o, m.ref[j], m.pr.scale)
-		if err != nil {
-			return 0, err
-		}
-		psnr += min(p, verify.MaxPSNR) / float64(len(outs))
-	}
-	return psnr, nil
+	return meanPSNRY(outs, m.ref, m.pr.scale)
 }
 
 // nonDual is the uniform method that stands in for Dual on 8-bit layers.

@@ -16,7 +16,6 @@ import (
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
-	"github.com/srquant/srq/verify"
 )
 
 // Tuning (Config.Tune) improves the quantizers layer by layer, with the
@@ -420,13 +419,5 @@ func heldOutPSNR(ctx context.Context, pr *prepared, pl0 *passes.Plan, g *graph.G
 	if err != nil {
 		return 0, err
 	}
-	var psnr float64
-	for i, o := range out {
-		p, err := verify.PSNRY(o, ref[i], pr.scale)
-		if err != nil {
-			return 0, err
-		}
-		psnr += min(p, verify.MaxPSNR) / float64(len(out))
-	}
-	return psnr, nil
+	return meanPSNRY(out, ref, pr.scale)
 }
