@@ -24,15 +24,19 @@ package srq
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/verify"
 )
@@ -83,7 +87,19 @@ type QuantizeOptions struct {
 	// is slower than FP32, and the user should hear it before deploying.
 	// It needs Out.
 	SpeedCheck int
+	// KernelCheck, if positive, is the LR side of the input on which every
+	// fused int8 group of the quantized model is run on its own at ORT's
+	// optimisation levels basic (the QDQ graph's meaning) and all (its
+	// int8 kernels), before anything is written (kernelcheck.Check). A
+	// Conv the kernels compute wrong is padded to a shape they get right
+	// (with Config.AvoidKernelDefects) and checked again; a model that
+	// still disagrees is not written and Quantize returns a
+	// *kernelcheck.Error. DefaultKernelCheck is what the CLI uses.
+	KernelCheck int
 }
+
+// DefaultKernelCheck is the CLI's QuantizeOptions.KernelCheck.
+const DefaultKernelCheck = verify.KernelCheckSize
 
 // SpeedCheckRuns is the number of timed runs of QuantizeOptions.SpeedCheck:
 // enough to tell 0.8x from 2x, not a benchmark (srq verify and srq bench
@@ -97,6 +113,13 @@ type QuantizeResult struct {
 	// Speed is the quick latency comparison of QuantizeOptions.SpeedCheck;
 	// nil when none ran.
 	Speed *SpeedCheck
+	// Kernels is the kernel check of QuantizeOptions.KernelCheck on the
+	// model written; nil when none ran. KernelFixed lists the Convs it
+	// found wrong and padded.
+	Kernels     *kernelcheck.Report
+	KernelFixed []string
+	// CPU is the processor the checks ran on.
+	CPU verify.CPU
 }
 
 // SpeedCheck is a short latency comparison of a quantized model with its
@@ -121,6 +144,9 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 	if o.SpeedCheck > 0 && o.Out == "" {
 		return nil, errors.New("a speed check times the written model and needs an output path")
 	}
+	if o.KernelCheck < 0 {
+		return nil, fmt.Errorf("kernel check size %d: want 0 (none) or a positive side in pixels", o.KernelCheck)
+	}
 	if o.Out != "" {
 		if err := checkOutput(o.Out, o.Model); err != nil {
 			return nil, err
@@ -139,7 +165,12 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &QuantizeResult{Result: res}
+	out := &QuantizeResult{Result: res, CPU: verify.HostCPU()}
+	if o.KernelCheck > 0 {
+		if err := checkKernels(ctx, o, out); err != nil {
+			return nil, err
+		}
+	}
 	if o.Out == "" {
 		return out, nil
 	}
@@ -168,6 +199,68 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkKernels runs the kernel check on the quantized model; where a Conv
+// disagrees it pads it (passes.AvoidKernelDefects) and checks again. The
+// verdict is recorded in the model's metadata (verify.MetaKernels).
+func checkKernels(ctx context.Context, o QuantizeOptions, out *QuantizeResult) error {
+	im, err := img.Read(o.Images[0])
+	if err != nil {
+		return err
+	}
+	in, err := verify.LatencyInput(im, o.KernelCheck, out.InputRange)
+	if err != nil {
+		return err
+	}
+	ko := kernelcheck.Options{Threads: o.Config.Threads, Range: out.InputRange}
+	rep, err := kernelcheck.Check(ctx, out.Model, in, ko)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.Model, err)
+	}
+	if convs := rep.Convs(); !rep.OK() && len(convs) > 0 && o.Config.AvoidKernelDefects {
+		g, err := graph.FromModel(out.Model)
+		if err != nil {
+			return err
+		}
+		var padded []string
+		if err := passes.Run(g, passes.AvoidKernelDefects{Nodes: convs, Padded: &padded}); err != nil {
+			return fmt.Errorf("%s: %w", o.Model, err)
+		}
+		m, err := g.ToModel()
+		if err != nil {
+			return err
+		}
+		again, err := kernelcheck.Check(ctx, m, in, ko)
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.Model, err)
+		}
+		if again.OK() {
+			out.Model, out.KernelFixed, rep = m, padded, again
+		}
+	}
+	if !rep.OK() {
+		return &kernelcheck.Error{Model: o.Out, Report: rep, CPU: out.CPU.String()}
+	}
+	out.Kernels = rep
+	return setMeta(out.Model, verify.MetaKernels, verify.KernelsMeta{ORTVersion: rep.ORTVersion, CPU: out.CPU.String(),
+		Groups: rep.Groups, MaxCodeDiff: rep.MaxCodeDiff, Padded: append(out.Padded, out.KernelFixed...)})
+}
+
+// setMeta sets one JSON metadata entry of m.
+func setMeta(m *onnx.ModelProto, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("metadata %s: %w", key, err)
+	}
+	for _, p := range m.MetadataProps {
+		if p.Key == key {
+			p.Value = string(b)
+			return nil
+		}
+	}
+	m.MetadataProps = append(m.MetadataProps, &onnx.StringStringEntryProto{Key: key, Value: string(b)})
+	return nil
 }
 
 // speedCheck times the FP32 model (at model, serialized fdata) against the quantized

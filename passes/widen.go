@@ -29,28 +29,9 @@ func WidenImageConv(g *graph.Graph, pol Policy) string {
 	if conv == nil || !isOp(conv, "Conv") || conv.AttrInt("group", 1) != 1 || len(g.Consumers(out)) != 0 || pol.floatReason(conv, true) != "" {
 		return ""
 	}
-	wt, ok := g.Const(input(conv, 1))
-	if !ok || len(wt.Dims) < 3 || wt.Dims[0] >= WidenBlock {
+	o, ok := padOutputs(g, conv, WidenBlock)
+	if !ok {
 		return ""
-	}
-	w, err := wt.Float32()
-	if err != nil {
-		return ""
-	}
-	var bt *graph.Tensor
-	var b []float32
-	if name := input(conv, 2); name != "" {
-		if bt, ok = g.Const(name); !ok {
-			return ""
-		}
-		if b, err = bt.Float32(); err != nil {
-			return ""
-		}
-	}
-	o := wt.Dims[0]
-	conv.Inputs[1] = padRows(g, wt, w)
-	if bt != nil {
-		conv.Inputs[2] = padRows(g, bt, b)
 	}
 	padded := g.UniqueName(out + "_wide")
 	conv.Outputs[0] = padded
@@ -65,12 +46,43 @@ func WidenImageConv(g *graph.Graph, pol Policy) string {
 	return padded
 }
 
+// padOutputs gives conv zero output channels up to n: its weight and
+// bias are replaced by padded copies. It returns the original output
+// channel count, or false (nothing changed) when the weight or bias is not
+// a float constant or conv already has n or more outputs.
+func padOutputs(g *graph.Graph, conv *graph.Node, n int64) (int64, bool) {
+	wt, ok := g.Const(input(conv, 1))
+	if !ok || len(wt.Dims) < 3 || wt.Dims[0] >= n {
+		return 0, false
+	}
+	w, err := wt.Float32()
+	if err != nil {
+		return 0, false
+	}
+	var bt *graph.Tensor
+	var b []float32
+	if name := input(conv, 2); name != "" {
+		if bt, ok = g.Const(name); !ok {
+			return 0, false
+		}
+		if b, err = bt.Float32(); err != nil {
+			return 0, false
+		}
+	}
+	conv.Inputs[1] = padRows(g, wt, w, n)
+	if bt != nil {
+		conv.Inputs[2] = padRows(g, bt, b, n)
+	}
+	g.Invalidate()
+	return wt.Dims[0], true
+}
+
 // padRows writes a copy of t (values v) with its first axis padded with
-// zeros to WidenBlock, and returns the copy's name.
-func padRows(g *graph.Graph, t *graph.Tensor, v []float32) string {
-	wide := make([]float32, WidenBlock*(int64(len(v))/t.Dims[0]))
+// zeros to n, and returns the copy's name.
+func padRows(g *graph.Graph, t *graph.Tensor, v []float32, n int64) string {
+	wide := make([]float32, n*(int64(len(v))/t.Dims[0]))
 	copy(wide, v)
 	name := g.UniqueName(t.Name + "_wide")
-	g.SetInitializer(graph.NewFloat32(name, append([]int64{WidenBlock}, t.Dims[1:]...), wide))
+	g.SetInitializer(graph.NewFloat32(name, append([]int64{n}, t.Dims[1:]...), wide))
 	return name
 }

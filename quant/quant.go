@@ -152,6 +152,12 @@ type Config struct {
 	// calibrated clips only, rotation measured worse on EDSR x4 W4A4.
 	Rotate Rotation
 
+	// AvoidKernelDefects pads the int8 Convs whose shapes ORT 1.24.x is
+	// known to compute wrong on CPUs with AMX to 32 output channels
+	// (passes.AvoidKernelDefects): the same codes on every CPU, at the
+	// cost of a few zero filters. Off only to reproduce the defect.
+	AvoidKernelDefects bool
+
 	// Threads is ORT's intra-op thread count; DefaultConfig sets the
 	// logical CPUs. 0 leaves the choice to ORT, which on the 2-core CI
 	// machine kept about one core busy: calibrating EDSR x4 took 24 s
@@ -185,7 +191,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8, Rotate: RotateAuto,
 		LongSkip: passes.LongSkipPrecise, Accounting: qdq.Reference, Breakpoint: Breakpoint{Method: calib.BPPercentile, Percentile: 99},
-		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU()}
+		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU(), AvoidKernelDefects: true}
 }
 
 // Breakpoint is the rule that places the dual-region breakpoints.
@@ -275,6 +281,9 @@ type Result struct {
 	Tuning       *Tuning
 	RewriteTime  time.Duration
 	PrepareNotes []string
+	// Padded lists the Convs given zero filters so that ORT's int8 kernel
+	// runs a shape it computes right (Config.AvoidKernelDefects).
+	Padded []string
 }
 
 // Events receives what a quantization run reports; both may be nil.
@@ -353,7 +362,7 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 		t1 = time.Now()
 	}
 	res.ConvsInt8, res.Convs = pl.Convs(pr.g)
-	if res.Model, err = rewrite(pr, pl, qs, cal.set, cfg); err != nil {
+	if res.Model, res.Padded, err = rewrite(pr, pl, qs, cal.set, cfg); err != nil {
 		return nil, wrap(err)
 	}
 	res.RewriteTime = time.Since(t1)
@@ -674,20 +683,25 @@ func weightConfig(cfg Config) passes.WeightConfig {
 }
 
 // rewrite writes the deploy model and records the setting in its metadata.
-func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, error) {
+func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, []string, error) {
 	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
-	if err := passes.Run(pr.g, ins); err != nil {
-		return nil, err
+	ps := []passes.Pass{ins}
+	var padded []string
+	if cfg.AvoidKernelDefects {
+		ps = append(ps, passes.AvoidKernelDefects{Padded: &padded})
+	}
+	if err := passes.Run(pr.g, ps...); err != nil {
+		return nil, nil, err
 	}
 	m, err := pr.g.ToModel()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m.ProducerName = "srq"
 	if err := setMetadata(m, cfg, cal, qs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return m, nil
+	return m, padded, nil
 }
 
 // chooseRange picks the clip range of one 8-bit carrier by method m. The

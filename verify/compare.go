@@ -8,6 +8,7 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/sr"
 )
 
@@ -37,6 +38,9 @@ type ImageResult struct {
 	// HR mode.
 	PSNRGT *Pair `json:"psnr_gt_db,omitempty"`
 	SSIMGT *Pair `json:"ssim_gt,omitempty"`
+	// Reference is the quantized model's own QDQ semantics on this image
+	// (CompareOptions.Reference); nil without one.
+	Reference *ReferenceResult `json:"reference,omitempty"`
 	// Detail is the rendered window of largest error for the HTML report
 	// (CompareOptions.Detail); it is not part of the JSON report.
 	Detail *Detail `json:"-"`
@@ -54,6 +58,12 @@ type CompareOptions struct {
 	Tile int
 	// Progress, if set, hears of every image done (stage "verify").
 	Progress progress.Func
+	// Reference, if set, is the quantized model run at ORT's graph
+	// optimisation level basic: DequantizeLinear → float op →
+	// QuantizeLinear, what the QDQ graph means. Each image is run on it
+	// too, and ImageResult.Reference says how far the int8 kernels' output
+	// is from it and what the graph itself scores.
+	Reference *sr.Model
 	// Detail: also find, per image, the window where the quantized output
 	// differs most from the FP32 output and render it for the HTML report
 	// (ImageResult.Detail). It is done while both outputs are in memory,
@@ -105,6 +115,11 @@ func compareOne(ctx context.Context, fp32, q *sr.Model, path string, o CompareOp
 	if r.PSNRvsFP32, err = psnr(b, a, s); err != nil {
 		return ImageResult{}, fmt.Errorf("%s: quantized vs FP32: %w", path, err)
 	}
+	if o.Reference != nil {
+		if r.Reference, err = reference(ctx, o.Reference, lr, a, b, gt, tile, s); err != nil {
+			return ImageResult{}, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if o.Detail {
 		if r.Detail, err = detailOf(a, b, gt, s); err != nil {
 			return ImageResult{}, fmt.Errorf("%s: report detail: %w", path, err)
@@ -154,4 +169,37 @@ func LoadLR(path string, scale int, hr bool) (lr, gt *img.Image, err error) {
 		return nil, nil, fmt.Errorf("%s: %dx%d is smaller than the scale %d", path, im.W, im.H, scale)
 	}
 	return img.ResizeBicubic(gt, gt.W/scale, gt.H/scale), gt, nil
+}
+
+// ReferenceResult compares, on one image, the quantized model as ORT's
+// int8 kernels ran it with the same model's QDQ semantics (level basic).
+type ReferenceResult struct {
+	// PSNRvsFP32 and PSNRGT score the reference output as the quantized
+	// one is scored: the quantization error of the graph itself.
+	PSNRvsFP32 float64  `json:"psnr_vs_fp32_db"`
+	PSNRGT     *float64 `json:"psnr_gt_db,omitempty"`
+	// Kernels is how far the int8 kernels' output is from the reference,
+	// in 8-bit output levels.
+	Kernels kernelcheck.Agreement `json:"kernels"`
+}
+
+// reference runs the reference model on lr and compares its output with
+// the FP32 output a, the quantized output b and the ground truth gt.
+func reference(ctx context.Context, ref *sr.Model, lr, a, b, gt *img.Image, tile, s int) (*ReferenceResult, error) {
+	c, err := ref.Upscale(ctx, lr, tile, -1)
+	if err != nil {
+		return nil, fmt.Errorf("reference (level basic): %w", err)
+	}
+	rr := &ReferenceResult{Kernels: kernelcheck.Compare(c.Pix, b.Pix, 1)}
+	if rr.PSNRvsFP32, err = psnr(c, a, s); err != nil {
+		return nil, fmt.Errorf("reference vs FP32: %w", err)
+	}
+	if gt != nil {
+		p, err := psnr(c, gt, s)
+		if err != nil {
+			return nil, fmt.Errorf("reference vs ground truth: %w", err)
+		}
+		rr.PSNRGT = &p
+	}
+	return rr, nil
 }

@@ -64,3 +64,16 @@ func parseCPUInfo(r io.Reader) CPU {
 	}
 	return c
 }
+
+// String is the model and its int8-relevant flags, for tables and messages:
+// "AMD EPYC (avx2 avx512f avx512_vnni)".
+func (c CPU) String() string {
+	m := c.Model
+	if m == "" {
+		m = "unknown CPU"
+	}
+	if len(c.Flags) == 0 {
+		return m + " (no VNNI or AMX flags)"
+	}
+	return m + " (" + strings.Join(c.Flags, " ") + ")"
+}

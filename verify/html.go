@@ -29,6 +29,9 @@ const (
 	// measured it): the output PSNR with only that layer quantized, and
 	// the method's own score.
 	MetaSensitivity = "srq.sensitivity"
+	// MetaKernels is KernelsMeta: where srq checked the model's int8
+	// kernels against its QDQ graph before writing it.
+	MetaKernels = "srq.kernels"
 )
 
 // HTMLExtras is what the HTML report shows beyond the Report: what the

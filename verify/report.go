@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/srquant/srq/internal/atomicfile"
+	"github.com/srquant/srq/kernelcheck"
 )
 
 // Resampler names the bicubic implementation that made the LR inputs in HR
@@ -46,6 +47,16 @@ type Report struct {
 	// Int8Conv is nil (null) on TensorRT, whose compiled graph ORT cannot write.
 	Int8Conv *ConvCoverage `json:"int8_conv"`
 
+	// Reference scores the quantized model's own QDQ semantics (ORT at
+	// level basic) as the quantized output is scored, and says how far
+	// the int8 kernels' output is from it over all images: the
+	// quantization error and the runtime's error, apart.
+	Reference *ReferenceSummary `json:"reference,omitempty"`
+	// Kernels checks every fused int8 group on its own against the QDQ
+	// graph (kernelcheck.Check, on the first image): the verdict on
+	// whether this machine's ORT computes the model right.
+	Kernels *kernelcheck.Report `json:"kernel_check,omitempty"`
+
 	EP         string `json:"ep"`
 	Threads    int    `json:"threads"`
 	Size       int    `json:"size"`
@@ -55,6 +66,18 @@ type Report struct {
 	CPU        CPU    `json:"cpu"`
 
 	PerImage []ImageResult `json:"per_image"`
+}
+
+// ReferenceSummary is the means over images of ImageResult.Reference.
+type ReferenceSummary struct {
+	PSNRvsFP32 float64  `json:"psnr_vs_fp32_db"`
+	PSNRGT     *float64 `json:"psnr_gt_db,omitempty"`
+	// PSNRGTDrop is the FP32 model's mean PSNR-Y against the ground truth
+	// minus the reference's: the drop the QDQ graph itself causes.
+	PSNRGTDrop *float64 `json:"psnr_gt_drop_db,omitempty"`
+	// Kernels is the int8 kernels' output against the reference, over
+	// every image.
+	Kernels kernelcheck.Agreement `json:"kernels"`
 }
 
 // newReport fills the quality part of a report: per-image results (rounded)
@@ -85,7 +108,41 @@ func newReport(res []ImageResult, hr bool) *Report {
 		d := round((pg.FP32-pg.Quantized)/n, 4)
 		r.PSNRGTDrop = &d
 	}
+	r.Reference = referenceSummary(res, pg.FP32/n)
 	return r
+}
+
+// referenceSummary averages the per-image reference results; fp32GT is the
+// FP32 model's mean PSNR against the ground truth. Nil when no image has
+// a reference.
+func referenceSummary(res []ImageResult, fp32GT float64) *ReferenceSummary {
+	var s ReferenceSummary
+	var vs, gt float64
+	hasGT := true
+	for _, x := range res {
+		rr := x.Reference
+		if rr == nil {
+			return nil
+		}
+		vs += rr.PSNRvsFP32
+		if rr.PSNRGT == nil {
+			hasGT = false
+		} else {
+			gt += *rr.PSNRGT
+		}
+		s.Kernels.Merge(rr.Kernels)
+	}
+	if len(res) == 0 {
+		return nil
+	}
+	n := float64(len(res))
+	s.PSNRvsFP32 = round(vs/n, 4)
+	if hasGT {
+		g, d := round(gt/n, 4), round(fp32GT-gt/n, 4)
+		s.PSNRGT, s.PSNRGTDrop = &g, &d
+	}
+	s.Kernels.Over1 = round(s.Kernels.Over1, 6)
+	return &s
 }
 
 // round rounds x to n decimals so reports stay readable and byte-stable.
@@ -156,6 +213,11 @@ func (r *Report) Check(g Gates) error {
 	if g.MinSpeedup != nil && !(r.Speedup >= *g.MinSpeedup) {
 		fails = append(fails, fmt.Sprintf("speed-up %.2fx is below the minimum %.2fx", r.Speedup, *g.MinSpeedup))
 	}
+	if k := r.Kernels; k != nil && !k.OK() {
+		// Not a setting: a model the machine computes wrong fails every
+		// gate a pipeline could set.
+		fails = append(fails, "ORT's int8 kernels disagree with the model's QDQ graph on this machine: "+k.Summary())
+	}
 	if len(fails) == 0 {
 		return nil
 	}
@@ -213,6 +275,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "int8 coverage: not available on %s (ORT cannot write a graph with compiled nodes)\n", r.EP)
 	}
+	r.writeKernels(&b)
 	_, err := w.Write(b.Bytes())
 	return err
 }
@@ -237,4 +300,27 @@ func threadsText(n int) string {
 		return "1 thread"
 	}
 	return fmt.Sprintf("%d threads", n)
+}
+
+// writeKernels prints the kernel check and the reference (the QDQ graph's
+// own semantics) apart from the quantization error above them.
+func (r *Report) writeKernels(b *bytes.Buffer) {
+	if k := r.Kernels; k != nil {
+		verdict := "ok"
+		if !k.OK() {
+			verdict = "WRONG"
+		}
+		fmt.Fprintf(b, "kernel check: %s, ORT %s on %s: %s\n", verdict, k.ORTVersion, r.CPU, k.Summary())
+		for _, d := range k.Disagree {
+			fmt.Fprintf(b, "  %s (%s): up to %d codes off on %.2f%% of its outputs\n", d.Node, d.Describe(), d.MaxCodeDiff, 100*d.WrongShare)
+		}
+	}
+	if ref := r.Reference; ref != nil {
+		line := fmt.Sprintf("QDQ graph semantics (ORT level basic): PSNR-Y vs FP32 %s dB", db(ref.PSNRvsFP32))
+		if ref.PSNRGTDrop != nil {
+			line += fmt.Sprintf(", drop vs ground truth %.3f dB", *ref.PSNRGTDrop)
+		}
+		k := ref.Kernels
+		fmt.Fprintf(b, "%s; the int8 kernels' output differs from it by up to %d levels, %.2f%% of values by more than 1\n", line, k.MaxDiff, 100*k.Over1)
+	}
 }

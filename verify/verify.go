@@ -111,12 +111,25 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		cov = &c
 	}
 
-	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress, Detail: cfg.Detail})
+	// The reference: the same model at level basic, on the CPU, is what
+	// the QDQ graph means; the EP's int8 kernels are checked against it.
+	ref, err := sr.Open(quantized.Data, quantized.Path+" (level basic)", ort.Options{Threads: cfg.Threads, OptLevel: "basic"},
+		sr.ProbeOptions{Scale: qm.Scale, Range: qm.Range})
+	if err != nil {
+		return nil, err
+	}
+	defer ref.Close()
+
+	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress, Detail: cfg.Detail, Reference: ref})
 	if err != nil {
 		return nil, err
 	}
 
 	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
+	if err != nil {
+		return nil, err
+	}
+	kernels, err := checkKernels(ctx, quantized, lr, qm.Range, ep, cfg.Threads)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +153,12 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 	r.EP, r.Threads, r.Size, r.Runs, r.Warmup = ep, cfg.Threads, cfg.Size, cfg.Runs, WarmupRuns
 	r.ORTVersion = ort.Version()
 	r.CPU = HostCPU()
+	r.Kernels = kernels
+	if r.Reference != nil {
+		// The check ran on one crop; the agreement over every image is
+		// the reference comparison's.
+		r.Kernels.Output = r.Reference.Kernels
+	}
 	return r, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/srquant/srq"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
@@ -36,9 +37,10 @@ type quantizeOpts struct {
 	percentile, budgetBits            float64
 	skip, floatOps                    []string
 	patches, patchSize, batch         int
-	threads, speedCheck               int
+	threads, speedCheck, kernelCheck  int
 	seed                              int64
 	calibLR, externalData, tune       bool
+	avoidKernelDefects                bool
 	biasCorrection                    bool
 	rotate                            string
 	timeBudget                        time.Duration
@@ -85,6 +87,8 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	o.probe.register(fs, "")
 	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
 	fs.IntVar(&o.speedCheck, "speed-check", defaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))
+	fs.IntVar(&o.kernelCheck, "kernel-check", srq.DefaultKernelCheck, "before writing, run every fused int8 group on its own at ORT's levels basic (the QDQ graph's meaning) and all (its int8 kernels) on an S×S LR input, and refuse (exit 1) a model this machine's ORT computes wrong (0: skip)")
+	fs.BoolVar(&o.avoidKernelDefects, "avoid-kernel-defects", def.AvoidKernelDefects, "pad int8 Convs whose shape ORT 1.24's kernel computes wrong on AMX CPUs (17–31 outputs), or that the kernel check finds wrong, to a shape it computes right (same codes)")
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
 	return func(a *app, args []string) error {
@@ -178,6 +182,10 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if o.speedCheck < 0 {
 		return cfg, fmt.Errorf("--speed-check %d: want 0 (skip) or a positive LR side in pixels", o.speedCheck)
 	}
+	if o.kernelCheck < 0 {
+		return cfg, fmt.Errorf("--kernel-check %d: want 0 (skip) or a positive LR side in pixels", o.kernelCheck)
+	}
+	cfg.AvoidKernelDefects = o.avoidKernelDefects
 	if o.threads < 0 {
 		return cfg, fmt.Errorf("--threads %d: want 0 (ONNX Runtime's default) or more", o.threads)
 	}
@@ -261,8 +269,12 @@ func (a *app) quantize(o *quantizeOpts) error {
 		fmt.Fprintln(a.stderr, s)
 	}
 	res, err := srq.Quantize(a.ctx, srq.QuantizeOptions{Model: o.model, Images: imgs, Out: o.out, ExternalData: o.externalData,
-		Config: cfg, Log: log, Progress: bar.Report, SpeedCheck: o.speedCheck})
+		Config: cfg, Log: log, Progress: bar.Report, SpeedCheck: o.speedCheck, KernelCheck: o.kernelCheck})
 	bar.Done()
+	var kerr *kernelcheck.Error
+	if errors.As(err, &kerr) {
+		return &gateError{msg: err.Error()}
+	}
 	if err != nil {
 		return err
 	}
@@ -272,6 +284,7 @@ func (a *app) quantize(o *quantizeOpts) error {
 		}
 	}
 	printQuantizeSummary(a.stdout, o, cfg, res.Result, time.Since(start))
+	printKernels(a.stdout, res)
 	if sp := res.Speed; sp != nil {
 		fmt.Fprintf(a.stdout, "speed     %dx%d LR, median of %d runs: fp32 %.1f ms, quantized %.1f ms, %.2fx (a quick check; srq verify reports speed)\n",
 			sp.Size, sp.Size, sp.Quantized.Runs, sp.FP32.MedianMS, sp.Quantized.MedianMS, sp.Speedup)
@@ -281,6 +294,25 @@ func (a *app) quantize(o *quantizeOpts) error {
 		}
 	}
 	return nil
+}
+
+// printKernels reports the kernel check and any Conv padded for ORT's
+// int8 kernel.
+func printKernels(w io.Writer, res *srq.QuantizeResult) {
+	if len(res.Padded) > 0 {
+		fmt.Fprintf(w, "padded    %s to %d output channels (a shape ORT 1.24's int8 Conv computes wrong on AMX CPUs; same codes)\n", strings.Join(res.Padded, ", "), passes.DefectBlock)
+	}
+	if len(res.KernelFixed) > 0 {
+		fmt.Fprintf(w, "padded    %s: the kernel check found ORT computing them wrong on this CPU; padded, they agree\n", strings.Join(res.KernelFixed, ", "))
+	}
+	k := res.Kernels
+	if k == nil {
+		fmt.Fprintln(w, "kernels   not checked (--kernel-check 0)")
+		return
+	}
+	fmt.Fprintf(w, "kernels   %s; ORT %s on %s\n", k.Summary(), k.ORTVersion, res.CPU)
+	fmt.Fprintf(w, "          whole model, int8 kernels vs QDQ graph on the check input: up to %d levels apart, %.2f%% of values by more than 1 (rounding grown through the network)\n",
+		k.Output.MaxDiff, 100*k.Output.Over1)
 }
 
 // rangesFile is the JSON form of --ranges-json; keys are a stable contract.
