@@ -153,3 +153,25 @@ func Version() string {
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
+
+// Library returns the path of the library Init loaded, or "" before Init.
+func Library() string { return libraryPath() }
+
+// Providers lists the execution providers the loaded library can use,
+// among those srq runs on ("cpu", "cuda", "tensorrt"): ORT loads the GPU
+// providers from libonnxruntime_providers_<name>.so beside the library, so
+// a provider is listed when that file is there (whether a GPU and its
+// drivers are present is found only when a session starts on it).
+func Providers() []string {
+	lib := libraryPath()
+	if lib == "" {
+		return nil
+	}
+	out := []string{"cpu"}
+	for _, ep := range []string{"cuda", "tensorrt"} {
+		if checkFile(filepath.Join(filepath.Dir(lib), "libonnxruntime_providers_"+ep+".so")) == nil {
+			out = append(out, ep)
+		}
+	}
+	return out
+}

@@ -68,6 +68,7 @@ func htmlTemplate() (*template.Template, error) {
 		"f":    func(prec int, v float64) string { return strconv.FormatFloat(v, 'f', prec, 64) },
 		"inc":  func(i int) int { return i + 1 },
 		"sub":  func(a, b float64) float64 { return a - b },
+		"pct":  func(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) + "%" },
 	})
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/htmlpage"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/sr"
 )
 
@@ -425,4 +426,29 @@ func TestHTMLRunDetail(t *testing.T) {
 	b, err := withoutLatency(r).JSON()
 	require.NoError(t, err)
 	assert.Equal(t, string(a), string(b))
+}
+
+// TestHTMLReportKernels: the page shows the kernel check and the QDQ
+// graph's own score, and a check that failed is marked above everything
+// else, naming the Conv.
+func TestHTMLReportKernels(t *testing.T) {
+	r := htmlReport(t)
+	drop := 0.031
+	r.Reference = &ReferenceSummary{PSNRvsFP32: 52.4, PSNRGTDrop: &drop, Kernels: kernelcheck.Agreement{MaxDiff: 3, Over1: 0.01, Values: 1000}}
+	r.Kernels = &kernelcheck.Report{ORTVersion: "1.24.1", Groups: 65, MaxCodeDiff: 1, ReferenceFused: []string{}, Disagree: []kernelcheck.Disagreement{}}
+	page, err := RenderHTML(r, HTMLExtras{})
+	require.NoError(t, err)
+	s := string(page)
+	assert.Contains(t, s, "65 fused groups agree with the QDQ graph")
+	assert.Contains(t, s, "PSNR-Y vs FP32 52.40 dB, drop vs ground truth 0.031 dB")
+	assert.NotContains(t, s, "computes the model wrong")
+
+	r.Kernels.Disagree = []kernelcheck.Disagreement{{Node: "/head/Conv", Shape: "Conv 3→28, 3×3", MaxCodeDiff: 160, WrongShare: 0.12}}
+	r.Kernels.MaxCodeDiff = 160
+	page, err = RenderHTML(r, HTMLExtras{})
+	require.NoError(t, err)
+	s = string(page)
+	assert.Contains(t, s, "ONNX Runtime 1.24.1 computes the model wrong")
+	assert.Contains(t, s, `<span class="bad">WRONG</span>`)
+	assert.Contains(t, s, "<code>/head/Conv</code> (Conv 3→28, 3×3): up to 160 codes off on 12.00% of its outputs")
 }

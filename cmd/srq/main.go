@@ -48,6 +48,7 @@ var commands = []command{
 	{"verify", "--model M --quantized Q --images DIR", "compare a quantized model with its FP32 original", verifyFlags},
 	{"sensitivity", "--model M --calib DIR", "measure how much quantizing each layer alone costs", sensitivityFlags},
 	{"bench", "", "benchmark models x methods and write BENCHMARKS.md", benchFlags},
+	{"doctor", "", "check this machine's ONNX Runtime int8 kernels against their QDQ graphs", doctorFlags},
 }
 
 func main() {
