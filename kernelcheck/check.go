@@ -182,7 +182,7 @@ func Check(ctx context.Context, m *onnx.ModelProto, input *ort.Tensor, o Options
 	var boundary []string
 	seen := map[string]bool{}
 	for _, gr := range groups {
-		for _, v := range gr.inputs {
+		for _, v := range append(slices.Clone(gr.inputs), gr.supportInputs...) {
 			if !seen[v] && !g.IsGraphInput(v) {
 				seen[v] = true
 				boundary = append(boundary, v)
@@ -247,7 +247,7 @@ func Check(ctx context.Context, m *onnx.ModelProto, input *ort.Tensor, o Options
 	}
 	i := 0
 	for k, gr := range groups {
-		d := Disagreement{Node: gr.name, Ops: gr.ops(), Shape: describe(g, gr)}
+		d := Disagreement{Node: nodeName(gr.main), Ops: gr.ops(), Shape: describe(g, gr)}
 		wrong, total := 0, 0
 		for _, out := range iso.outputs[k] {
 			md, w := diff(basic[i].Data, fused[i].Data, out)
@@ -361,7 +361,7 @@ func FusedOps(m *onnx.ModelProto) []string {
 // defects depend on; other groups get none.
 func describe(g *graph.Graph, gr *group) string {
 	for _, n := range gr.nodes {
-		if !gr.members[n] || n.OpType != "Conv" {
+		if n.OpType != "Conv" {
 			continue
 		}
 		w, ok := weightDims(g, n)

@@ -15,12 +15,21 @@ import (
 // Conv → Q, DQ → Add → Q, DQ → Sigmoid → Q ...) with one int8 kernel, so a
 // group is the unit whose two forms must agree.
 type group struct {
-	name    string        // the node that names the group in messages
-	nodes   []*graph.Node // members and the constant or shape producers they need, graph order
+	main    *graph.Node   // the node that names the group in messages
+	nodes   []*graph.Node // the members, in graph order
 	members map[*graph.Node]bool
-	// inputs are the float values read from outside: activation DQ
-	// outputs (rebuilt as Q → DQ in isolation) and graph inputs.
+	// inputs are the float values the members read from outside:
+	// activation DQ outputs (rebuilt as Q → DQ in isolation) and graph
+	// inputs.
 	inputs []string
+	// support are the other producers the members need: constants
+	// (weight DQs, Constant nodes) and shape arithmetic on activations.
+	// Their values do not depend on the kernels under test, so the
+	// isolation model computes them once for every group.
+	support []*graph.Node
+	// supportInputs are the float values the support nodes read (a
+	// Shape of an activation): fed from the reference run as they are.
+	supportInputs []string
 	// codes are member outputs read by a QuantizeLinear: compared in that
 	// quantizer's codes. floats are member outputs that leave as floats
 	// (graph outputs): compared with a relative tolerance.
@@ -134,84 +143,77 @@ func (a *analysis) groups() []*group {
 		a.complete(gr)
 	}
 	return slices.DeleteFunc(out, func(gr *group) bool {
-		return len(gr.inputs) == 0 || len(gr.codes)+len(gr.floats) == 0
+		return len(gr.inputs) == 0 || len(gr.codes)+len(gr.floats) == 0 || gr.movesOnly()
 	})
 }
 
-// complete adds to gr the producers its members need that are neither
-// boundary inputs nor members (constants, weight DQs, shape arithmetic),
-// and finds its inputs and outputs.
+// movement lists the ops that only move values: with Q and DQ around them
+// ORT runs them on the uint8 codes, no arithmetic and no kernel to get
+// wrong (window transformers have hundreds of them).
+var movement = map[string]bool{"Transpose": true, "Reshape": true, "Slice": true, "Squeeze": true, "Unsqueeze": true,
+	"Flatten": true, "Split": true, "Gather": true, "Identity": true, "Shape": true, "Expand": true, "Tile": true}
+
+// movesOnly reports whether every member of gr only moves values.
+func (gr *group) movesOnly() bool {
+	for n := range gr.members {
+		if !movement[n.OpType] {
+			return false
+		}
+	}
+	return true
+}
+
+// complete finds gr's inputs, the support nodes it needs (neither its
+// inputs nor its members: constants, weight DQs, shape arithmetic), its
+// outputs and its name.
 func (a *analysis) complete(gr *group) {
 	g := a.g
-	in := map[*graph.Node]bool{}
-	for n := range gr.members {
-		in[n] = true
-	}
-	var inputs []string
-	seenIn := map[string]bool{}
-	var need func(v string)
-	need = func(v string) {
+	support := map[*graph.Node]bool{}
+	seenIn, seenSup := map[string]bool{}, map[string]bool{}
+	var need func(v string, member bool)
+	need = func(v string, member bool) {
 		if v == "" || g.Initializer(v) != nil && !g.IsGraphInput(v) {
 			return
 		}
 		p := g.Producer(v)
-		if p != nil && in[p] {
+		if p != nil && (gr.members[p] || support[p]) {
 			return
 		}
 		if p == nil || a.activationDQ(v) != nil || (graph.IsFloat(a.types[v]) && !a.static[v]) {
-			if !seenIn[v] {
+			switch {
+			case member && !seenIn[v]:
 				seenIn[v] = true
-				inputs = append(inputs, v)
+				gr.inputs = append(gr.inputs, v)
+			case !member && !seenSup[v]:
+				seenSup[v] = true
+				gr.supportInputs = append(gr.supportInputs, v)
 			}
 			return
 		}
-		// A constant (weight DQ, Constant node) or shape arithmetic on
-		// activations: computed inside the isolated group too.
-		in[p] = true
+		support[p] = true
 		for _, pin := range p.Inputs {
-			need(pin)
+			need(pin, false)
 		}
 	}
 	for _, n := range g.Nodes {
 		if gr.members[n] {
+			gr.nodes = append(gr.nodes, n)
 			for _, v := range n.Inputs {
-				need(v)
+				need(v, true)
 			}
 		}
 	}
 	// The rebuilt input quantizers and the output quantizers read their
 	// scales and zero points too.
-	for _, v := range slices.Clone(inputs) {
+	for _, v := range gr.inputs {
 		if dq := a.activationDQ(v); dq != nil {
-			need(input(dq, 1))
-			need(input(dq, 2))
+			need(input(dq, 1), false)
+			need(input(dq, 2), false)
 		}
 	}
-	for _, n := range g.Nodes {
-		if !gr.members[n] {
-			continue
-		}
-		for _, v := range n.Outputs {
-			for _, c := range g.Consumers(v) {
-				if c.OpType == "QuantizeLinear" && c.Inputs[0] == v {
-					need(input(c, 1))
-					need(input(c, 2))
-				}
-			}
-		}
-	}
-	for _, n := range g.Nodes {
-		if in[n] {
-			gr.nodes = append(gr.nodes, n)
-		}
-	}
-	gr.inputs = inputs
 	for _, n := range gr.nodes {
-		if !gr.members[n] {
-			continue
-		}
-		if gr.name == "" || weight(n) > weight(g.Producer(gr.name)) {
-			gr.name = nodeName(n)
+		if gr.main == nil || weight(n) > weight(gr.main) {
+			gr.main = n
 		}
 		for _, v := range n.Outputs {
 			if v == "" || !graph.IsFloat(a.types[v]) {
@@ -220,11 +222,18 @@ func (a *analysis) complete(gr *group) {
 			for _, c := range g.Consumers(v) {
 				if c.OpType == "QuantizeLinear" && c.Inputs[0] == v {
 					gr.codes = append(gr.codes, c)
+					need(input(c, 1), false)
+					need(input(c, 2), false)
 				}
 			}
 			if g.IsGraphOutput(v) {
 				gr.floats = append(gr.floats, v)
 			}
+		}
+	}
+	for _, n := range g.Nodes {
+		if support[n] {
+			gr.support = append(gr.support, n)
 		}
 	}
 }
@@ -256,9 +265,7 @@ func nodeName(n *graph.Node) string {
 func (gr *group) ops() string {
 	var ops []string
 	for _, n := range gr.nodes {
-		if gr.members[n] {
-			ops = append(ops, n.OpType)
-		}
+		ops = append(ops, n.OpType)
 	}
 	return strings.Join(ops, "+")
 }
@@ -286,33 +293,53 @@ type isoOutput struct {
 	scale float32 // for codes
 }
 
-// isolate builds the isolation model of groups.
+// isolate builds the isolation model of groups. The support nodes of all
+// groups are added once under their own names, their float inputs fed as
+// they are; each group's members and inputs are renamed under its prefix.
 func (a *analysis) isolate(groups []*group) (*isolation, error) {
 	src := a.g
 	iso := graph.New(src.Name+"_kernelcheck", src.Opsets)
 	iso.IRVersion = src.IRVersion
 	res := &isolation{outputs: make([][]isoOutput, len(groups))}
-	inits := map[string]bool{}
-	copyInit := func(v string) {
-		if t := src.Initializer(v); t != nil && !inits[v] {
-			inits[v] = true
+	for _, t := range src.Initializers() {
+		if !src.IsGraphInput(t.Name) {
 			iso.SetInitializer(t)
+		}
+	}
+	support, fed := map[*graph.Node]bool{}, map[string]bool{}
+	for _, gr := range groups {
+		for _, n := range gr.support {
+			support[n] = true
+		}
+		for _, v := range gr.supportInputs {
+			if !fed[v] {
+				fed[v] = true
+				iso.Inputs = append(iso.Inputs, &graph.Value{Name: v, DType: onnx.TensorProto_FLOAT})
+				res.inputs = append(res.inputs, isoInput{name: v, value: v})
+			}
+		}
+	}
+	for _, n := range src.Nodes {
+		if support[n] {
+			iso.AddNode(&graph.Node{Name: n.Name, OpType: n.OpType, Domain: n.Domain, Attrs: n.Attrs, Inputs: n.Inputs, Outputs: n.Outputs})
 		}
 	}
 	for k, gr := range groups {
 		prefix := fmt.Sprintf("k%d/", k)
-		rename := map[string]string{}
+		own := map[string]bool{}
+		for _, n := range gr.nodes {
+			for _, v := range n.Outputs {
+				own[v] = true
+			}
+		}
+		for _, v := range gr.inputs {
+			own[v] = true
+		}
 		name := func(v string) string {
-			if v == "" || inits[v] || (src.Initializer(v) != nil && !src.IsGraphInput(v)) {
-				copyInit(v)
-				return v
+			if v == "" || !own[v] {
+				return v // initializer, support value or omitted
 			}
-			if r, ok := rename[v]; ok {
-				return r
-			}
-			r := prefix + v
-			rename[v] = r
-			return r
+			return prefix + v
 		}
 		for _, v := range gr.inputs {
 			in := prefix + "in/" + v
@@ -320,19 +347,16 @@ func (a *analysis) isolate(groups []*group) (*isolation, error) {
 			res.inputs = append(res.inputs, isoInput{name: in, value: v})
 			dq := a.activationDQ(v)
 			if dq == nil {
-				rename[v] = in
+				iso.AddNode(&graph.Node{Name: prefix + "feed/" + v, OpType: "Identity", Inputs: []string{in}, Outputs: []string{name(v)}})
 				continue
 			}
 			// Same codes the full model's DQ read: Q with its parameters,
 			// then the DQ itself.
 			codes := prefix + "codes/" + v
-			q := &graph.Node{Name: prefix + "q/" + v, OpType: "QuantizeLinear", Domain: dq.Domain,
-				Inputs: []string{in, name(dq.Inputs[1]), name(input(dq, 2))}, Outputs: []string{codes}, Attrs: dq.Attrs}
-			q.Inputs = trimEmpty(q.Inputs)
-			iso.AddNode(q)
-			d := &graph.Node{Name: prefix + nodeName(dq), OpType: dq.OpType, Domain: dq.Domain, Attrs: dq.Attrs,
-				Inputs: trimEmpty([]string{codes, name(dq.Inputs[1]), name(input(dq, 2))}), Outputs: []string{name(v)}}
-			iso.AddNode(d)
+			iso.AddNode(&graph.Node{Name: prefix + "q/" + v, OpType: "QuantizeLinear", Domain: dq.Domain, Attrs: dq.Attrs,
+				Inputs: trimEmpty([]string{in, input(dq, 1), input(dq, 2)}), Outputs: []string{codes}})
+			iso.AddNode(&graph.Node{Name: prefix + nodeName(dq), OpType: dq.OpType, Domain: dq.Domain, Attrs: dq.Attrs,
+				Inputs: trimEmpty([]string{codes, input(dq, 1), input(dq, 2)}), Outputs: []string{name(v)}})
 		}
 		for _, n := range gr.nodes {
 			c := &graph.Node{Name: prefix + nodeName(n), OpType: n.OpType, Domain: n.Domain, Attrs: n.Attrs}
@@ -340,10 +364,6 @@ func (a *analysis) isolate(groups []*group) (*isolation, error) {
 				c.Inputs = append(c.Inputs, name(v))
 			}
 			for _, v := range n.Outputs {
-				if v == "" {
-					c.Outputs = append(c.Outputs, "")
-					continue
-				}
 				c.Outputs = append(c.Outputs, name(v))
 			}
 			iso.AddNode(c)
@@ -353,16 +373,12 @@ func (a *analysis) isolate(groups []*group) (*isolation, error) {
 			if !ok {
 				continue // a per-axis or computed scale: not an activation quantizer
 			}
-			qc := &graph.Node{Name: prefix + nodeName(q), OpType: q.OpType, Domain: q.Domain, Attrs: q.Attrs}
-			for _, v := range q.Inputs {
-				qc.Inputs = append(qc.Inputs, name(v))
-			}
 			codes := prefix + "out/" + q.Outputs[0]
-			qc.Outputs = []string{codes}
-			iso.AddNode(qc)
+			iso.AddNode(&graph.Node{Name: prefix + nodeName(q), OpType: q.OpType, Domain: q.Domain, Attrs: q.Attrs,
+				Inputs: trimEmpty([]string{name(q.Inputs[0]), input(q, 1), input(q, 2)}), Outputs: []string{codes}})
 			out := prefix + "deq/" + q.Outputs[0]
 			iso.AddNode(&graph.Node{Name: prefix + "dq/" + q.Outputs[0], OpType: "DequantizeLinear", Domain: q.Domain,
-				Inputs: trimEmpty([]string{codes, name(q.Inputs[1]), name(input(q, 2))}), Outputs: []string{out}})
+				Inputs: trimEmpty([]string{codes, input(q, 1), input(q, 2)}), Outputs: []string{out}})
 			iso.Outputs = append(iso.Outputs, &graph.Value{Name: out, DType: onnx.TensorProto_FLOAT})
 			res.outputs[k] = append(res.outputs[k], isoOutput{name: out, codes: true, scale: scale})
 		}
@@ -371,6 +387,7 @@ func (a *analysis) isolate(groups []*group) (*isolation, error) {
 			res.outputs[k] = append(res.outputs[k], isoOutput{name: name(v)})
 		}
 	}
+	iso.RemoveDead()
 	if err := iso.TopoSort(); err != nil {
 		return nil, fmt.Errorf("kernel check: isolation model: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	ortgo "github.com/yalue/onnxruntime_go"
+
+	"github.com/srquant/srq/onnx"
 )
 
 // Options configures a session. The zero value runs on the CPU with ORT's
@@ -75,11 +77,14 @@ func NewSession(model []byte, name string, o Options) (*Session, error) {
 	defer opts.Destroy()
 
 	// DynamicAdvancedSession needs the IO names up front and cannot list
-	// them, so ORT reads them from a temporary session first (about a third
-	// of the load time of an EDSR model).
-	ins, outs, err := ioInfo(model)
+	// them. They are read from the model's own declarations; ORT's way, a
+	// temporary session, cost a third of the load time of an EDSR model
+	// and half of a QDQ window transformer's (20 s of 40 here).
+	ins, outs, err := declaredIO(model)
 	if err != nil {
-		return nil, fmt.Errorf("%s: load: %s", name, oneLine(err))
+		if ins, outs, err = ioInfo(model); err != nil {
+			return nil, fmt.Errorf("%s: load: %s", name, oneLine(err))
+		}
 	}
 	inNames := make([]string, len(ins))
 	for i, in := range ins {
@@ -388,6 +393,51 @@ func cloneInfo(in []IOInfo) []IOInfo {
 		out[i] = IOInfo{Name: x.Name, Type: x.Type, Dims: append([]int64(nil), x.Dims...)}
 	}
 	return out
+}
+
+// declaredIO lists a model's inputs (those no initializer backs, as ORT
+// lists them) and outputs as the model declares them.
+func declaredIO(model []byte) ([]IOInfo, []IOInfo, error) {
+	m, err := onnx.LoadBytes(model, "model", "")
+	if err != nil {
+		return nil, nil, err
+	}
+	g := m.GetGraph()
+	if g == nil {
+		return nil, nil, errors.New("model has no graph")
+	}
+	inits := map[string]bool{}
+	for _, t := range g.GetInitializer() {
+		inits[t.GetName()] = true
+	}
+	var ins, outs []IOInfo
+	for _, v := range g.GetInput() {
+		if !inits[v.GetName()] {
+			ins = append(ins, declared(v))
+		}
+	}
+	for _, v := range g.GetOutput() {
+		outs = append(outs, declared(v))
+	}
+	return ins, outs, nil
+}
+
+func declared(v *onnx.ValueInfoProto) IOInfo {
+	info := IOInfo{Name: v.GetName()}
+	tt := v.GetType().GetTensorType()
+	if tt == nil {
+		info.Type = "non-tensor"
+		return info
+	}
+	info.Type = elemTypeName(ortgo.TensorElementDataType(tt.GetElemType()))
+	for _, d := range tt.GetShape().GetDim() {
+		n := int64(-1)
+		if d.GetDimParam() == "" && d.GetDimValue() > 0 {
+			n = d.GetDimValue()
+		}
+		info.Dims = append(info.Dims, n)
+	}
+	return info
 }
 
 // ioInfo lists a model's inputs and outputs as ORT reports them.

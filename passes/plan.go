@@ -7,6 +7,7 @@ import (
 
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/internal/enum"
+	"github.com/srquant/srq/onnx"
 )
 
 // FirstLast is the policy for the first and last Conv of an SR network,
@@ -125,9 +126,10 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 		edge[n] = true
 	}
 	shapes := shapeValues(g)
+	types := g.ElemTypes()
 	for _, n := range g.Nodes {
 		r, ok := ruleFor(n)
-		if !ok || allIn(n.Outputs, shapes) {
+		if !ok || allIn(n.Outputs, shapes) || !floatIO(g, n, r, types) {
 			continue
 		}
 		switch why := pol.floatReason(n, edge[n]); why {
@@ -325,6 +327,25 @@ func onlyShapeUses(g *graph.Graph, v string, s map[string]bool) bool {
 	}
 	for _, c := range g.Consumers(v) {
 		if !allIn(c.Outputs, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// floatIO reports whether n computes on float tensors: its outputs and
+// activation inputs are float. Shape arithmetic on int64 or bool tensors
+// (Shape → Gather → Mod → Add → Pad in a PyTorch export of a window
+// transformer) uses the same op types as the image path but is never
+// quantized.
+func floatIO(g *graph.Graph, n *graph.Node, r opRule, types map[string]onnx.TensorProto_DataType) bool {
+	for _, v := range n.Outputs {
+		if v != "" && !graph.IsFloat(types[v]) {
+			return false
+		}
+	}
+	for _, v := range actInputs(g, n, r) {
+		if !graph.IsFloat(types[v]) {
 			return false
 		}
 	}
