@@ -15,7 +15,7 @@ import (
 // Quantize EDSR x2 to W4A4 with the dual-region quantizer, calibrated on a
 // folder of photos, and write the deploy model.
 func ExampleQuantize() {
-	if err := srq.Init(""); err != nil { // ONNX Runtime: $SRQ_ORT_LIB or .ort/
+	if err := srq.Init(""); err != nil { // ONNX Runtime: $SRQ_ORT_LIB, .ort/ or a system library folder
 		log.Fatal(err)
 	}
 	imgs, err := srq.ListImages("testdata/images")

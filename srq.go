@@ -4,7 +4,7 @@
 //
 // A typical pipeline step:
 //
-//	if err := srq.Init(""); err != nil { ... }          // find ONNX Runtime once
+//	if err := srq.Init(""); err != nil { ... }          // find ONNX Runtime once ($SRQ_ORT_LIB, .ort/, system folders)
 //	imgs, _ := srq.ListImages("photos/")
 //	cfg := quant.DefaultConfig()                          // W8A8, percentile ranges
 //	cfg.Bits, cfg.Method = quant.Bits{W: 4, A: 4}, quant.Dual
@@ -37,10 +37,19 @@ import (
 	"github.com/srquant/srq/verify"
 )
 
-// Init finds the ONNX Runtime shared library — lib if not empty, else
-// $SRQ_ORT_LIB, else .ort/ from `make setup` in the working directory or
-// above — and initialises it for the process. Call it once before the
-// other functions; later calls with the same library do nothing.
+// Init finds the ONNX Runtime shared library and initialises it for the
+// process. Call it once before the other functions; later calls with the
+// same library do nothing.
+//
+// lib, if not empty, is the library (libonnxruntime.so or
+// libonnxruntime.so.1) or a folder holding it. Otherwise Init uses
+// $SRQ_ORT_LIB, then looks for either file name in .ort/ (where `make
+// setup` installs it) in the working directory and its parents, in the
+// program's own folder, in $LD_LIBRARY_PATH and in the system library
+// folders (/usr/local/lib, /usr/lib/x86_64-linux-gnu, /usr/lib); see
+// ort.FindLibrary. A program built outside the srq checkout therefore
+// needs only SRQ_ORT_LIB, or the library installed where the system keeps
+// libraries.
 func Init(lib string) error {
 	path, err := ort.FindLibrary(lib)
 	if err != nil {

@@ -83,7 +83,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := pflag.NewFlagSet("srq "+cmd.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	a := &app{ctx: ctx, stdout: stdout, stderr: stderr}
-	fs.StringVar(&a.ortLib, "ort-lib", "", "path to libonnxruntime.so (default: $SRQ_ORT_LIB, then .ort/ from `make setup`)")
+	fs.StringVar(&a.ortLib, "ort-lib", "", "ONNX Runtime library to load: `PATH` of libonnxruntime.so or libonnxruntime.so.1, or a folder holding one (default: $SRQ_ORT_LIB, then .ort/ from make setup in this folder or above, the binary's folder, $LD_LIBRARY_PATH and the system library folders)")
 	body := cmd.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
 )
 
@@ -73,7 +74,44 @@ func TestCommandHelp(t *testing.T) {
 			assert.Equal(t, exitOK, code)
 			assert.Empty(t, errOut)
 			assert.True(t, strings.HasPrefix(out, "usage: srq "+c.name+" [flags]"), out)
-			assert.Contains(t, out, "--ort-lib")
+			assert.Contains(t, out, "--ort-lib PATH ")
+		})
+	}
+}
+
+// TestORTLib: --ort-lib and SRQ_ORT_LIB take either library name (make
+// setup links libonnxruntime.so to libonnxruntime.so.1) or the folder, and
+// a wrong path is one error line naming the flag.
+func TestORTLib(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "libonnxruntime.so")
+	code, out, errOut := runSRQ("inspect", "--ort-lib", missing, tdModel)
+	assertOneLineError(t, code, out, errOut, "srq inspect: ", "--ort-lib: ort: library "+missing+": no such file")
+
+	t.Setenv(ort.EnvLibrary, missing)
+	code, out, errOut = runSRQ("inspect", tdModel)
+	assertOneLineError(t, code, out, errOut, "srq inspect: ", "$SRQ_ORT_LIB="+missing+": no such file")
+
+	t.Setenv(ort.EnvLibrary, "")
+	lib := orttest.Require(t)
+	link := filepath.Join(t.TempDir(), "libonnxruntime.so")
+	require.NoError(t, os.Symlink(lib, link))
+	for _, tc := range []struct{ name, flag, env string }{
+		{"flag, unversioned name", link, ""},
+		{"flag, folder", filepath.Dir(link), ""},
+		{"env, unversioned name", "", link},
+		{"env, make setup's link", "", "../../.ort/libonnxruntime.so"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(tc.env); tc.env != "" && err != nil {
+				t.Skipf("%s: %v (run `make setup`)", tc.env, err)
+			}
+			t.Setenv(ort.EnvLibrary, tc.env)
+			args := []string{"inspect", tdModel}
+			if tc.flag != "" {
+				args = append(args, "--ort-lib", tc.flag)
+			}
+			code, _, errOut := runSRQ(args...)
+			assert.Equal(t, exitOK, code, errOut)
 		})
 	}
 }
