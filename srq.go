@@ -58,7 +58,7 @@ func Init(lib string) error {
 	return ort.Init(path)
 }
 
-// ListImages returns the PNG, JPEG and BMP files of a folder, sorted by name:
+// ListImages returns the PNG, JPEG, BMP and WebP files of a folder, sorted by name:
 // calibration images for Quantize, benchmark images for Verify.
 func ListImages(dir string) ([]string, error) { return img.List(dir) }
 

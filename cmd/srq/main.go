@@ -43,7 +43,7 @@ func (e *gateError) Error() string { return e.msg }
 
 var commands = []command{
 	{"inspect", "MODEL", "show a model's structure, scale and input range", inspectFlags},
-	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model", upscaleFlags},
+	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model (OUT: .png, .jpg or .bmp)", upscaleFlags},
 	{"quantize", "--model M --calib DIR --out Q", "quantize a model to int8 QDQ form", quantizeFlags},
 	{"verify", "--model M --quantized Q --images DIR", "compare a quantized model with its FP32 original", verifyFlags},
 	{"sensitivity", "--model M --calib DIR", "measure how much quantizing each layer alone costs", sensitivityFlags},

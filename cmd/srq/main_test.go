@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"image"
+	"image/jpeg"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/image/bmp"
 
 	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
@@ -139,6 +142,11 @@ func TestUsageErrors(t *testing.T) {
 		{"upscale over its input", []string{"upscale", "--model", tdModel, tdChelsea, tdChelsea}, "srq upscale: ", "same file as an input"},
 		{"upscale over the model", []string{"upscale", "--model", tdModel, tdChelsea, tdModel}, "srq upscale: ", "same file as an input"},
 		{"upscale missing image", []string{"upscale", "--model", tdModel, "nope.png", out}, "srq upscale: ", "nope.png"},
+		// The output format is checked before the input is even read.
+		{"upscale to webp", []string{"upscale", "--model", tdModel, "nope.png", out + ".webp"}, "srq upscale: ", out + ".webp: cannot write .webp images: end the output name in .png, .jpg, .jpeg or .bmp"},
+		{"upscale without extension", []string{"upscale", "--model", tdModel, "nope.png", strings.TrimSuffix(out, ".png")}, "srq upscale: ", "no file extension"},
+		{"upscale quality for png", []string{"upscale", "--model", tdModel, "--quality", "80", tdChelsea, out}, "srq upscale: ", "--quality sets JPEG quality, but " + out + " is written as PNG"},
+		{"upscale bad quality", []string{"upscale", "--model", tdModel, "--quality", "0", tdChelsea, out + ".jpg"}, "srq upscale: ", "--quality 0: want 1..100"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,8 +154,9 @@ func TestUsageErrors(t *testing.T) {
 			assertOneLineError(t, code, stdout, stderr, tc.prefix, tc.want)
 		})
 	}
-	_, err := os.Stat(out)
-	assert.True(t, os.IsNotExist(err), "no output written")
+	for _, p := range []string{out, out + ".webp", out + ".jpg", strings.TrimSuffix(out, ".png")} {
+		assert.NoFileExists(t, p, "no output written")
+	}
 }
 
 func TestInspectNoProbe(t *testing.T) {
@@ -218,4 +227,47 @@ func TestUpscale(t *testing.T) {
 			assert.Equal(t, [3]int{3, tc.h, tc.w}, [3]int{im.C, im.H, im.W})
 		})
 	}
+}
+
+// TestUpscaleFormats: OUT's extension picks the format. A .jpg decodes as
+// JPEG (of the asked quality: smaller at a lower one), a .bmp is BMP with
+// the same pixels as the .png.
+func TestUpscaleFormats(t *testing.T) {
+	needORT(t)
+	in := writeCrop(t, 150, 60, 40, 32)
+	dir := t.TempDir()
+	upscale := func(out string, flags ...string) []byte {
+		t.Helper()
+		args := append(append([]string{"upscale", "--model", tdModel, "--threads", "1"}, flags...), in, out)
+		code, stdout, stderr := runSRQ(args...)
+		require.Equal(t, exitOK, code, stderr)
+		assert.Contains(t, stdout, "wrote "+out)
+		b, err := os.ReadFile(out)
+		require.NoError(t, err)
+		return b
+	}
+	pngOut := filepath.Join(dir, "sr.png")
+	upscale(pngOut)
+	want, err := img.Read(pngOut)
+	require.NoError(t, err)
+
+	for _, name := range []string{"sr.jpg", "SR.JPEG"} {
+		b := upscale(filepath.Join(dir, name))
+		m, err := jpeg.Decode(bytes.NewReader(b))
+		require.NoError(t, err, "%s is a JPEG", name)
+		assert.Equal(t, image.Rect(0, 0, 80, 64), m.Bounds())
+	}
+	low := upscale(filepath.Join(dir, "low.jpg"), "--quality", "50")
+	high, err := os.ReadFile(filepath.Join(dir, "sr.jpg"))
+	require.NoError(t, err)
+	assert.Less(t, len(low), len(high), "--quality 50 is smaller than the default 95")
+
+	b := upscale(filepath.Join(dir, "sr.bmp"))
+	require.True(t, bytes.HasPrefix(b, []byte("BM")))
+	m, err := bmp.Decode(bytes.NewReader(b))
+	require.NoError(t, err)
+	assert.Equal(t, image.Rect(0, 0, 80, 64), m.Bounds())
+	got, err := img.Read(filepath.Join(dir, "sr.bmp"))
+	require.NoError(t, err)
+	assert.Equal(t, img.ToUint8(want), img.ToUint8(got), "BMP holds the PNG's pixels")
 }

@@ -73,8 +73,8 @@ func TestQuantizeRefuses(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + emptyDir},
-		{"calibration folder without images", []string{"--calib", textDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + textDir},
+		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp/.webp files in folder " + emptyDir},
+		{"calibration folder without images", []string{"--calib", textDir}, "no .png/.jpg/.jpeg/.bmp/.webp files in folder " + textDir},
 		{"missing calibration folder", []string{"--calib", filepath.Join(fixtures, "nope")}, "cannot read folder"},
 		{"one-channel model", []string{"--model", gray}, ": not an NCHW 3-channel image input"},
 		{"missing model", []string{"--model", filepath.Join(fixtures, "nope.onnx")}, "nope.onnx"},

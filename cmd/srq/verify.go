@@ -29,7 +29,7 @@ import (
 func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	model := fs.String("model", "", "FP32 ONNX model (required)")
 	quantized := fs.String("quantized", "", "quantized ONNX model to verify against --model (required)")
-	images := fs.String("images", "", "folder of .png/.jpg/.jpeg/.bmp images: LR inputs, or ground truth with --hr (required)")
+	images := fs.String("images", "", "folder of .png/.jpg/.jpeg/.bmp/.webp images: LR inputs, or ground truth with --hr (required)")
 	hr := fs.Bool("hr", false, "the images are ground truth: crop each at the top-left to a multiple of the scale, make the LR input with Pillow-exact bicubic, and also report PSNR-Y/SSIM-Y of both models against it")
 	ep := fs.String("ep", "cpu", "execution provider for both models: cpu, cuda or tensorrt (int8 coverage is read from the graph ORT builds for it)")
 	size := fs.Int("size", 256, "latency input: an S×S LR image cut from the first image")
