@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/srquant/srq/internal/atomicfile"
+	"github.com/srquant/srq/sr"
 )
 
 // Resampler names the bicubic implementation that made the LR inputs in HR
@@ -45,6 +46,10 @@ type Report struct {
 	LatencyInput string                  `json:"latency_input"` // image the input was cut from
 	// Int8Conv is nil (null) on TensorRT, whose compiled graph ORT cannot write.
 	Int8Conv *ConvCoverage `json:"int8_conv"`
+	// Tiling is set when the images were tiled (Config.Tile) and the FP32
+	// model pools over the whole image, so that tiles are not exact: what
+	// tiling changed on a crop of the first image.
+	Tiling *sr.TileCheck `json:"tiling,omitempty"`
 
 	EP         string `json:"ep"`
 	Threads    int    `json:"threads"`

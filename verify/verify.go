@@ -34,6 +34,9 @@ type Config struct {
 	// HR: the images are ground truth (see CompareOptions.HR).
 	HR bool
 	// Tile is the LR tile side for upscaling the images (0: whole image).
+	// Tiles are exact up to float rounding for plain CNNs; for a network
+	// that pools over the whole image (sr.GlobalReductions) Run measures
+	// what tiling changes on the first image (Report.Tiling).
 	Tile int
 	// Size is the side of the square LR input the latency is measured on.
 	Size int
@@ -111,15 +114,20 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		cov = &c
 	}
 
+	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
+	if err != nil {
+		return nil, err
+	}
+	tiling, err := fm.CheckTiling(ctx, lr, cfg.Tile, -1)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", paths[0], err)
+	}
+
 	results, err := Compare(ctx, fm, qm, paths, CompareOptions{HR: cfg.HR, Tile: cfg.Tile, Progress: progress, Detail: cfg.Detail})
 	if err != nil {
 		return nil, err
 	}
 
-	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
-	if err != nil {
-		return nil, err
-	}
 	in, err := LatencyInput(lr, cfg.Size, fm.Range)
 	if err != nil {
 		return nil, err
@@ -137,6 +145,7 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 	r.LatencyInput = filepath.Base(paths[0])
 	r.Latency = map[string]LatencyStats{"fp32": roundStats(lf), "quantized": roundStats(lq)}
 	r.Int8Conv = cov
+	r.Tiling = tiling
 	r.EP, r.Threads, r.Size, r.Runs, r.Warmup = ep, cfg.Threads, cfg.Size, cfg.Runs, WarmupRuns
 	r.ORTVersion = ort.Version()
 	r.CPU = HostCPU()

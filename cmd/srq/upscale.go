@@ -15,7 +15,7 @@ import (
 
 func upscaleFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	model := fs.String("model", "", "ONNX SR model, FP32 or quantized (required)")
-	tile := fs.Int("tile", 0, "tile side in LR pixels (0: whole image at once); bounds memory on large images")
+	tile := fs.Int("tile", 0, "tile side in LR pixels (0: whole image at once); bounds memory on large images. Exact (up to float rounding) for plain CNNs; a network that pools over the whole image (RCAN, IMDN) sees each tile's own statistics, and srq warns with the difference measured on a crop")
 	overlap := fs.Int("overlap", 16, "LR pixels of context around each tile")
 	hr := fs.Bool("hr", false, "IN is ground truth: downscale it bicubically by the model's scale, upscale, and print PSNR-Y against it (and bicubic's)")
 	threads := fs.Int("threads", 0, "intra-op threads (0: ONNX Runtime's default)")
@@ -76,6 +76,15 @@ func upscaleFlags(fs *pflag.FlagSet) func(*app, []string) error {
 				return fmt.Errorf("%s: %dx%d is smaller than the scale %d", in, src.W, src.H, m.Scale)
 			}
 			lr = img.ResizeBicubic(gt, gt.W/m.Scale, gt.H/m.Scale)
+		}
+		// A network that pools over the whole image cannot be tiled
+		// exactly: say so, with the difference measured on a crop.
+		check, err := m.CheckTiling(a.ctx, lr, *tile, *overlap)
+		if err != nil {
+			return fmt.Errorf("%s: %w", in, err)
+		}
+		if check != nil {
+			fmt.Fprintf(a.stderr, "warning: %s: --tile %d: %s\n", *model, *tile, check)
 		}
 		t0 := time.Now()
 		sr, err := m.Upscale(a.ctx, lr, *tile, *overlap)

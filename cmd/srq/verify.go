@@ -35,7 +35,7 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	size := fs.Int("size", 256, "latency input: an S×S LR image cut from the first image")
 	threads := fs.Int("threads", 2, "ORT intra-op threads, the same for both models (0: ORT's default)")
 	runs := fs.Int("runs", verify.RecommendedRuns, fmt.Sprintf("timed runs per model after %d warm-up runs; the median is reported (use %d or more for published numbers)", verify.WarmupRuns, verify.RecommendedRuns))
-	tile := fs.Int("tile", 0, "tile side in LR pixels for the images (0: whole image at once); bounds memory on large images")
+	tile := fs.Int("tile", 0, "tile side in LR pixels for the images (0: whole image at once); bounds memory on large images. Exact (up to float rounding) for plain CNNs; for a network that pools over the whole image (RCAN, IMDN) srq warns with the difference measured on the first image")
 	jsonPath := fs.String("json", "", "also write the JSON report to FILE (atomically; written even when a gate fails); - writes it to stdout and the table to stderr. An infinite PSNR (identical outputs) is written as 999")
 	minPSNR := fs.Float64("min-psnr", 0, "quality gate: exit 1 when the mean PSNR-Y of the quantized output against the FP32 output (dB) is below this")
 	maxDrop := fs.Float64("max-drop", 0, "quality gate (needs --hr): exit 1 when the mean ground-truth PSNR-Y drop, FP32 minus quantized (dB), is above this")
@@ -114,6 +114,9 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		bar.Done()
 		if err != nil {
 			return err
+		}
+		if r.Tiling != nil {
+			fmt.Fprintf(a.stderr, "warning: %s: --tile %d: %s; the numbers below compare tiled outputs\n", *model, *tile, r.Tiling)
 		}
 
 		table := a.stdout
