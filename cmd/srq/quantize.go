@@ -333,6 +333,9 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s, long skip %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast, cfg.LongSkip)
 	fmt.Fprintf(w, "convs     %d/%d quantized\n", res.ConvsInt8, res.Convs)
 	printLayers(w, res.Layers, cfg, o.verbose)
+	for _, n := range slices.Sorted(maps.Keys(res.Added)) {
+		fmt.Fprintf(w, "added     %s: %s\n", n, res.Added[n])
+	}
 	if len(res.Skipped) == 0 {
 		fmt.Fprintln(w, "skipped   none")
 	} else {
