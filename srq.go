@@ -9,9 +9,12 @@
 //	cfg := quant.DefaultConfig()                          // W8A8, percentile ranges
 //	cfg.Bits, cfg.Method = quant.Bits{W: 4, A: 4}, quant.Dual
 //	res, err := srq.Quantize(ctx, srq.QuantizeOptions{
-//		Model: "edsr_x4.onnx", Images: imgs, Out: "edsr_x4_w4a4.onnx", Config: cfg})
+//		Model: "edsr_x4.onnx", Images: imgs, Out: "edsr_x4_w4a4.onnx", Config: cfg,
+//		SpeedCheck: srq.DefaultSpeedCheck})                 // time it against FP32 as the CLI does: res.Speed.Slower()
+//	vcfg := verify.DefaultConfig()                        // CPU, 2 threads, 256x256 latency input, 10 runs
+//	vcfg.HR = true                                        // set5 holds ground truth
 //	rep, err := srq.Verify(ctx, srq.VerifyOptions{
-//		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: verify.Config{HR: true, ...}})
+//		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: vcfg})
 //	if err := rep.Check(verify.Gates{MaxDrop: &maxDrop}); err != nil { ... } // gate the pipeline
 //
 // Every function takes a context: when it ends (a deadline, Ctrl-C) the
@@ -90,9 +93,16 @@ type QuantizeOptions struct {
 	// Config.Threads, input cut from the first image): a quantized model
 	// whose float parts and conversions cost more than its int8 convs save
 	// is slower than FP32, and the user should hear it before deploying.
-	// It needs Out.
+	// It needs Out. 0 (the zero value) runs none; `srq quantize` runs it
+	// at DefaultSpeedCheck, so set it to that to check as the CLI does.
 	SpeedCheck int
 }
+
+// DefaultSpeedCheck is the LR side of the speed check `srq quantize` runs
+// after writing (QuantizeOptions.SpeedCheck; --speed-check): large enough
+// that the convs, not per-run overheads, decide the ratio, small enough to
+// cost seconds on EDSR x4.
+const DefaultSpeedCheck = 96
 
 // SpeedCheckRuns is the number of timed runs of QuantizeOptions.SpeedCheck:
 // enough to tell 0.8x from 2x, not a benchmark (srq verify and srq bench

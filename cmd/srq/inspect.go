@@ -159,8 +159,9 @@ type activationOpts struct {
 // activationOnly are the flags that mean nothing without --activations.
 var activationOnly = []string{"images", "plots", "method", "bits", "percentile", "patches", "patch-size", "seed", "calib-lr", "batch", "threads"}
 
-// defaultActivationBits is --bits' default: the outlier analysis is about
-// low-bit activations, where a uniform grid over the outliers costs most.
+// defaultActivationBits is --bits' default, unlike srq quantize's w8a8 on
+// purpose: the outlier analysis is about low-bit activations, where a
+// uniform grid over the outliers costs most; --help says so.
 const defaultActivationBits = "w4a4"
 
 func activationFlags(fs *pflag.FlagSet) *activationOpts {
@@ -168,10 +169,10 @@ func activationFlags(fs *pflag.FlagSet) *activationOpts {
 	o := &activationOpts{}
 	fs.BoolVar(&o.on, "activations", false, "analyse the outliers of every Conv input on calibration patches (needs --images)")
 	fs.StringVar(&o.images, "images", "", "with --activations: folder of calibration images, HR unless --calib-lr")
-	fs.StringVar(&o.plots, "plots", "", "with --activations: existing folder to write one histogram PNG per tensor into")
-	fs.StringVar(&o.method, "method", string(def.Method), "with --activations: uniform range method whose clip the report and plots show: minmax, percentile or mse")
+	fs.StringVar(&o.plots, "plots", "", "with --activations: folder to write one histogram PNG per tensor into (created if missing)")
+	fs.StringVar(&o.method, "method", string(def.Method), "with --activations: uniform range method whose clip the report and plots show: minmax, percentile or mse (the default is srq quantize's)")
 	fs.Float64Var(&o.percentile, "percentile", def.Percentile, "with --activations: percentile kept on each side by --method percentile, in [50, 100]")
-	fs.StringVar(&o.bits, "bits", defaultActivationBits, "with --activations: weight and activation bits, wNaM (--method mse searches the clip for the activation bits)")
+	fs.StringVar(&o.bits, "bits", defaultActivationBits, "with --activations: weight and activation bits, wNaM (--method mse searches the clip for the activation bits). The default is 4 bits, unlike srq quantize's w8a8: the outliers measured here cost most on a 4-bit uniform grid")
 	fs.IntVar(&o.patches, "patches", def.Patches, "with --activations: number of calibration patches")
 	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "with --activations: side of a calibration patch in LR pixels")
 	fs.Int64Var(&o.seed, "seed", def.Seed, "with --activations: seed of the patch positions")
@@ -220,8 +221,8 @@ func (o *activationOpts) check() (quant.Bits, quant.Method, error) {
 		return bits, "", fmt.Errorf("--threads %d: want 0 (ONNX Runtime's default) or more", o.threads)
 	}
 	if o.plots != "" {
-		if fi, err := os.Stat(o.plots); err != nil || !fi.IsDir() {
-			return bits, "", fmt.Errorf("--plots %s: no such folder (create it first)", o.plots)
+		if err := atomicfile.CheckDir(o.plots); err != nil {
+			return bits, "", fmt.Errorf("--plots %w", err)
 		}
 	}
 	return bits, method, nil
@@ -421,10 +422,11 @@ func plotName(tensor string, used map[string]bool) string {
 	return name
 }
 
-// writePlots renders one histogram per tensor and writes them into dir,
-// each atomically. All are rendered before the first is written, and a
-// failed write removes the ones this run wrote, so a failure leaves no
-// partial set.
+// writePlots renders one histogram per tensor and writes them into dir
+// (created if missing, as --report's folder is), each atomically. All are
+// rendered before the first is written, and a failed write removes the
+// ones this run wrote, and the folder if this run created it, so a failure
+// leaves no partial set.
 func writePlots(dir string, r *activationsReport) error {
 	used := map[string]bool{}
 	pngs := make([][]byte, len(r.Tensors))
@@ -437,10 +439,18 @@ func writePlots(dir string, r *activationsReport) error {
 		}
 		pngs[i] = b
 	}
+	_, err := os.Stat(dir)
+	created := errors.Is(err, os.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--plots %s: %w", dir, err)
+	}
 	for i, t := range r.Tensors {
 		if err := atomicfile.WriteBytes(t.Plot, pngs[i]); err != nil {
 			for _, w := range r.Tensors[:i] {
 				os.Remove(w.Plot)
+			}
+			if created {
+				os.Remove(dir) // only if empty: nothing of anyone else's
 			}
 			return fmt.Errorf("%s: %w", t.Plot, err)
 		}

@@ -45,7 +45,7 @@ func preparedConvs(t *testing.T) (inputs map[string]bool, convs []string) {
 // in their natural order and ranges, one decodable plot per tensor.
 func TestInspectActivationsJSON(t *testing.T) {
 	needORT(t)
-	plots := t.TempDir()
+	plots := filepath.Join(t.TempDir(), "plots", "edsr") // created, as --report's folder is
 	code, out, errOut := runSRQ("inspect", tdModel, "--activations", "--images", tdImages, "--patches", "4", "--threads", "2", "--json", "--plots", plots)
 	require.Equal(t, exitOK, code, errOut)
 
@@ -220,8 +220,9 @@ func TestInspectActivationsErrors(t *testing.T) {
 		{"bad method", false, []string{"--activations", "--images", tdImages, "--method", "kl"}, `--method: method "kl"`},
 		{"bad percentile", false, []string{"--activations", "--images", tdImages, "--percentile", "40"}, "--percentile 40"},
 		{"bad patches", false, []string{"--activations", "--images", tdImages, "--patches", "0"}, "--patches 0"},
-		{"plots folder missing", false, []string{"--activations", "--images", tdImages, "--plots", filepath.Join(plots, "nope")}, "--plots " + filepath.Join(plots, "nope") + ": no such folder"},
-		{"plots is a file", false, []string{"--activations", "--images", tdImages, "--plots", tdChelsea}, "--plots " + tdChelsea + ": no such folder"},
+		{"plots under a file", false, []string{"--activations", "--images", tdImages, "--plots", filepath.Join(tdChelsea, "plots")}, "--plots " + filepath.Join(tdChelsea, "plots") + ": cannot create it: " + tdChelsea + " is not a folder"},
+		{"plots is a file", false, []string{"--activations", "--images", tdImages, "--plots", tdChelsea}, "--plots " + tdChelsea + ": not a folder"},
+		{"images folder missing, plots folder not created", false, []string{"--activations", "--images", "nope", "--plots", filepath.Join(plots, "new")}, "nope"},
 		{"images folder missing", false, []string{"--activations", "--images", "nope"}, "nope"},
 		{"unreadable image", true, []string{"--activations", "--images", badImages, "--plots", plots}, "broken.png"},
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/srquant/srq"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/version"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
 )
@@ -61,13 +62,80 @@ func writeCrop(t *testing.T, x, y, w, h int) string {
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"--help"}} {
 		code, out, errOut := runSRQ(args...)
-		assert.Equal(t, exitOK, code, args)
-		assert.Empty(t, errOut, args)
-		for _, c := range commands {
-			assert.Contains(t, out, "\n  "+c.name+" ", args)
+		usage := out
+		if args == nil {
+			// srq alone is a usage error: usage on stderr, exit 2.
+			assert.Equal(t, exitFailure, code)
+			assert.Empty(t, out)
+			usage = errOut
+		} else {
+			assert.Equal(t, exitOK, code, args)
+			assert.Empty(t, errOut, args)
 		}
-		assert.Contains(t, out, "exit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure")
+		for _, c := range commands {
+			assert.Contains(t, usage, "\n  "+c.name+" ", args)
+		}
+		assert.Contains(t, usage, "srq help COMMAND is srq COMMAND --help; srq --version is srq version.")
+		assert.Contains(t, usage, "exit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure")
 	}
+}
+
+// TestHelpCommand: srq help CMD prints what srq CMD --help prints.
+func TestHelpCommand(t *testing.T) {
+	for _, c := range commands {
+		code, out, errOut := runSRQ("help", c.name)
+		require.Equal(t, exitOK, code, errOut)
+		_, want, _ := runSRQ(c.name, "--help")
+		assert.Equal(t, want, out, c.name)
+	}
+	code, out, errOut := runSRQ("help", "nope")
+	assertOneLineError(t, code, out, errOut, "srq: ", `unknown command "nope"`)
+	code, out, errOut = runSRQ("help", "upscale", "verify")
+	assertOneLineError(t, code, out, errOut, "srq help: ", "expected one COMMAND, got 2")
+}
+
+// TestHelpStatesDefaults: commands whose defaults differ from srq
+// quantize's say so, and why, in their --help; --rotate's optional value
+// reads as such.
+func TestHelpStatesDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		cmd  string
+		want []string
+	}{
+		{"quantize", []string{`(default "w8a8")`, "srq sensitivity and srq inspect --activations default to w4a4 instead", `(default "percentile")`,
+			"--rotate[=on] ", "--rotate=on (or a bare --rotate)", "give the value after =", "(default auto)", "--speed-check int ", "(default 96)"}},
+		{"sensitivity", []string{`(default "w4a4")`, "unlike srq quantize's w8a8", `(default "dual")`, "unlike srq quantize's percentile"}},
+		{"inspect", []string{`(default "w4a4")`, "unlike srq quantize's w8a8", "(created if missing)"}},
+		{"verify", []string{"--threads int ", "(default 2)", "--size int ", "(default 256)", "--runs int ", "(default 10)"}},
+	} {
+		_, out, _ := runSRQ(tc.cmd, "--help")
+		for _, w := range tc.want {
+			assert.Contains(t, out, w, tc.cmd)
+		}
+	}
+}
+
+// TestVersion: srq --version and srq version print srq's version, then
+// ONNX Runtime's with the library, or why it is not loaded (exit 0 both).
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		code, out, errOut := runSRQ(args...)
+		require.Equal(t, exitOK, code, errOut)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Len(t, lines, 2, out)
+		assert.Equal(t, version.String(), lines[0])
+		if _, err := ort.FindLibrary(""); err == nil {
+			assert.Regexp(t, `^ONNX Runtime \d+\.\d+\.\d+ \(/.*libonnxruntime\.so(\.1)?\)$`, lines[1])
+		} else {
+			assert.True(t, strings.HasPrefix(lines[1], "ONNX Runtime: not loaded: "), lines[1])
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "libonnxruntime.so")
+	code, out, errOut := runSRQ("version", "--ort-lib", missing)
+	require.Equal(t, exitOK, code, errOut)
+	assert.Equal(t, version.String()+"\nONNX Runtime: not loaded: ort: library "+missing+": no such file\n", out)
+	code, out, errOut = runSRQ("version", "extra")
+	assertOneLineError(t, code, out, errOut, "srq version: ", "expected no arguments")
 }
 
 func TestCommandHelp(t *testing.T) {
@@ -78,6 +146,7 @@ func TestCommandHelp(t *testing.T) {
 			assert.Empty(t, errOut)
 			assert.True(t, strings.HasPrefix(out, "usage: srq "+c.name+" [flags]"), out)
 			assert.Contains(t, out, "--ort-lib PATH ")
+			assert.NotContains(t, out, `string[="`, "optional values show as --flag[=value]")
 		})
 	}
 }
@@ -142,6 +211,7 @@ func TestUsageErrors(t *testing.T) {
 		{"upscale over its input", []string{"upscale", "--model", tdModel, tdChelsea, tdChelsea}, "srq upscale: ", "same file as an input"},
 		{"upscale over the model", []string{"upscale", "--model", tdModel, tdChelsea, tdModel}, "srq upscale: ", "same file as an input"},
 		{"upscale missing image", []string{"upscale", "--model", tdModel, "nope.png", out}, "srq upscale: ", "nope.png"},
+		{"rotate value after a space", []string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out, "--rotate", "off"}, "srq quantize: ", "--rotate takes its value after '=': --rotate=off"},
 		// The output format is checked before the input is even read.
 		{"upscale to webp", []string{"upscale", "--model", tdModel, "nope.png", out + ".webp"}, "srq upscale: ", out + ".webp: cannot write .webp images: end the output name in .png, .jpg, .jpeg or .bmp"},
 		{"upscale without extension", []string{"upscale", "--model", tdModel, "nope.png", strings.TrimSuffix(out, ".png")}, "srq upscale: ", "no file extension"},
