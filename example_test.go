@@ -15,7 +15,7 @@ import (
 // Quantize EDSR x2 to W4A4 with the dual-region quantizer, calibrated on a
 // folder of photos, and write the deploy model.
 func ExampleQuantize() {
-	if err := srq.Init(""); err != nil { // ONNX Runtime: $SRQ_ORT_LIB or .ort/
+	if err := srq.Init(""); err != nil { // ONNX Runtime: $SRQ_ORT_LIB, .ort/ or a system library folder
 		log.Fatal(err)
 	}
 	imgs, err := srq.ListImages("testdata/images")
@@ -73,13 +73,15 @@ func ExampleVerify() {
 		log.Fatal(err)
 	}
 
+	vcfg := verify.DefaultConfig() // srq verify's defaults
+	// Ground truth: the image is downscaled to make the LR input. A quick
+	// example; the default 10 runs at 256x256 are for latency numbers.
+	vcfg.HR, vcfg.Size, vcfg.Runs = true, 32, 1
 	rep, err := srq.Verify(context.Background(), srq.VerifyOptions{
 		Model:     "testdata/models/edsr_x2.onnx",
 		Quantized: q,
 		Images:    []string{"testdata/images/chelsea.png"},
-		// Ground truth: the image is downscaled to make the LR input. A
-		// quick example; use Runs >= 10 for latency numbers.
-		Config: verify.Config{HR: true, Threads: 2, Size: 32, Runs: 1},
+		Config:    vcfg,
 	})
 	if err != nil {
 		log.Fatal(err)

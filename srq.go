@@ -4,14 +4,17 @@
 //
 // A typical pipeline step:
 //
-//	if err := srq.Init(""); err != nil { ... }          // find ONNX Runtime once
+//	if err := srq.Init(""); err != nil { ... }          // find ONNX Runtime once ($SRQ_ORT_LIB, .ort/, system folders)
 //	imgs, _ := srq.ListImages("photos/")
 //	cfg := quant.DefaultConfig()                          // W8A8, percentile ranges
 //	cfg.Bits, cfg.Method = quant.Bits{W: 4, A: 4}, quant.Dual
 //	res, err := srq.Quantize(ctx, srq.QuantizeOptions{
-//		Model: "edsr_x4.onnx", Images: imgs, Out: "edsr_x4_w4a4.onnx", Config: cfg})
+//		Model: "edsr_x4.onnx", Images: imgs, Out: "edsr_x4_w4a4.onnx", Config: cfg,
+//		SpeedCheck: srq.DefaultSpeedCheck})                 // time it against FP32 as the CLI does: res.Speed.Slower()
+//	vcfg := verify.DefaultConfig()                        // CPU, 2 threads, 256x256 latency input, 10 runs
+//	vcfg.HR = true                                        // set5 holds ground truth
 //	rep, err := srq.Verify(ctx, srq.VerifyOptions{
-//		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: verify.Config{HR: true, ...}})
+//		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: vcfg})
 //	if err := rep.Check(verify.Gates{MaxDrop: &maxDrop}); err != nil { ... } // gate the pipeline
 //
 // Every function takes a context: when it ends (a deadline, Ctrl-C) the
@@ -41,10 +44,19 @@ import (
 	"github.com/srquant/srq/verify"
 )
 
-// Init finds the ONNX Runtime shared library — lib if not empty, else
-// $SRQ_ORT_LIB, else .ort/ from `make setup` in the working directory or
-// above — and initialises it for the process. Call it once before the
-// other functions; later calls with the same library do nothing.
+// Init finds the ONNX Runtime shared library and initialises it for the
+// process. Call it once before the other functions; later calls with the
+// same library do nothing.
+//
+// lib, if not empty, is the library (libonnxruntime.so or
+// libonnxruntime.so.1) or a folder holding it. Otherwise Init uses
+// $SRQ_ORT_LIB, then looks for either file name in .ort/ (where `make
+// setup` installs it) in the working directory and its parents, in the
+// program's own folder, in $LD_LIBRARY_PATH and in the system library
+// folders (/usr/local/lib, /usr/lib/x86_64-linux-gnu, /usr/lib); see
+// ort.FindLibrary. A program built outside the srq checkout therefore
+// needs only SRQ_ORT_LIB, or the library installed where the system keeps
+// libraries.
 func Init(lib string) error {
 	path, err := ort.FindLibrary(lib)
 	if err != nil {
@@ -53,7 +65,7 @@ func Init(lib string) error {
 	return ort.Init(path)
 }
 
-// ListImages returns the PNG, JPEG and BMP files of a folder, sorted by name:
+// ListImages returns the PNG, JPEG, BMP and WebP files of a folder, sorted by name:
 // calibration images for Quantize, benchmark images for Verify.
 func ListImages(dir string) ([]string, error) { return img.List(dir) }
 
@@ -85,7 +97,8 @@ type QuantizeOptions struct {
 	// Config.Threads, input cut from the first image): a quantized model
 	// whose float parts and conversions cost more than its int8 convs save
 	// is slower than FP32, and the user should hear it before deploying.
-	// It needs Out.
+	// It needs Out. 0 (the zero value) runs none; `srq quantize` runs it
+	// at DefaultSpeedCheck, so set it to that to check as the CLI does.
 	SpeedCheck int
 	// KernelCheck, if positive, is the LR side of the input on which every
 	// fused int8 group of the quantized model is run on its own at ORT's
@@ -106,6 +119,12 @@ type QuantizeOptions struct {
 
 // DefaultKernelCheck is the CLI's QuantizeOptions.KernelCheck.
 const DefaultKernelCheck = verify.KernelCheckSize
+
+// DefaultSpeedCheck is the LR side of the speed check `srq quantize` runs
+// after writing (QuantizeOptions.SpeedCheck; --speed-check): large enough
+// that the convs, not per-run overheads, decide the ratio, small enough to
+// cost seconds on EDSR x4.
+const DefaultSpeedCheck = 96
 
 // SpeedCheckRuns is the number of timed runs of QuantizeOptions.SpeedCheck:
 // enough to tell 0.8x from 2x, not a benchmark (srq verify and srq bench

@@ -154,7 +154,7 @@ func TestVerifyReport(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(report, "index.html"))
 	require.NoError(t, err)
 	page := string(b)
-	for _, want := range []string{"<th>bits</th><td>w8a8</td>", `alt="PSNR per layer"`, "41.250 dB, score 0.5", "/tail/Conv", "crop.png"} {
+	for _, want := range []string{"<th>bits</th><td>w8a8</td>", `alt="output noise per layer"`, "41.250 dB, score 0.5", "/tail/Conv", "crop.png"} {
 		assert.Contains(t, page, want)
 	}
 }

@@ -11,21 +11,20 @@ import (
 	"github.com/stretchr/testify/require"
 	ort "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
+
+	srqort "github.com/srquant/srq/ort"
 )
 
-// ortLib is the ONNX Runtime library `make setup` installs, relative to this
-// package. ORT is used here only to judge written models; the project's ORT
-// wrapper lives in its own package.
-const ortLib = "../.ort/libonnxruntime.so.1"
-
 // ortErr says why ORT is unavailable (nil when TestMain initialized it).
+// ORT is used here only to judge written models, loaded directly; the
+// project's ORT wrapper (srqort) only finds the library, as everywhere.
 var ortErr error
 
 func TestMain(m *testing.M) {
-	if _, err := os.Stat(ortLib); err != nil {
+	if lib, err := srqort.FindLibrary(""); err != nil {
 		ortErr = fmt.Errorf("ONNX Runtime library not found (run `make setup`): %w", err)
 	} else {
-		ort.SetSharedLibraryPath(ortLib)
+		ort.SetSharedLibraryPath(lib)
 		ortErr = ort.InitializeEnvironment()
 	}
 	code := m.Run()

@@ -13,6 +13,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/webp"
 )
 
 // MaxPixels bounds W×H of a decoded image. It is checked on the header before
@@ -21,7 +24,7 @@ import (
 // ~1.5 GiB as a float32 RGB Image, far beyond any SR benchmark image.
 const MaxPixels = 1 << 27
 
-// Read decodes the PNG, JPEG or BMP file at path; see Decode.
+// Read decodes the PNG, JPEG, BMP or WebP file at path; see Decode.
 func Read(path string) (*Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -37,9 +40,11 @@ func Read(path string) (*Image, error) {
 	return Decode(f, path)
 }
 
-// Decode reads a whole PNG, JPEG or BMP stream (the format is sniffed from
-// the first bytes, not taken from name) and returns it as a 3-channel 0..1
-// image. name only labels errors. Grayscale is replicated to 3 channels, alpha
+// Decode reads a whole PNG, JPEG, BMP or WebP stream (the format is sniffed
+// from the first bytes, not taken from name) and returns it as a 3-channel
+// 0..1 image. BMP is decoded by golang.org/x/image/bmp (uncompressed 1-, 2-,
+// 4-, 8-bit paletted, 24- and 32-bit), WebP by golang.org/x/image/webp
+// (lossy and lossless). name only labels errors. Grayscale is replicated to 3 channels, alpha
 // is dropped (the stored, non-premultiplied colour is kept, like Pillow's
 // convert("RGB")), 16-bit samples are divided by 65535 and 8-bit ones by 255,
 // and paletted images are expanded. JPEG's YCbCr is converted with
@@ -59,9 +64,11 @@ func Decode(r io.Reader, name string) (*Image, error) {
 	case bytes.HasPrefix(data, []byte{0xff, 0xd8}):
 		src, err = decodeStd(data, jpeg.DecodeConfig, jpeg.Decode)
 	case bytes.HasPrefix(data, []byte("BM")):
-		src, err = decodeBMP(data)
+		src, err = decodeStd(data, bmp.DecodeConfig, bmp.Decode)
+	case len(data) >= 12 && bytes.HasPrefix(data, []byte("RIFF")) && string(data[8:12]) == "WEBP":
+		src, err = decodeStd(data, webp.DecodeConfig, webp.Decode)
 	default:
-		return nil, fmt.Errorf("image %s: not a PNG, JPEG or BMP image", name)
+		return nil, fmt.Errorf("image %s: not a PNG, JPEG, BMP or WebP image", name)
 	}
 	if err != nil {
 		if strings.Contains(err.Error(), "non-positive dimension") { // image/png's wording
@@ -86,7 +93,7 @@ func isTruncated(err error) bool {
 	return strings.Contains(msg, "not enough pixel data") || strings.Contains(msg, "short Huffman data")
 }
 
-// decodeStd runs a standard-library decoder after checking the header's
+// decodeStd runs a decoder of the image.Decode kind after checking the header's
 // dimensions against zero and MaxPixels.
 func decodeStd(data []byte, config func(io.Reader) (image.Config, error), decode func(io.Reader) (image.Image, error)) (image.Image, error) {
 	cfg, err := config(bytes.NewReader(data))
@@ -113,6 +120,9 @@ func checkDims(w, h int) error {
 // common concrete types are read directly from their pixel slices (no
 // per-pixel interface calls); anything else goes through At.
 func fromImage(src image.Image) *Image {
+	if a, ok := src.(*image.NYCbCrA); ok { // lossy WebP with alpha: keep the colour
+		src = &a.YCbCr
+	}
 	b := src.Bounds()
 	w, h := b.Dx(), b.Dy()
 	out := New(3, h, w)

@@ -243,7 +243,28 @@ func TestDecodeBMPTopDownBitfields(t *testing.T) {
 	binary.LittleEndian.PutUint32(bad[54:], 0xf800) // 565-style masks
 	_, err = Decode(bytes.NewReader(bad), "mask.bmp")
 	assert.ErrorContains(t, err, "mask.bmp")
-	assert.ErrorContains(t, err, "masks")
+	assert.ErrorContains(t, err, "unsupported BMP")
+}
+
+// TestDecodeWebP reads WebP files from golang.org/x/image's test data
+// (BSD, The Go Authors; see testdata/README.md): a lossless one matches
+// its PNG exactly, a lossy one decodes to its size.
+func TestDecodeWebP(t *testing.T) {
+	got, err := Read(filepath.Join("testdata", "blue-purple-pink.lossless.webp"))
+	require.NoError(t, err)
+	want, err := Read(filepath.Join("testdata", "blue-purple-pink.png"))
+	require.NoError(t, err)
+	assert.Equal(t, [3]int{want.C, want.H, want.W}, [3]int{got.C, got.H, got.W})
+	assert.Equal(t, ToUint8(want), ToUint8(got))
+
+	lossy, err := Read(filepath.Join("testdata", "video-001.lossy.webp"))
+	require.NoError(t, err)
+	assert.Equal(t, [3]int{3, 103, 150}, [3]int{lossy.C, lossy.H, lossy.W})
+
+	b, err := os.ReadFile(filepath.Join("testdata", "video-001.lossy.webp"))
+	require.NoError(t, err)
+	_, err = Decode(bytes.NewReader(b[:len(b)/2]), "half.webp")
+	assert.ErrorContains(t, err, "half.webp")
 }
 
 // pngWithSize returns a minimal PNG whose header claims w×h (no pixel data).
@@ -282,7 +303,7 @@ func TestReadErrors(t *testing.T) {
 	}{
 		{"absent", filepath.Join(dir, "nope.png"), "no such file"},
 		{"empty", write("empty.png", nil), "empty file"},
-		{"not an image", write("notes.png", []byte("hello, world\n")), "not a PNG, JPEG or BMP"},
+		{"not an image", write("notes.png", []byte("hello, world\n")), "not a PNG, JPEG, BMP or WebP"},
 		{"truncated png", write("half.png", chelsea[:len(chelsea)/2]), "truncated"},
 		{"truncated jpeg", write("half.jpg", rocket[:len(rocket)/2]), "truncated"},
 		{"truncated bmp", write("half.bmp", bmp[:len(bmp)-40]), "truncated"},

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// List returns the .png, .jpg, .jpeg and .bmp files (any letter case)
+// List returns the .png, .jpg, .jpeg, .bmp and .webp files (any letter case)
 // directly inside dir, sorted by name; sub-folders and dangling links are
 // skipped. A folder without images is an error: calibrating or verifying on
 // nothing would silently produce a useless model or pass any gate.
@@ -19,7 +19,7 @@ func List(dir string) ([]string, error) {
 	var out []string
 	for _, e := range entries { // ReadDir sorts by name
 		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".png", ".jpg", ".jpeg", ".bmp":
+		case ".png", ".jpg", ".jpeg", ".bmp", ".webp":
 		default:
 			continue
 		}
@@ -30,7 +30,7 @@ func List(dir string) ([]string, error) {
 		out = append(out, p)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no .png/.jpg/.jpeg/.bmp files in folder %s", dir)
+		return nil, fmt.Errorf("no .png/.jpg/.jpeg/.bmp/.webp files in folder %s", dir)
 	}
 	return out, nil
 }

@@ -19,7 +19,7 @@ func TestList(t *testing.T) {
 	assert.Equal(t, []string{"brick.png", "chelsea.png", "rocket.jpg"}, names)
 
 	dir := t.TempDir()
-	for _, n := range []string{"b.JPEG", "a.Png", "c.bmp", "d.jpg", "notes.txt", "e.gif", "e.png.bak", "noext"} {
+	for _, n := range []string{"b.JPEG", "a.Png", "c.bmp", "d.jpg", "f.WebP", "notes.txt", "e.gif", "e.png.bak", "noext"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644))
 	}
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub.png"), 0o755))
@@ -31,7 +31,7 @@ func TestList(t *testing.T) {
 	for _, p := range paths {
 		names = append(names, filepath.Base(p))
 	}
-	assert.Equal(t, []string{"a.Png", "b.JPEG", "c.bmp", "d.jpg", "link.jpg"}, names)
+	assert.Equal(t, []string{"a.Png", "b.JPEG", "c.bmp", "d.jpg", "f.WebP", "link.jpg"}, names)
 }
 
 func TestListErrors(t *testing.T) {
@@ -40,7 +40,7 @@ func TestListErrors(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(noImages, "readme.txt"), []byte("hi"), 0o644))
 	for _, dir := range []string{empty, noImages} {
 		_, err := List(dir)
-		assert.EqualError(t, err, "no .png/.jpg/.jpeg/.bmp files in folder "+dir)
+		assert.EqualError(t, err, "no .png/.jpg/.jpeg/.bmp/.webp files in folder "+dir)
 	}
 	_, err := List(filepath.Join(empty, "missing"))
 	assert.ErrorContains(t, err, "cannot read folder "+filepath.Join(empty, "missing"))

@@ -46,6 +46,10 @@ type LongSkipPath struct {
 	// Float names the nodes that must stay float: the copy of the head
 	// and the Adds that close long skips from it.
 	Float []string
+	// Head is the model's head conv and Copy the float copy of it that
+	// PreciseLongSkip added (also in Float): a node of srq's, not of the
+	// model, which summaries report as such.
+	Head, Copy string
 	// Sum is the closing Add's output, which the upsampler reads; PlanQDQ
 	// gives it the two-part encoding (Plan.Split).
 	Sum string
@@ -106,7 +110,7 @@ func PreciseLongSkip(g *graph.Graph) (*LongSkipPath, error) {
 	c := &graph.Node{Name: g.UniqueName(head.Name + "_skip"), OpType: head.OpType, Domain: head.Domain,
 		Inputs: slices.Clone(head.Inputs), Outputs: []string{out}, Attrs: slices.Clone(head.Attrs)}
 	g.AddNode(c)
-	path := &LongSkipPath{Float: []string{c.Name}, Sum: closing.Outputs[0]}
+	path := &LongSkipPath{Float: []string{c.Name}, Head: head.Name, Copy: c.Name, Sum: closing.Outputs[0]}
 	shortest := slices.Min(spans)
 	for i, a := range adds {
 		if a != closing && (spans[i] < minLongSkipConvs || spans[i] <= 2*shortest) {

@@ -20,6 +20,7 @@ import (
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/enum"
 	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/internal/version"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -269,8 +270,14 @@ type Result struct {
 	InputRange float32
 	ConvsInt8  int
 	Convs      int
-	Skipped    map[string]string // node -> reason
-	Ranges     []Range
+	// Skipped lists the model's own quantizable nodes that stay float, with
+	// the reason (--skip, the precise long skip's Adds, ...).
+	Skipped map[string]string // node -> reason
+	// Added lists the nodes srq added to the graph that stay float, with
+	// what each is (the precise long skip's float copy of the head conv):
+	// not the user's nodes, so not "skipped".
+	Added  map[string]string // node -> what it is
+	Ranges []Range
 	// Layers lists the Convs whose input has its own quantizer (low-bit
 	// settings, the dual-region method), in graph order.
 	Layers      []Layer
@@ -329,9 +336,20 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err != nil {
 		return nil, wrap(err)
 	}
-	res := &Result{Scale: pr.scale, InputRange: pr.rng, Skipped: map[string]string{}}
+	res := &Result{Scale: pr.scale, InputRange: pr.rng, Skipped: map[string]string{}, Added: map[string]string{}}
+	own := map[string]bool{}
+	for _, n := range m.GetGraph().GetNode() {
+		own[n.GetName()] = true
+	}
 	for n, why := range pl.Skipped {
-		res.Skipped[n.Name] = why
+		switch ls := pr.pol.LongSkip; {
+		case ls != nil && n.Name == ls.Copy:
+			res.Added[n.Name] = fmt.Sprintf("float copy of the head conv %s, for the precise long skip (--long-skip precise)", ls.Head)
+		case !own[n.Name]:
+			res.Added[n.Name] = fmt.Sprintf("%s added by srq, kept float (%s)", n.OpType, why)
+		default:
+			res.Skipped[n.Name] = why
+		}
 	}
 	t0 := time.Now()
 	cal, err := calibrate(ctx, pr, pl, imgs, cfg, ev)
@@ -697,7 +715,9 @@ func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg
 	if err != nil {
 		return nil, nil, err
 	}
-	m.ProducerName = "srq"
+	// The model is srq's output, not the exporter's: a tool that reads
+	// producer_name/producer_version must not take it for a PyTorch export.
+	m.ProducerName, m.ProducerVersion = "srq", version.Number()
 	if err := setMetadata(m, cfg, cal, qs); err != nil {
 		return nil, nil, err
 	}

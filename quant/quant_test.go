@@ -14,6 +14,7 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/version"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
@@ -72,7 +73,11 @@ func TestQuantizeEDSR(t *testing.T) {
 	// shift into the head, and the long skip adds a float copy of the head.
 	assert.Equal(t, 37, res.Convs)
 	assert.Equal(t, 36, res.ConvsInt8)
-	assert.Equal(t, map[string]string{"/head/Conv_skip": "long skip kept precise", "/Add": "long skip kept precise"}, res.Skipped)
+	assert.Equal(t, map[string]string{"/Add": "long skip kept precise"}, res.Skipped, "the model's own nodes only")
+	assert.Equal(t, "srq", res.Model.GetProducerName())
+	assert.Equal(t, version.Number(), res.Model.GetProducerVersion(), "srq's version, not the exporter's")
+	assert.True(t, strings.HasPrefix(res.Model.GetProducerVersion(), version.Release))
+	assert.Equal(t, map[string]string{"/head/Conv_skip": "float copy of the head conv /head/Conv, for the precise long skip (--long-skip precise)"}, res.Added)
 	assert.Equal(t, 8, res.Patches)
 	require.NotEmpty(t, res.Ranges)
 	reasons := map[string]string{}
@@ -130,6 +135,7 @@ func TestQuantizeEDSR(t *testing.T) {
 		assert.Equal(t, 36, r.Convs, "the head conv absorbs the input mean shift")
 		assert.Equal(t, 36, r.ConvsInt8)
 		assert.Empty(t, r.Skipped)
+		assert.Empty(t, r.Added)
 		ops := optimizedOps(t, b)
 		assert.Equal(t, 36, ops["QLinearConv"])
 		assert.Zero(t, ops["Conv"], "float convs left")

@@ -1,7 +1,9 @@
 // Package sr runs an image super-resolution ONNX model on images: it checks
 // that a model looks like an SR network, detects its scale and the value
 // range it expects (0..1 or 0..255, both exist among published models), and
-// upscales images whole or in overlapping tiles so memory stays bounded.
+// upscales images whole or in overlapping tiles so memory stays bounded;
+// for networks that pool over the whole image, where tiles cannot be
+// exact, it finds the pooling nodes and measures what tiling changes.
 package sr
 
 import (
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 )
 
@@ -24,6 +27,10 @@ type Model struct {
 	// 1 (models trained on 0..1 tensors) or 255 (EDSR/RCAN-style models with a
 	// built-in mean shift).
 	Range float32
+	// Reductions are the nodes that reduce over the whole image
+	// (GlobalReductions): with any of them, a tiled Upscale differs from
+	// the untiled one (see CheckTiling).
+	Reductions []string
 
 	name string
 }
@@ -43,11 +50,18 @@ func Open(model []byte, name string, o ort.Options, p ProbeOptions) (*Model, err
 	if p.Range != 0 && p.Range != 1 && p.Range != 255 {
 		return nil, fmt.Errorf("%s: input range %g: want 1 or 255 (or 0 to detect)", name, p.Range)
 	}
+	mp, err := onnx.LoadBytes(model, name, "")
+	if err != nil {
+		return nil, err
+	}
 	s, err := ort.NewSession(model, name, o)
 	if err != nil {
 		return nil, err
 	}
 	m, err := newModel(s, name)
+	if err == nil {
+		m.Reductions = GlobalReductions(mp)
+	}
 	if err == nil {
 		err = m.probe(p)
 	}

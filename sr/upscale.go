@@ -24,11 +24,16 @@ const DefaultOverlap = 16
 // shifted inside the image so that all windows have the same size
 // (tile+2·overlap, or the image size if smaller), which lets ORT reuse its
 // memory plan. Peak memory beyond the input and output images is one window
-// and its output. With overlap at least the network's receptive-field radius
-// the result equals the untiled one up to float rounding; SR networks have
-// large receptive fields but their influence decays fast, so a modest
-// overlap gets within 1/255. overlap < 0 means DefaultOverlap. It stops
-// with ctx's error when ctx ends.
+// and its output. For a network whose every output pixel depends only on a
+// neighbourhood of the input (plain CNNs: EDSR, SRResNet, CARN), with
+// overlap at least the network's receptive-field radius the result equals
+// the untiled one up to float rounding; SR networks have large receptive
+// fields but their influence decays fast, so a modest overlap gets within
+// 1/255. A network with m.Reductions (global pooling or spatial means:
+// RCAN's channel attention, IMDN's contrast attention) computes those
+// statistics per tile instead of per image, and no overlap makes the
+// result exact; CheckTiling measures by how much it differs. overlap < 0
+// means DefaultOverlap. It stops with ctx's error when ctx ends.
 func (m *Model) Upscale(ctx context.Context, im *img.Image, tile, overlap int) (*img.Image, error) {
 	if im == nil || im.C != 3 || im.H <= 0 || im.W <= 0 || len(im.Pix) != im.C*im.H*im.W {
 		return nil, fmt.Errorf("%s: upscale: want a non-empty 3-channel image, got %s", m.name, describe(im))

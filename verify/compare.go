@@ -17,7 +17,7 @@ import (
 // scripts working. Finite PSNR-Y of 8-bit images stays far below it (one
 // pixel off by the smallest Y step in a 4-megapixel image is ~160 dB).
 // Means are taken over the capped values.
-const MaxPSNR = 999
+const MaxPSNR = sr.MaxPSNR
 
 // Pair holds one metric for the FP32 and the quantized model.
 type Pair struct {

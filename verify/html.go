@@ -39,7 +39,7 @@ const (
 type HTMLExtras struct {
 	// Metadata is the quantized model's metadata_props. The report shows
 	// srq.version, srq.setting and srq.calibration as tables, srq.layers
-	// (codes per Conv input, by form) and srq.sensitivity (PSNR per layer)
+	// (codes per Conv input, by form) and srq.sensitivity (noise per layer)
 	// as charts; other keys are ignored. A value it cannot read is named
 	// in the page, not an error: the model's metadata is not verify's to
 	// reject.
@@ -257,11 +257,19 @@ func layersChart(v string) (*chartFigure, error) {
 		return nil, err
 	}
 	var parts []string
+	dual := false
 	for _, k := range order {
 		parts = append(parts, fmt.Sprintf("%d× %s", kinds[k], k))
+		dual = dual || strings.HasSuffix(k, " dual")
 	}
-	return &chartFigure{PNG: png, Caption: fmt.Sprintf("%d Conv inputs with a quantizer of their own (%s); colour: the form ORT runs it in (srq.layers).",
-		len(ls), strings.Join(parts, ", "))}, nil
+	caption := fmt.Sprintf("%d Conv inputs with a quantizer of their own (%s); colour: the form ORT runs it in (srq.layers).",
+		len(ls), strings.Join(parts, ", "))
+	if dual {
+		// More codes than 2^bits is no bug: the published accounting
+		// gives each tail a grid of its own.
+		caption += " A b-bit dual-region input has more than 2^b levels under the reference accounting (--accounting reference, the published code's): a b-bit dense grid plus a (b−1)-bit grid on each tail, up to 16 + 7 + 7 = 30 levels at 4 bits; --accounting strict keeps it to 2^b."
+	}
+	return &chartFigure{PNG: png, Caption: caption}, nil
 }
 
 // metaSensitivity is an element of srq.sensitivity.
@@ -272,9 +280,11 @@ type metaSensitivity struct {
 	Score *float64 `json:"score"`
 }
 
-// sensitivityChart draws srq.sensitivity: the PSNR per layer in the order
-// recorded, bars from just below the smallest value so their differences
-// show, coloured by the layer's bits where the metadata says them.
+// sensitivityChart draws srq.sensitivity: per layer in the order
+// recorded, the output noise with that layer alone quantized, −PSNR dB,
+// bars from just below the quietest layer so that the most sensitive layer
+// has the longest bar, coloured by the layer's bits where the metadata
+// says them.
 func sensitivityChart(v string) (*chartFigure, error) {
 	var ss []metaSensitivity
 	if err := json.Unmarshal([]byte(v), &ss); err != nil {
@@ -283,18 +293,19 @@ func sensitivityChart(v string) (*chartFigure, error) {
 	if len(ss) == 0 {
 		return nil, nil
 	}
-	b := chart.Bars{Title: "PSNR-Y per layer (srq.sensitivity)", XLabel: "PSNR-Y (dB)"}
+	b := chart.Bars{Title: "Output noise per layer, that layer alone quantized (srq.sensitivity)",
+		XLabel: "noise against the FP32 output, dB of full scale (= −PSNR-Y); longer bar: more sensitive"}
 	fig := &chartFigure{}
 	lo := math.Inf(1)
 	for i, s := range ss {
 		if s.PSNR == nil {
 			return nil, fmt.Errorf("layer %d (%q) has no psnr_db", i, s.Conv)
 		}
-		b.Labels, b.Values = append(b.Labels, s.Conv), append(b.Values, *s.PSNR)
+		b.Labels, b.Values = append(b.Labels, s.Conv), append(b.Values, -*s.PSNR)
 		if s.Bits > 0 {
 			b.Groups = append(b.Groups, fmt.Sprintf("%d-bit", s.Bits))
 		}
-		lo = min(lo, *s.PSNR)
+		lo = min(lo, -*s.PSNR)
 		score := "–"
 		if s.Score != nil {
 			score = strconv.FormatFloat(*s.Score, 'g', 4, 64)
@@ -304,15 +315,15 @@ func sensitivityChart(v string) (*chartFigure, error) {
 	if len(b.Groups) != len(b.Labels) {
 		b.Groups = nil // bits for some layers only: one colour
 	}
-	if lo > 0 && !math.IsInf(lo, 0) {
-		b.Base = math.Max(0, math.Floor(lo)-1)
+	if !math.IsInf(lo, 0) {
+		b.Base = math.Floor(lo) - 1
 	}
 	png, err := chart.PNG(b, b.FitSize(chartWidth))
 	if err != nil {
 		return nil, err
 	}
 	fig.PNG = png
-	fig.Caption = fmt.Sprintf("%d layers; bars start at %g dB so that their differences show.", len(ss), b.Base)
+	fig.Caption = fmt.Sprintf("%d layers: the output noise (−PSNR-Y against the FP32 output) with each layer alone quantized; bars start at %g dB so that their differences show, and the longest bar is the most sensitive layer.", len(ss), b.Base)
 	return fig, nil
 }
 

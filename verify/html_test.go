@@ -314,7 +314,7 @@ func TestHTMLReport(t *testing.T) {
 		"ONNX Runtime 1.24.1", "Test CPU", "avx512_vnni", "written by srq 0.4.0 (rev 0123456789ab)",
 		"<th>bits</th><td>w4a4</td>", "<th>method</th><td>dual</td>", "<th>skip</th><td>a, b</td>",
 		"<th>files</th><td>a.png, b.png</td>", "<th>patch_size</th><td>32</td>",
-		"6 Conv inputs with a quantizer of their own (6× 4-bit dual)", "PSNR per layer", "39.900 dB, score 1",
+		"6 Conv inputs with a quantizer of their own (6× 4-bit dual)", "7 = 30 levels at 4 bits", "output noise per layer", "the longest bar is the most sensitive layer", "39.900 dB, score 1",
 		"window 48×48 at (", "Y levels", `id="image-1"`, `href="#image-2"`,
 		"Histograms of the FP32 model's Conv inputs (1 tensors)",
 	} {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/kernelcheck"
+	"github.com/srquant/srq/sr"
 )
 
 // Resampler names the bicubic implementation that made the LR inputs in HR
@@ -46,6 +47,10 @@ type Report struct {
 	LatencyInput string                  `json:"latency_input"` // image the input was cut from
 	// Int8Conv is nil (null) on TensorRT, whose compiled graph ORT cannot write.
 	Int8Conv *ConvCoverage `json:"int8_conv"`
+	// Tiling is set when the images were tiled (Config.Tile) and the FP32
+	// model pools over the whole image, so that tiles are not exact: what
+	// tiling changed on a crop of the first image.
+	Tiling *sr.TileCheck `json:"tiling,omitempty"`
 
 	// Reference scores the quantized model's own QDQ semantics (ORT at
 	// level basic) as the quantized output is scored, and says how far
@@ -240,22 +245,26 @@ func (r *Report) WriteTable(w io.Writer) error {
 		nameW = max(nameW, len(x.Image))
 	}
 	tw := &b
+	// Column names say what is compared with what: "q vs fp32" is the
+	// quantized output against the FP32 output (how close the model is),
+	// "vs GT" each model against the ground truth, and "Δ vs GT" the
+	// difference of those two (what quantizing cost on the benchmark).
 	if r.HR {
-		fmt.Fprintf(tw, "%-*s  %12s  %10s  %10s  %7s  %9s  %9s\n", nameW, "image", "PSNR q/fp32", "PSNR fp32", "PSNR q", "q-fp32", "SSIM fp32", "SSIM q")
+		fmt.Fprintf(tw, "%-*s  %14s  %15s  %12s  %s  %9s  %9s\n", nameW, "image", "q vs fp32 (dB)", "fp32 vs GT (dB)", "q vs GT (dB)", "Δ vs GT (dB)", "SSIM fp32", "SSIM q") // %s: Δ is two bytes, one column
 		row := func(name string, vs float64, p, s *Pair) {
-			fmt.Fprintf(tw, "%-*s  %12s  %10.2f  %10.2f  %+7.2f  %9.4f  %9.4f\n", nameW, name, db(vs), p.FP32, p.Quantized, p.Quantized-p.FP32, s.FP32, s.Quantized)
+			fmt.Fprintf(tw, "%-*s  %14s  %15.2f  %12.2f  %+12.2f  %9.4f  %9.4f\n", nameW, name, db(vs), p.FP32, p.Quantized, p.Quantized-p.FP32, s.FP32, s.Quantized)
 		}
 		for _, x := range r.PerImage {
 			row(x.Image, x.PSNRvsFP32, x.PSNRGT, x.SSIMGT)
 		}
 		row("mean", r.PSNRvsFP32, r.PSNRGT, r.SSIMGT)
-		fmt.Fprintln(tw, "(PSNR-Y / SSIM-Y in dB / 0..1, shave = scale; q/fp32: quantized vs FP32 output; fp32, q: vs ground truth)")
+		fmt.Fprintln(tw, "(PSNR-Y in dB, SSIM-Y 0..1 against the ground truth, shave = scale; q vs fp32: quantized output against the FP32 output, higher is closer; vs GT: each model against the ground truth; Δ vs GT: q minus fp32 against the ground truth, negative is the loss)")
 	} else {
-		fmt.Fprintf(tw, "%-*s  %12s\n", nameW, "image", "PSNR q/fp32")
+		fmt.Fprintf(tw, "%-*s  %14s\n", nameW, "image", "q vs fp32 (dB)")
 		for _, x := range r.PerImage {
-			fmt.Fprintf(tw, "%-*s  %12s\n", nameW, x.Image, db(x.PSNRvsFP32))
+			fmt.Fprintf(tw, "%-*s  %14s\n", nameW, x.Image, db(x.PSNRvsFP32))
 		}
-		fmt.Fprintf(tw, "%-*s  %12s\n", nameW, "mean", db(r.PSNRvsFP32))
+		fmt.Fprintf(tw, "%-*s  %14s\n", nameW, "mean", db(r.PSNRvsFP32))
 		fmt.Fprintln(tw, "(PSNR-Y in dB of the quantized output against the FP32 output, shave = scale)")
 	}
 	fmt.Fprintf(&b, "latency %dx%d LR, median of %d runs: fp32 %.1f ms, quantized %.1f ms, speed-up %.2fx\n",

@@ -110,8 +110,9 @@ func TestWriteTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"q.onnx vs m.onnx: x2, input 0..255, 2 images (HR ground truth, LR by pillow-bicubic), ep cpu, 2 threads",
-		"baby.png         47.50       38.41       38.30    -0.11     0.9642     0.9640",
-		"bird.png           inf",
+		"image     q vs fp32 (dB)  fp32 vs GT (dB)  q vs GT (dB)  Δ vs GT (dB)  SSIM fp32     SSIM q\n",
+		"baby.png           47.50            38.41         38.30         -0.11     0.9642     0.9640\n",
+		"bird.png             inf            40.00",
 		"latency 256x256 LR, median of 10 runs: fp32 1500.0 ms, quantized 550.0 ms, speed-up 2.73x",
 		"int8 coverage (ORT's optimized graph on cpu): 36/37 convs in int8",
 		"float convs: tail",
@@ -119,6 +120,8 @@ func TestWriteTable(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	assert.Regexp(t, `(?m)^mean +523\.25 +39\.20 +39\.15 +-0\.05`, out)
+	assert.Contains(t, out, "q vs fp32: quantized output against the FP32 output")
+	assert.Contains(t, out, "Δ vs GT: q minus fp32 against the ground truth")
 	assert.NotContains(t, out, "slower than FP32")
 
 	r.LatencyMS, r.Speedup = Pair{500, 550}, 0.909

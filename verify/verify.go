@@ -22,7 +22,9 @@ type Source struct {
 }
 
 // Config is every knob of a verification run; `srq verify` flags map onto it
-// one to one.
+// one to one, with DefaultConfig's values as their defaults. A zero Size or
+// Runs means the default too, so a zero Config runs (with ORT's own thread
+// count).
 type Config struct {
 	// EP is the execution provider both models run on: "cpu" (or ""),
 	// "cuda" or "tensorrt". Coverage is read from the graph ORT builds for
@@ -34,17 +36,40 @@ type Config struct {
 	// HR: the images are ground truth (see CompareOptions.HR).
 	HR bool
 	// Tile is the LR tile side for upscaling the images (0: whole image).
+	// Tiles are exact up to float rounding for plain CNNs; for a network
+	// that pools over the whole image (sr.GlobalReductions) Run measures
+	// what tiling changes on the first image (Report.Tiling).
 	Tile int
-	// Size is the side of the square LR input the latency is measured on.
+	// Size is the side of the square LR input the latency is measured on
+	// (0: DefaultLatencySize).
 	Size int
-	// Runs is the number of timed runs per model; RecommendedRuns or more
-	// for anything reported. Fewer (down to 1) is for tests.
+	// Runs is the number of timed runs per model (0: RecommendedRuns);
+	// RecommendedRuns or more for anything reported. Fewer (down to 1) is
+	// for tests.
 	Runs int
 	// Probe overrides the detected scale and input range of both models.
 	Probe sr.ProbeOptions
 	// Detail keeps, per image, the window of largest error rendered for
 	// WriteHTML (CompareOptions.Detail); off, the report has none.
 	Detail bool
+}
+
+// DefaultLatencySize is the side of the LR input latency is measured on by
+// default: 256×256 is the size srq's benchmarks report, large enough that
+// the convolutions, not per-run overheads, decide the speed-up.
+const DefaultLatencySize = 256
+
+// DefaultThreads is the intra-op thread count of DefaultConfig: a fixed
+// count, rather than ORT's one per physical core, so that speed-ups from
+// different machines compare (srq's published numbers use 2).
+const DefaultThreads = 2
+
+// DefaultConfig returns the settings `srq verify` uses when no flag says
+// otherwise: the CPU provider, DefaultThreads, a DefaultLatencySize input
+// and RecommendedRuns timed runs, LR inputs (HR false), no tiling. Start
+// from it and change what differs.
+func DefaultConfig() Config {
+	return Config{EP: "cpu", Threads: DefaultThreads, Size: DefaultLatencySize, Runs: RecommendedRuns}
 }
 
 // Run verifies a quantized model against its FP32 original on the images at
@@ -56,11 +81,9 @@ type Config struct {
 // ORT must be initialised (ort.Init). The two models must agree on scale and
 // input range.
 func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config, progress progress.Func) (*Report, error) {
-	if cfg.Size < 1 {
-		return nil, fmt.Errorf("latency size %d: want at least 1", cfg.Size)
-	}
-	if cfg.Runs < 1 {
-		return nil, fmt.Errorf("latency runs %d: want at least 1 (%d for a report)", cfg.Runs, RecommendedRuns)
+	cfg, err := cfg.resolve()
+	if err != nil {
+		return nil, err
 	}
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no images to verify on")
@@ -111,6 +134,15 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		cov = &c
 	}
 
+	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
+	if err != nil {
+		return nil, err
+	}
+	tiling, err := fm.CheckTiling(ctx, lr, cfg.Tile, -1)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", paths[0], err)
+	}
+
 	// The reference: the same model at level basic, on the CPU, is what
 	// the QDQ graph means; the EP's int8 kernels are checked against it.
 	ref, err := sr.Open(quantized.Data, quantized.Path+" (level basic)", ort.Options{Threads: cfg.Threads, OptLevel: "basic"},
@@ -125,10 +157,6 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		return nil, err
 	}
 
-	lr, _, err := LoadLR(paths[0], fm.Scale, cfg.HR)
-	if err != nil {
-		return nil, err
-	}
 	kernels, err := checkKernels(ctx, quantized, lr, qm.Range, ep, cfg.Threads)
 	if err != nil {
 		return nil, err
@@ -150,6 +178,7 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 	r.LatencyInput = filepath.Base(paths[0])
 	r.Latency = map[string]LatencyStats{"fp32": roundStats(lf), "quantized": roundStats(lq)}
 	r.Int8Conv = cov
+	r.Tiling = tiling
 	r.EP, r.Threads, r.Size, r.Runs, r.Warmup = ep, cfg.Threads, cfg.Size, cfg.Runs, WarmupRuns
 	r.ORTVersion = ort.Version()
 	r.CPU = HostCPU()
@@ -160,6 +189,28 @@ func Run(ctx context.Context, fp32, quantized Source, paths []string, cfg Config
 		r.Kernels.Output = r.Reference.Kernels
 	}
 	return r, nil
+}
+
+// resolve puts the defaults in place of zero Size and Runs and checks the
+// rest.
+func (cfg Config) resolve() (Config, error) {
+	if cfg.Size == 0 {
+		cfg.Size = DefaultLatencySize
+	}
+	if cfg.Runs == 0 {
+		cfg.Runs = RecommendedRuns
+	}
+	switch {
+	case cfg.Size < 1:
+		return cfg, fmt.Errorf("latency size %d: want at least 1 (0: %d)", cfg.Size, DefaultLatencySize)
+	case cfg.Runs < 1:
+		return cfg, fmt.Errorf("latency runs %d: want at least 1 (0: %d, as a report should)", cfg.Runs, RecommendedRuns)
+	case cfg.Threads < 0:
+		return cfg, fmt.Errorf("threads %d: want 0 (ORT's default) or more", cfg.Threads)
+	case cfg.Tile < 0:
+		return cfg, fmt.Errorf("tile %d: want 0 (whole images) or a positive side", cfg.Tile)
+	}
+	return cfg, nil
 }
 
 // epName normalises an execution provider name; "" means cpu.

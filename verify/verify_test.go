@@ -104,6 +104,18 @@ func TestRunTinyQDQ(t *testing.T) {
 	assert.Contains(t, b.String(), "1/1 convs in int8 (com.microsoft:QLinearConv 1)")
 }
 
+// TestConfigDefaults: DefaultConfig is what srq verify's flags default to,
+// and a zero Config takes the defaults of Size and Runs instead of failing.
+func TestConfigDefaults(t *testing.T) {
+	assert.Equal(t, Config{EP: "cpu", Threads: 2, Size: 256, Runs: RecommendedRuns}, DefaultConfig())
+	got, err := Config{}.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, Config{Size: DefaultLatencySize, Runs: RecommendedRuns}, got, "zero threads stays ORT's default")
+	got, err = Config{Size: 64, Runs: 3, Threads: 1}.resolve()
+	require.NoError(t, err)
+	assert.Equal(t, Config{Size: 64, Runs: 3, Threads: 1}, got, "set values are kept")
+}
+
 func TestRunRejects(t *testing.T) {
 	requireORT(t)
 	paths, err := img.List(smallImages(t, 24, 20))
@@ -121,8 +133,10 @@ func TestRunRejects(t *testing.T) {
 	}{
 		{"scale mismatch", edsr, tiny, paths, ok, []string{"scale mismatch", edsrX2 + " is x2", "tiny.onnx is x1"}},
 		{"no images", edsr, edsr, nil, ok, []string{"no images"}},
-		{"size", edsr, edsr, paths, with(func(c *Config) { c.Size = 0 }), []string{"latency size 0"}},
-		{"runs", edsr, edsr, paths, with(func(c *Config) { c.Runs = 0 }), []string{"latency runs 0"}},
+		{"size", edsr, edsr, paths, with(func(c *Config) { c.Size = -1 }), []string{"latency size -1: want at least 1 (0: 256)"}},
+		{"runs", edsr, edsr, paths, with(func(c *Config) { c.Runs = -1 }), []string{"latency runs -1"}},
+		{"threads", edsr, edsr, paths, with(func(c *Config) { c.Threads = -1 }), []string{"threads -1"}},
+		{"tile", edsr, edsr, paths, with(func(c *Config) { c.Tile = -1 }), []string{"tile -1"}},
 		{"cuda on a CPU build", edsr, edsr, paths, with(func(c *Config) { c.EP = "cuda" }), []string{`execution provider "cuda"`, "libonnxruntime"}},
 		{"unknown EP", edsr, edsr, paths, with(func(c *Config) { c.EP = "npu" }), []string{`unknown execution provider "npu"`}},
 		{"not a model", Source{"junk.onnx", []byte("junk")}, edsr, paths, ok, []string{"junk.onnx"}},

@@ -11,9 +11,13 @@ import (
 )
 
 // initORT finds and initialises the ONNX Runtime library once per process.
+// A bad --ort-lib is named as the flag, so the user knows which path to fix.
 func (a *app) initORT() error {
 	lib, err := ort.FindLibrary(a.ortLib)
 	if err != nil {
+		if a.ortLib != "" {
+			return fmt.Errorf("--ort-lib: %w", err)
+		}
 		return err
 	}
 	return ort.Init(lib)

@@ -159,8 +159,9 @@ type activationOpts struct {
 // activationOnly are the flags that mean nothing without --activations.
 var activationOnly = []string{"images", "plots", "method", "bits", "percentile", "patches", "patch-size", "seed", "calib-lr", "batch", "threads"}
 
-// defaultActivationBits is --bits' default: the outlier analysis is about
-// low-bit activations, where a uniform grid over the outliers costs most.
+// defaultActivationBits is --bits' default, unlike srq quantize's w8a8 on
+// purpose: the outlier analysis is about low-bit activations, where a
+// uniform grid over the outliers costs most; --help says so.
 const defaultActivationBits = "w4a4"
 
 func activationFlags(fs *pflag.FlagSet) *activationOpts {
@@ -168,10 +169,10 @@ func activationFlags(fs *pflag.FlagSet) *activationOpts {
 	o := &activationOpts{}
 	fs.BoolVar(&o.on, "activations", false, "analyse the outliers of every Conv input on calibration patches (needs --images)")
 	fs.StringVar(&o.images, "images", "", "with --activations: folder of calibration images, HR unless --calib-lr")
-	fs.StringVar(&o.plots, "plots", "", "with --activations: existing folder to write one histogram PNG per tensor into")
-	fs.StringVar(&o.method, "method", string(def.Method), "with --activations: uniform range method whose clip the report and plots show: minmax, percentile or mse")
+	fs.StringVar(&o.plots, "plots", "", "with --activations: folder to write one histogram PNG per tensor into (created if missing)")
+	fs.StringVar(&o.method, "method", string(def.Method), "with --activations: uniform range method whose clip the report and plots show: minmax, percentile or mse (the default is srq quantize's)")
 	fs.Float64Var(&o.percentile, "percentile", def.Percentile, "with --activations: percentile kept on each side by --method percentile, in [50, 100]")
-	fs.StringVar(&o.bits, "bits", defaultActivationBits, "with --activations: weight and activation bits, wNaM (--method mse searches the clip for the activation bits)")
+	fs.StringVar(&o.bits, "bits", defaultActivationBits, "with --activations: weight and activation bits, wNaM (--method mse searches the clip for the activation bits). The default is 4 bits, unlike srq quantize's w8a8: the outliers measured here cost most on a 4-bit uniform grid")
 	fs.IntVar(&o.patches, "patches", def.Patches, "with --activations: number of calibration patches")
 	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "with --activations: side of a calibration patch in LR pixels")
 	fs.Int64Var(&o.seed, "seed", def.Seed, "with --activations: seed of the patch positions")
@@ -220,8 +221,8 @@ func (o *activationOpts) check() (quant.Bits, quant.Method, error) {
 		return bits, "", fmt.Errorf("--threads %d: want 0 (ONNX Runtime's default) or more", o.threads)
 	}
 	if o.plots != "" {
-		if fi, err := os.Stat(o.plots); err != nil || !fi.IsDir() {
-			return bits, "", fmt.Errorf("--plots %s: no such folder (create it first)", o.plots)
+		if err := atomicfile.CheckDir(o.plots); err != nil {
+			return bits, "", fmt.Errorf("--plots %w", err)
 		}
 	}
 	return bits, method, nil
@@ -421,10 +422,11 @@ func plotName(tensor string, used map[string]bool) string {
 	return name
 }
 
-// writePlots renders one histogram per tensor and writes them into dir,
-// each atomically. All are rendered before the first is written, and a
-// failed write removes the ones this run wrote, so a failure leaves no
-// partial set.
+// writePlots renders one histogram per tensor and writes them into dir
+// (created if missing, as --report's folder is), each atomically. All are
+// rendered before the first is written, and a failed write removes the
+// ones this run wrote, and the folder if this run created it, so a failure
+// leaves no partial set.
 func writePlots(dir string, r *activationsReport) error {
 	used := map[string]bool{}
 	pngs := make([][]byte, len(r.Tensors))
@@ -437,10 +439,18 @@ func writePlots(dir string, r *activationsReport) error {
 		}
 		pngs[i] = b
 	}
+	_, err := os.Stat(dir)
+	created := errors.Is(err, os.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--plots %s: %w", dir, err)
+	}
 	for i, t := range r.Tensors {
 		if err := atomicfile.WriteBytes(t.Plot, pngs[i]); err != nil {
 			for _, w := range r.Tensors[:i] {
 				os.Remove(w.Plot)
+			}
+			if created {
+				os.Remove(dir) // only if empty: nothing of anyone else's
 			}
 			return fmt.Errorf("%s: %w", t.Plot, err)
 		}
@@ -489,27 +499,56 @@ func methodName(r *activationsReport) string {
 	return r.Method
 }
 
-// printActivations prints one row per tensor: the Convs that read it, its
-// extremes and |x| percentiles, the breakpoint and what lies beyond it
-// (share of samples, bp/max|x|, kurtosis, channels holding 90% of the
-// outliers, correlation of per-pixel outlier counts with the input's
-// chroma, mean chroma at outlier pixels vs all), and the uniform clip.
+// activationColumns names the columns of the activations table and says
+// in the header what each is: the short names alone (r, ch90) read as
+// puzzles.
+var activationColumns = []struct{ name, what string }{
+	{"min, max", "extremes of x"},
+	{"p99.9|x|, p99.99|x|", "99.9th and 99.99th percentiles of |x|"},
+	{"bp", "dual-region breakpoint: the %s of |x|"},
+	{">bp %", "share of the samples with |x| > bp"},
+	{"bp/max|x|", "bp as a fraction of max|x|"},
+	{"ex.kurtosis", "excess kurtosis of x (0 for a Gaussian; large: heavy tails)"},
+	{"outlier ch", "channels holding 90% of the samples beyond ±bp / all channels"},
+	{"chroma corr", "correlation of a pixel's outlier count (channels with |x| > bp) with the chroma max(R,G,B) − min(R,G,B) of its LR input pixel"},
+	{"chroma out/all", "mean chroma at pixels with outliers / at all pixels"},
+	{"uniform clip", "the clip of a uniform quantizer, %s"},
+}
+
+// printActivations prints what each column is, then one row per tensor:
+// the Convs that read it, its extremes and |x| percentiles, the breakpoint
+// and what lies beyond it (share of samples, bp/max|x|, kurtosis, channels
+// holding 90% of the outliers, correlation of per-pixel outlier counts
+// with the input's chroma, mean chroma at outlier pixels vs all), and the
+// uniform clip.
 func printActivations(w io.Writer, r *activationsReport, analysis, total time.Duration) {
 	fmt.Fprintf(w, "model       %s (x%d, input range 0..%g)\n", r.Model, r.Scale, r.InputRange)
 	fmt.Fprintf(w, "patches     %d of %dx%d LR pixels, seed %d\n", r.Patches, r.PatchSize, r.PatchSize, r.Seed)
-	fmt.Fprintf(w, "bp          p%g of |x|; out%% = share of samples with |x| > bp; ch90 = channels holding 90%% of them\n", r.BreakpointPercentile)
-	fmt.Fprintf(w, "colour      r = correlation of per-pixel outlier count with input chroma; chroma = mean at outlier pixels / all pixels\n")
 	fmt.Fprintf(w, "clip        uniform, %s\n", methodName(r))
+	for i, c := range activationColumns {
+		what := c.what
+		switch c.name {
+		case "bp":
+			what = fmt.Sprintf(what, fmt.Sprintf("%gth percentile", r.BreakpointPercentile))
+		case "uniform clip":
+			what = fmt.Sprintf(what, methodName(r))
+		}
+		label := ""
+		if i == 0 {
+			label = "columns"
+		}
+		fmt.Fprintf(w, "%-11s %-19s  %s\n", label, c.name, what)
+	}
 	tw, cw := len("tensor"), len("conv")
 	for _, t := range r.Tensors {
 		tw, cw = max(tw, len(t.Value)), max(cw, len(convsOf(t.Consumers)))
 	}
 	row := func(cols ...string) {
-		line := fmt.Sprintf("%-*s  %-*s  %9s %9s %9s %9s %9s  %7s %6s %7s %6s  %5s  %-9s  %s",
+		line := fmt.Sprintf("%-*s  %-*s  %9s %9s %9s %10s %9s  %7s %9s %11s %10s  %11s  %-14s  %s",
 			tw, cols[0], cw, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10], cols[11], cols[12], cols[13])
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
-	row("tensor", "conv", "min", "max", "p99.9", "p99.99", "bp", "out%", "bp/max", "kurt", "ch90", "r", "chroma", "clip")
+	row("tensor", "conv", "min", "max", "p99.9|x|", "p99.99|x|", "bp", ">bp %", "bp/max|x|", "ex.kurtosis", "outlier ch", "chroma corr", "chroma out/all", "uniform clip")
 	for _, t := range r.Tensors {
 		row(t.Value, convsOf(t.Consumers), g4(float64(t.Min)), g4(float64(t.Max)), g4(float64(t.AbsP999)), g4(float64(t.AbsP9999)),
 			g4(float64(t.Breakpoint)), fmt.Sprintf("%.3f", 100*t.OutlierFraction), fmt.Sprintf("%.3f", t.BreakpointRatio),

@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
@@ -43,7 +45,7 @@ func preparedConvs(t *testing.T) (inputs map[string]bool, convs []string) {
 // in their natural order and ranges, one decodable plot per tensor.
 func TestInspectActivationsJSON(t *testing.T) {
 	needORT(t)
-	plots := t.TempDir()
+	plots := filepath.Join(t.TempDir(), "plots", "edsr") // created, as --report's folder is
 	code, out, errOut := runSRQ("inspect", tdModel, "--activations", "--images", tdImages, "--patches", "4", "--threads", "2", "--json", "--plots", plots)
 	require.Equal(t, exitOK, code, errOut)
 
@@ -164,8 +166,40 @@ func TestInspectActivationsTable(t *testing.T) {
 	}
 	assert.NotContains(t, out, "plots")
 	inputs, _ := preparedConvs(t)
-	assert.Equal(t, len(inputs)+7, strings.Count(out, "\n"), "one row per tensor, a header row and six lines of context")
+	assert.Equal(t, len(inputs)+15, strings.Count(out, "\n"), "one row per tensor, a header row, ten lines saying what the columns are and four of context")
 	assert.Contains(t, errOut, "analysing 37 Conv inputs on 2 patches of 32x32")
+}
+
+// TestPrintActivations: every column has a name that says what it is, and
+// the header explains each.
+func TestPrintActivations(t *testing.T) {
+	r := &activationsReport{Model: "m.onnx", Scale: 2, InputRange: 255, Patches: 4, PatchSize: 32, Seed: 1,
+		Method: "percentile", Percentile: 99.999, Bits: "w4a4", BreakpointPercentile: 99,
+		Tensors: []tensorActivations{{
+			OutlierStats: calib.OutlierStats{Value: "/head/Conv_output_0", Channels: 64, Min: -166, Max: 224.3, AbsP999: 120, AbsP9999: 180,
+				Breakpoint: 90.5, BreakpointRatio: 0.4035, OutlierFraction: 0.0101, ExcessKurtosis: 7.25, Channels90: 11,
+				ChromaCorrelation: 0.31, ChromaMeanOutlierPixels: 0.14, ChromaMeanAllPixels: 0.11},
+			Consumers: []string{"/body/0/Conv", "/Add"}, ClipLo: -159.9, ClipHi: 206.6,
+		}}}
+	var b bytes.Buffer
+	printActivations(&b, r, time.Second, 2*time.Second)
+	out := b.String()
+	t.Log("\n" + out)
+	for _, want := range []string{
+		"columns     min, max             extremes of x\n",
+		"            bp                   dual-region breakpoint: the 99th percentile of |x|\n",
+		"            outlier ch           channels holding 90% of the samples beyond ±bp / all channels\n",
+		"            chroma corr          correlation of a pixel's outlier count (channels with |x| > bp) with the chroma max(R,G,B) − min(R,G,B) of its LR input pixel\n",
+		"            chroma out/all       mean chroma at pixels with outliers / at all pixels\n",
+		"            uniform clip         the clip of a uniform quantizer, percentile 99.999\n",
+		"tensor               conv                   min       max  p99.9|x|  p99.99|x|        bp    >bp % bp/max|x| ex.kurtosis outlier ch  chroma corr  chroma out/all  uniform clip\n",
+		"/head/Conv_output_0  /body/0/Conv +1       -166     224.3       120        180      90.5    1.010     0.404        7.25      11/64        +0.31  0.14/0.11       -159.9..206.6\n",
+	} {
+		assert.Contains(t, out, want)
+	}
+	for _, old := range []string{" ch90", " r ", "out%", " kurt "} {
+		assert.NotContains(t, out, old)
+	}
 }
 
 func TestInspectActivationsErrors(t *testing.T) {
@@ -186,8 +220,9 @@ func TestInspectActivationsErrors(t *testing.T) {
 		{"bad method", false, []string{"--activations", "--images", tdImages, "--method", "kl"}, `--method: method "kl"`},
 		{"bad percentile", false, []string{"--activations", "--images", tdImages, "--percentile", "40"}, "--percentile 40"},
 		{"bad patches", false, []string{"--activations", "--images", tdImages, "--patches", "0"}, "--patches 0"},
-		{"plots folder missing", false, []string{"--activations", "--images", tdImages, "--plots", filepath.Join(plots, "nope")}, "--plots " + filepath.Join(plots, "nope") + ": no such folder"},
-		{"plots is a file", false, []string{"--activations", "--images", tdImages, "--plots", tdChelsea}, "--plots " + tdChelsea + ": no such folder"},
+		{"plots under a file", false, []string{"--activations", "--images", tdImages, "--plots", filepath.Join(tdChelsea, "plots")}, "--plots " + filepath.Join(tdChelsea, "plots") + ": cannot create it: " + tdChelsea + " is not a folder"},
+		{"plots is a file", false, []string{"--activations", "--images", tdImages, "--plots", tdChelsea}, "--plots " + tdChelsea + ": not a folder"},
+		{"images folder missing, plots folder not created", false, []string{"--activations", "--images", "nope", "--plots", filepath.Join(plots, "new")}, "nope"},
 		{"images folder missing", false, []string{"--activations", "--images", "nope"}, "nope"},
 		{"unreadable image", true, []string{"--activations", "--images", badImages, "--plots", plots}, "broken.png"},
 	}

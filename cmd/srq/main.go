@@ -9,10 +9,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/srquant/srq/internal/version"
+	"github.com/srquant/srq/ort"
 )
 
 // Exit codes are part of the CLI contract: CI pipelines gate on them.
@@ -43,12 +47,13 @@ func (e *gateError) Error() string { return e.msg }
 
 var commands = []command{
 	{"inspect", "MODEL", "show a model's structure, scale and input range", inspectFlags},
-	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model", upscaleFlags},
+	{"upscale", "IN OUT", "upscale an image with an FP32 or quantized model (OUT: .png, .jpg or .bmp)", upscaleFlags},
 	{"quantize", "--model M --calib DIR --out Q", "quantize a model to int8 QDQ form", quantizeFlags},
 	{"verify", "--model M --quantized Q --images DIR", "compare a quantized model with its FP32 original", verifyFlags},
 	{"sensitivity", "--model M --calib DIR", "measure how much quantizing each layer alone costs", sensitivityFlags},
 	{"bench", "", "benchmark models x methods and write BENCHMARKS.md", benchFlags},
 	{"doctor", "", "check this machine's ONNX Runtime int8 kernels against their QDQ graphs", doctorFlags},
+	{"version", "", "print srq's version and, if it can be found, ONNX Runtime's", versionFlags},
 }
 
 func main() {
@@ -66,10 +71,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return runContext(context.Background(), args, stdout, stderr)
 }
 
+// runContext runs the CLI. `srq` alone is a usage error (the usage goes to
+// stderr, exit 2), as a script that forgot its command should fail; `srq
+// help`, -h and --help print it to stdout. `srq help CMD` is `srq CMD
+// --help`, and `srq --version` is `srq version`.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	switch {
+	case len(args) == 0:
+		usage(stderr)
+		return exitFailure
+	case len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help"):
 		usage(stdout)
 		return exitOK
+	case args[0] == "help":
+		if len(args) > 2 {
+			fmt.Fprintf(stderr, "srq help: expected one COMMAND, got %d (run `srq help`)\n", len(args)-1)
+			return exitFailure
+		}
+		args = []string{args[1], "--help"}
+	case args[0] == "--version" || args[0] == "-version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	var cmd *command
 	for i := range commands {
@@ -84,7 +105,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := pflag.NewFlagSet("srq "+cmd.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	a := &app{ctx: ctx, stdout: stdout, stderr: stderr}
-	fs.StringVar(&a.ortLib, "ort-lib", "", "path to libonnxruntime.so (default: $SRQ_ORT_LIB, then .ort/ from `make setup`)")
+	fs.StringVar(&a.ortLib, "ort-lib", "", "ONNX Runtime library to load: `PATH` of libonnxruntime.so or libonnxruntime.so.1, or a folder holding one (default: $SRQ_ORT_LIB, then .ort/ from make setup in this folder or above, the binary's folder, $LD_LIBRARY_PATH and the system library folders)")
 	body := cmd.flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -115,7 +136,32 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-11s %-36s %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure, 130 interrupted")
+	fmt.Fprintln(w, "\nsrq help COMMAND is srq COMMAND --help; srq --version is srq version.")
+	fmt.Fprintln(w, "exit codes: 0 ok, 1 a quality gate failed, 2 bad input or failure, 130 interrupted")
+}
+
+// versionFlags is `srq version` (and `srq --version`): srq's release and
+// revision, then ONNX Runtime's version and library when one is found
+// (--ort-lib, $SRQ_ORT_LIB, the usual places). A missing library is
+// reported, not an error: the version question has an answer without it.
+func versionFlags(fs *pflag.FlagSet) func(*app, []string) error {
+	return func(a *app, args []string) error {
+		if err := wantArgs(args, 0, "no arguments"); err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, version.String())
+		lib, err := ort.FindLibrary(a.ortLib)
+		if err == nil {
+			err = ort.Init(lib)
+		}
+		if err != nil {
+			fmt.Fprintf(a.stdout, "ONNX Runtime: not loaded: %s\n", oneLine(err.Error()))
+			return nil
+		}
+		abs, _ := filepath.Abs(lib)
+		fmt.Fprintf(a.stdout, "ONNX Runtime %s (%s)\n", ort.Version(), abs)
+		return nil
+	}
 }
 
 // oneLine keeps every error message on one line, as scripts expect.

@@ -48,19 +48,14 @@ type quantizeOpts struct {
 	probe                             probeFlags
 }
 
-// defaultSpeedCheck is the LR side of the speed check after quantizing:
-// large enough that the convs, not per-run overheads, decide the ratio,
-// small enough to cost seconds on EDSR x4.
-const defaultSpeedCheck = 96
-
 func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	def := quant.DefaultConfig()
 	var o quantizeOpts
 	fs.StringVar(&o.model, "model", "", "FP32 ONNX SR model (required)")
 	fs.StringVar(&o.calib, "calib", "", "folder of calibration images, HR unless --calib-lr (required)")
 	fs.StringVar(&o.out, "out", "", "path of the quantized model to write (required)")
-	fs.StringVar(&o.bits, "bits", def.Bits.String(), "weight and activation bits, wNaM")
-	fs.StringVar(&o.method, "method", string(def.Method), "activation range method: minmax, percentile, mse or dual (the outlier-aware dual-region quantizer on the Conv inputs)")
+	fs.StringVar(&o.bits, "bits", def.Bits.String(), "weight and activation bits, wNaM. The default is the int8 deploy setting; srq sensitivity and srq inspect --activations default to w4a4 instead, the low-bit setting their analyses are for")
+	fs.StringVar(&o.method, "method", string(def.Method), "activation range method: minmax, percentile, mse or dual (the outlier-aware dual-region quantizer on the Conv inputs, the choice for 4 bits; srq sensitivity defaults to it)")
 	fs.StringVar(&o.accounting, "accounting", string(def.Accounting), "dual-region bit accounting: reference (b-bit dense grid + (b-1)-bit tails, as the published code) or strict (at most 2^b levels in all)")
 	fs.StringVar(&o.breakpoint, "breakpoint", def.Breakpoint.String(), "dual-region breakpoint: search (minimise the quantization error), pP (P-th percentile of |x|, e.g. p99 as published) or a value for every tensor")
 	fs.StringVar(&o.encoding, "encoding", string(def.Encoding), "how low-bit and dual-region Conv inputs are written: int8 (ORT int8 kernels with the exact levels, float where they cannot be exact), shared-grid (int8 everywhere or an error naming the layer) or simulate (float fake-quant)")
@@ -75,7 +70,8 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
 	fs.Float64Var(&o.budgetBits, "budget-bits", def.BudgetBits, "mixed precision: mean width of the low-bit Convs, weighted by MACs (e.g. 4 with --bits w4a4: sensitive layers get more bits, others fewer; 0: off)")
-	fs.StringVar(&o.rotate, "rotate", string(def.Rotate), "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels): auto (with --tune), on or off")
+	o.rotate = string(def.Rotate)
+	fs.Var(optionalValue{&o.rotate}, "rotate", "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels): --rotate=auto rotates with --tune only, --rotate=on (or a bare --rotate) always, --rotate=off never; give the value after =")
 	fs.Lookup("rotate").NoOptDefVal = string(quant.RotateOn)
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
 	fs.IntVar(&o.patches, "patches", def.Patches, "number of calibration patches")
@@ -86,18 +82,39 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.IntVar(&o.threads, "threads", def.Threads, "intra-op threads (0: ONNX Runtime's own choice)")
 	o.probe.register(fs, "")
 	fs.StringVar(&o.rangesJSON, "ranges-json", "", "also write the chosen activation ranges to this JSON file")
-	fs.IntVar(&o.speedCheck, "speed-check", defaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))
+	fs.IntVar(&o.speedCheck, "speed-check", srq.DefaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))
 	fs.IntVar(&o.kernelCheck, "kernel-check", srq.DefaultKernelCheck, "before writing, run every fused int8 group on its own at ORT's levels basic (the QDQ graph's meaning) and all (its int8 kernels) on an S×S LR input, and refuse (exit 1) a model this machine's ORT computes wrong (0: skip)")
 	fs.BoolVar(&o.avoidKernelDefects, "avoid-kernel-defects", def.AvoidKernelDefects, "pad int8 Convs whose shape ORT 1.24's kernel computes wrong on AMX CPUs (17–31 outputs), or that the kernel check finds wrong, to a shape it computes right (same codes)")
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
 	return func(a *app, args []string) error {
+		if len(args) > 0 && fs.Changed("rotate") && slices.Contains([]string{"auto", "on", "off"}, args[0]) {
+			// `--rotate off` parses as a bare --rotate (on) and an argument.
+			return fmt.Errorf("--rotate takes its value after '=': --rotate=%s", args[0])
+		}
 		if err := wantArgs(args, 0, "no positional arguments (use --model, --calib, --out)"); err != nil {
 			return err
 		}
 		return a.quantize(&o)
 	}
 }
+
+// optionalValue is a string flag whose value may be left out (a bare flag
+// means its NoOptDefVal). Its empty Type keeps pflag's help from printing
+// the Go type before the optional value, so --help shows `--rotate[=on]`
+// instead of `--rotate string[="on"]`.
+type optionalValue struct{ p *string }
+
+func (v optionalValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+func (v optionalValue) Set(s string) error { *v.p = s; return nil }
+
+func (v optionalValue) Type() string { return "" }
 
 // config validates the flags and maps them onto a quant.Config.
 func (o *quantizeOpts) config() (quant.Config, error) {
@@ -365,6 +382,9 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 	fmt.Fprintf(w, "setting   %s, activations %s, weights %s %s, first/last %s, long skip %s\n", cfg.Bits, method, weights, cfg.WeightMethod, cfg.FirstLast, cfg.LongSkip)
 	fmt.Fprintf(w, "convs     %d/%d quantized\n", res.ConvsInt8, res.Convs)
 	printLayers(w, res.Layers, cfg, o.verbose)
+	for _, n := range slices.Sorted(maps.Keys(res.Added)) {
+		fmt.Fprintf(w, "added     %s: %s\n", n, res.Added[n])
+	}
 	if len(res.Skipped) == 0 {
 		fmt.Fprintln(w, "skipped   none")
 	} else {

@@ -73,8 +73,8 @@ func TestQuantizeRefuses(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + emptyDir},
-		{"calibration folder without images", []string{"--calib", textDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + textDir},
+		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp/.webp files in folder " + emptyDir},
+		{"calibration folder without images", []string{"--calib", textDir}, "no .png/.jpg/.jpeg/.bmp/.webp files in folder " + textDir},
 		{"missing calibration folder", []string{"--calib", filepath.Join(fixtures, "nope")}, "cannot read folder"},
 		{"one-channel model", []string{"--model", gray}, ": not an NCHW 3-channel image input"},
 		{"missing model", []string{"--model", filepath.Join(fixtures, "nope.onnx")}, "nope.onnx"},
@@ -170,7 +170,10 @@ func TestQuantizeCLI(t *testing.T) {
 		"wrote " + out + " (x2, input range 0..255)\n",
 		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8, long skip precise\n",
 		"convs     36/37 quantized\n",
-		"skipped   2:\n  /Add (long skip kept precise)\n  /head/Conv_skip (long skip kept precise)\n",
+		// The float head copy is srq's own node: reported as what it is,
+		// not among the user's nodes that stay float.
+		"added     /head/Conv_skip: float copy of the head conv /head/Conv, for the precise long skip (--long-skip precise)\n",
+		"skipped   1:\n  /Add (long skip kept precise)\n",
 		"time      calibration ",
 		"(8 patches of 32x32)",
 		"speed     96x96 LR, median of 3 runs: fp32 ",

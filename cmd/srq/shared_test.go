@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -107,4 +110,85 @@ func TestQuantizeSharedModels(t *testing.T) {
 			assert.Equal(t, exitOK, code, "%s\n%s", out, errOut)
 		})
 	}
+}
+
+// TestUpscaleTileWarning: --tile on a network that pools over the whole
+// image (IMDN's contrast attention, RCAN's channel attention) warns on
+// stderr with the difference measured against the untiled output; on
+// EDSR x2, a plain CNN, it says nothing and the output is the untiled one
+// (bit-identical on Set5's baby; over all of chelsea.png float rounding
+// flips 3 of 1.6 M values by one level).
+func TestUpscaleTileWarning(t *testing.T) {
+	needORT(t)
+	if testing.Short() {
+		t.Skip("runs IMDN and RCAN x4 on a 128x128 image three times each")
+	}
+	baby := needShared(t, "data/Set5_LRbicx4/baby.png")
+	re := regexp.MustCompile(`^warning: \S+: --tile 64: the network reduces over the whole image \((\S+)[^)]*\), so each 64-pixel tile sees its own statistics and the tiled output differs from the untiled one; measured on a 128x128 LR crop at \(0,0\), tiled against untiled: max difference (\d+) levels? \(8-bit RGB\), PSNR (\d+\.\d\d) dB\n$`)
+	for _, tc := range []struct{ model, node string }{
+		{"imdn_x4.onnx", "/IMDB1/cca/ReduceMean"},
+		{"rcan_x4.onnx", "/body/body.0/body/body.0/body/body.3/du/du.0/GlobalAveragePool"},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			model := needShared(t, filepath.Join("models", tc.model))
+			out := filepath.Join(t.TempDir(), "sr.png")
+			code, stdout, stderr := runSRQ("upscale", "--model", model, "--tile", "64", "--threads", "2", baby, out)
+			require.Equal(t, exitOK, code, stderr)
+			assert.Contains(t, stdout, "128x128 -> 512x512")
+			m := re.FindStringSubmatch(stderr)
+			require.NotNil(t, m, "warning with a measured difference, got %q", stderr)
+			assert.Equal(t, tc.node, strings.TrimSuffix(m[1], ","))
+			levels, err := strconv.Atoi(m[2])
+			require.NoError(t, err)
+			psnr, err := strconv.ParseFloat(m[3], 64)
+			require.NoError(t, err)
+			assert.Greater(t, levels, 0)
+			assert.Less(t, psnr, 80.0)
+			t.Logf("%s: %d levels, %.2f dB", tc.model, levels, psnr)
+
+			// Without tiling, or with windows that cover the image, no warning.
+			code, _, stderr = runSRQ("upscale", "--model", model, "--tile", "64", "--overlap", "32", "--threads", "2", baby, out)
+			require.Equal(t, exitOK, code, stderr)
+			assert.Empty(t, stderr)
+		})
+	}
+	t.Run("edsr_x2", func(t *testing.T) {
+		dir := t.TempDir()
+		tiled, whole := filepath.Join(dir, "tiled.png"), filepath.Join(dir, "whole.png")
+		code, _, stderr := runSRQ("upscale", "--model", tdModel, "--tile", "64", "--threads", "2", baby, tiled)
+		require.Equal(t, exitOK, code, stderr)
+		assert.Empty(t, stderr, "a plain CNN tiles exactly: no warning")
+		code, _, stderr = runSRQ("upscale", "--model", tdModel, "--threads", "2", baby, whole)
+		require.Equal(t, exitOK, code, stderr)
+		a, err := img.Read(tiled)
+		require.NoError(t, err)
+		b, err := img.Read(whole)
+		require.NoError(t, err)
+		assert.Equal(t, img.ToUint8(b), img.ToUint8(a), "tiled output bit-identical to the untiled one")
+	})
+}
+
+// TestVerifyTileWarning: srq verify --tile on IMDN warns on stderr and
+// records the measurement in the JSON report; the table is unchanged.
+func TestVerifyTileWarning(t *testing.T) {
+	needORT(t)
+	if testing.Short() {
+		t.Skip("runs IMDN x4 on a 128x128 image four times")
+	}
+	model := needShared(t, "models/imdn_x4.onnx")
+	dir := t.TempDir()
+	b, err := os.ReadFile(needShared(t, "data/Set5_LRbicx4/baby.png"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "baby.png"), b, 0o644))
+	code, stdout, stderr := runSRQ("verify", "--model", model, "--quantized", model, "--images", dir,
+		"--tile", "64", "--size", "16", "--runs", "1", "--threads", "2", "--json", "-")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Regexp(t, `warning: \S+imdn_x4.onnx: --tile 64: the network reduces over the whole image .* max difference \d+ levels? \(8-bit RGB\), PSNR \d+\.\d\d dB; the numbers below compare tiled outputs\n`, stderr)
+	var r verify.Report
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	require.NotNil(t, r.Tiling)
+	assert.Equal(t, 64, r.Tiling.Tile)
+	assert.Equal(t, 16, r.Tiling.Overlap)
+	assert.Greater(t, r.Tiling.MaxDiff, 0)
+	assert.Len(t, r.Tiling.Reductions, 12)
 }

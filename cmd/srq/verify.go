@@ -29,13 +29,14 @@ import (
 func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	model := fs.String("model", "", "FP32 ONNX model (required)")
 	quantized := fs.String("quantized", "", "quantized ONNX model to verify against --model (required)")
-	images := fs.String("images", "", "folder of .png/.jpg/.jpeg/.bmp images: LR inputs, or ground truth with --hr (required)")
+	images := fs.String("images", "", "folder of .png/.jpg/.jpeg/.bmp/.webp images: LR inputs, or ground truth with --hr (required)")
 	hr := fs.Bool("hr", false, "the images are ground truth: crop each at the top-left to a multiple of the scale, make the LR input with Pillow-exact bicubic, and also report PSNR-Y/SSIM-Y of both models against it")
-	ep := fs.String("ep", "cpu", "execution provider for both models: cpu, cuda or tensorrt (int8 coverage is read from the graph ORT builds for it)")
-	size := fs.Int("size", 256, "latency input: an S×S LR image cut from the first image")
-	threads := fs.Int("threads", 2, "ORT intra-op threads, the same for both models (0: ORT's default)")
-	runs := fs.Int("runs", verify.RecommendedRuns, fmt.Sprintf("timed runs per model after %d warm-up runs; the median is reported (use %d or more for published numbers)", verify.WarmupRuns, verify.RecommendedRuns))
-	tile := fs.Int("tile", 0, "tile side in LR pixels for the images (0: whole image at once); bounds memory on large images")
+	def := verify.DefaultConfig()
+	ep := fs.String("ep", def.EP, "execution provider for both models: cpu, cuda or tensorrt (int8 coverage is read from the graph ORT builds for it)")
+	size := fs.Int("size", def.Size, "latency input: an S×S LR image cut from the first image")
+	threads := fs.Int("threads", def.Threads, "ORT intra-op threads, the same for both models (0: ORT's default, one per core; the fixed default keeps speed-ups comparable across machines)")
+	runs := fs.Int("runs", def.Runs, fmt.Sprintf("timed runs per model after %d warm-up runs; the median is reported (use %d or more for published numbers)", verify.WarmupRuns, verify.RecommendedRuns))
+	tile := fs.Int("tile", 0, "tile side in LR pixels for the images (0: whole image at once); bounds memory on large images. Exact (up to float rounding) for plain CNNs; for a network that pools over the whole image (RCAN, IMDN) srq warns with the difference measured on the first image")
 	jsonPath := fs.String("json", "", "also write the JSON report to FILE (atomically; written even when a gate fails); - writes it to stdout and the table to stderr. An infinite PSNR (identical outputs) is written as 999")
 	minPSNR := fs.Float64("min-psnr", 0, "quality gate: exit 1 when the mean PSNR-Y of the quantized output against the FP32 output (dB) is below this")
 	maxDrop := fs.Float64("max-drop", 0, "quality gate (needs --hr): exit 1 when the mean ground-truth PSNR-Y drop, FP32 minus quantized (dB), is above this")
@@ -114,6 +115,9 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		bar.Done()
 		if err != nil {
 			return err
+		}
+		if r.Tiling != nil {
+			fmt.Fprintf(a.stderr, "warning: %s: --tile %d: %s; the numbers below compare tiled outputs\n", *model, *tile, r.Tiling)
 		}
 
 		table := a.stdout

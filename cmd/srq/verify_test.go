@@ -199,7 +199,7 @@ func TestVerifyCLI(t *testing.T) {
 		{"missing quantized", []string{"verify", "--model", testModel, "--quantized", "gone.onnx", "--images", f.lr}, []string{"gone.onnx"}},
 		{"no --quantized", []string{"verify", "--model", testModel, "--images", f.lr}, []string{"--quantized is required"}},
 		{"different scales", args("--quantized", f.x1, "--images", f.lr, "--input-range", "255"), []string{"scale mismatch", "is x2", "x1.onnx is x1"}},
-		{"empty image folder", args("--images", f.empty), []string{"no .png/.jpg/.jpeg/.bmp files in folder " + f.empty}},
+		{"empty image folder", args("--images", f.empty), []string{"no .png/.jpg/.jpeg/.bmp/.webp files in folder " + f.empty}},
 		{"missing image folder", args("--images", filepath.Join(f.dir, "nope")), []string{"cannot read folder"}},
 		{"json is the model", args("--images", f.lr, "--model", modelCopy, "--json", modelCopy), []string{"same file as the input " + modelCopy}},
 		{"json is an image", args("--images", f.lr, "--json", filepath.Join(f.lr, "rocket.jpg.png")), []string{"same file as the input"}},

@@ -5,10 +5,12 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Write creates or replaces path with what write produces, through a
@@ -70,4 +72,36 @@ func WriteBytes(path string, data []byte) error {
 		_, err := w.Write(data)
 		return err
 	})
+}
+
+// CheckDir says, before any work, whether files can be written into the
+// output folder dir: it is a folder, or it does not exist and its nearest
+// existing parent is one, so os.MkdirAll can create it. It creates
+// nothing, so that a run that fails later leaves no empty folder behind.
+// Errors name dir.
+func CheckDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return fmt.Errorf("%s: not a folder", dir)
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	for p := filepath.Dir(filepath.Clean(dir)); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("%s: cannot create it: %s is not a folder", dir, p)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("%s: cannot create it: %w", dir, err)
+		}
+		if p == filepath.Dir(p) {
+			return fmt.Errorf("%s: cannot create it", dir)
+		}
+	}
 }

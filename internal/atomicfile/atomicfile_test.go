@@ -41,3 +41,31 @@ func TestWrite(t *testing.T) {
 	assert.ErrorContains(t, WriteBytes(dir, []byte("x")), "not a regular file")
 	assert.Error(t, WriteBytes(filepath.Join(dir, "no", "such"), []byte("x")))
 }
+
+func TestCheckDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	tests := []struct {
+		name, dir, wantErr string
+	}{
+		{"existing folder", dir, ""},
+		{"new folder", filepath.Join(dir, "a"), ""},
+		{"new folders", filepath.Join(dir, "a", "b", "c"), ""},
+		{"a file", file, file + ": not a folder"},
+		{"under a file", filepath.Join(file, "x", "y"), filepath.Join(file, "x", "y") + ": cannot create it: " + file + " is not a folder"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckDir(tc.dir)
+			if tc.wantErr == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.EqualError(t, err, tc.wantErr)
+		})
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "CheckDir creates nothing")
+}

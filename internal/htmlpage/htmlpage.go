@@ -18,7 +18,6 @@ import (
 	"html/template"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/srquant/srq/internal/atomicfile"
 )
@@ -83,39 +82,19 @@ func Write(dir string, page []byte) (string, error) {
 }
 
 // CheckDir says, before any work, whether Write can write a report into
-// dir: dir is a folder, or does not exist and its nearest existing parent
-// is one; an index.html already there is a regular file (it is replaced).
-// It creates nothing. Errors name dir.
+// dir: dir is a folder, or does not exist and can be created
+// (atomicfile.CheckDir); an index.html already there is a regular file (it
+// is replaced). It creates nothing. Errors name dir.
 func CheckDir(dir string) error {
 	if dir == "" {
 		return errors.New("report folder: empty path")
 	}
-	fi, err := os.Stat(dir)
-	switch {
-	case err == nil && !fi.IsDir():
-		return fmt.Errorf("%s: not a folder", dir)
-	case err == nil:
-		idx := filepath.Join(dir, Index)
-		if fi, err := os.Stat(idx); err == nil && !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s: not a regular file; refusing to replace it", idx)
-		}
-		return nil
-	case !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
-		return fmt.Errorf("%s: %w", dir, err)
+	if err := atomicfile.CheckDir(dir); err != nil {
+		return err
 	}
-	for p := filepath.Dir(filepath.Clean(dir)); ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if err == nil {
-			if !fi.IsDir() {
-				return fmt.Errorf("%s: cannot create it: %s is not a folder", dir, p)
-			}
-			return nil
-		}
-		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			return fmt.Errorf("%s: cannot create it: %w", dir, err)
-		}
-		if p == filepath.Dir(p) {
-			return fmt.Errorf("%s: cannot create it", dir)
-		}
+	idx := filepath.Join(dir, Index)
+	if fi, err := os.Stat(idx); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file; refusing to replace it", idx)
 	}
+	return nil
 }

@@ -18,9 +18,14 @@ var (
 
 // String returns "srq 0.4.0", with " (rev 0123456789ab, modified)" when the
 // build recorded its git revision (and uncommitted changes).
-func String() string {
+func String() string { return "srq " + Number() }
+
+// Number returns String without the leading "srq ": "0.4.0 (rev
+// 0123456789ab)", what a model's producer_version holds next to
+// producer_name "srq".
+func Number() string {
 	once.Do(func() {
-		full = "srq " + Release
+		full = Release
 		info, ok := debug.ReadBuildInfo()
 		if !ok {
 			return
