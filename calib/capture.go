@@ -3,6 +3,7 @@ package calib
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/srquant/srq/graph"
@@ -42,6 +43,37 @@ func Capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 		stats[v].Add(data)
 	})
 	return stats, err
+}
+
+// CaptureChannelMax is Capture for per-channel extremes: for each value (an
+// NCHW tensor) it returns max |x| of every channel over all patches.
+func CaptureChannelMax(ctx context.Context, g *graph.Graph, values []string, patches [][]float32, shape [3]int, o CaptureOptions) (map[string][]float32, error) {
+	out := make(map[string][]float32, len(values))
+	err := capture(ctx, g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
+		if len(dims) < 2 {
+			return
+		}
+		n, c := int(dims[0]), int(dims[1])
+		m := out[v]
+		if m == nil {
+			m = make([]float32, c)
+			out[v] = m
+		}
+		if len(m) != c || n*c == 0 {
+			return
+		}
+		hw := len(data) / (n * c)
+		for i := range n {
+			for ch := range c {
+				top := m[ch]
+				for _, x := range data[(i*c+ch)*hw : (i*c+ch+1)*hw] {
+					top = max(top, float32(math.Abs(float64(x))))
+				}
+				m[ch] = top
+			}
+		}
+	})
+	return out, err
 }
 
 // capture runs g on the patches in batches with the values as outputs and

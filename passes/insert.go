@@ -49,6 +49,12 @@ type InsertQDQ struct {
 	// Partials holds, per Conv in FormTwoBranch, the 8-bit quantizers of
 	// its dense and tail partial outputs (see CalibrationSplit).
 	Partials map[string][2]qdq.Params
+	// Centers holds, per Conv (by name), the value per input channel its
+	// input is centred on. The weights' rounding error δW adds δW·x to the
+	// output; its part δW·center is the same at every pixel, and is taken
+	// out of the bias. FoldInputShift's head reads the image padded with
+	// the dataset mean that its weights used to see subtracted.
+	Centers map[string][]float32
 }
 
 func (InsertQDQ) Name() string { return "insert-qdq" }
@@ -391,6 +397,14 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 	if err != nil {
 		return fmt.Errorf("weight %q: %w", wt.Name, err)
 	}
+	if c, ok := p.Centers[n.Name]; ok {
+		if bias, err = centreBias(bias, w, qw, ps, c); err != nil {
+			return fmt.Errorf("node %q: %w", n.Name, err)
+		}
+		if input(n, 2) == "" {
+			n.Inputs = append(n.Inputs[:2], "")
+		}
+	}
 	scales := make([]float32, len(ps))
 	for i, q := range ps {
 		scales[i] = q.Scale
@@ -413,6 +427,42 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 	}
 	g.Invalidate()
 	return nil
+}
+
+// centreBias returns bias (nil: zeros) minus, per output channel, the
+// weights' rounding error applied to the input's centre c (one value per
+// input channel): Σ (DQ(qw) − w)·c over the channel's inputs and taps.
+func centreBias(bias, w []float32, qw []int8, ps []qdq.Params, c []float32) ([]float32, error) {
+	out := len(ps)
+	if len(ps) == 1 {
+		out = 0
+	}
+	per := len(w)
+	if out > 0 {
+		per = len(w) / out
+	} else if bias != nil {
+		out, per = len(bias), len(w)/len(bias)
+	}
+	if out == 0 || per%len(c) != 0 {
+		return nil, fmt.Errorf("centre of %d channels does not fit weights of %d values", len(c), len(w))
+	}
+	taps := per / len(c)
+	nb := make([]float32, out)
+	copy(nb, bias)
+	for o := range out {
+		q := ps[0]
+		if len(ps) > 1 {
+			q = ps[o]
+		}
+		var acc float64
+		for i := range per {
+			k := o*per + i
+			d := float64(q.Dequantize(int32(qw[k]))) - float64(w[k])
+			acc += d * float64(c[i/taps])
+		}
+		nb[o] -= float32(acc)
+	}
+	return nb, nil
 }
 
 // dequantizeConst adds DequantizeLinear(q, scales, zero points) and returns

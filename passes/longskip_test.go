@@ -45,8 +45,9 @@ func TestFoldInputShiftExact(t *testing.T) {
 				in.Data[i] *= 255
 			}
 			want := runORT(t, g, in)
-			p, err := passes.FoldInputShift(g, 255)
+			fold, err := passes.FoldInputShift(g, 255)
 			require.NoError(t, err)
+			p := fold.Padded
 			require.Equal(t, "x_padded", p)
 			assert.Equal(t, map[string]int{"Sub": 1, "Pad": 1, "Add": 1, "Conv": 1}, ops(g), dump(g))
 			assert.Equal(t, p, g.Nodes[len(g.Nodes)-1].Inputs[0], "the head reads the padded image")
@@ -83,9 +84,9 @@ func TestFoldInputShiftDeclines(t *testing.T) {
 			tc.build(g)
 			outputs(g, "h")
 			before := dump(g)
-			p, err := passes.FoldInputShift(g, tc.rng)
+			fold, err := passes.FoldInputShift(g, tc.rng)
 			require.NoError(t, err)
-			assert.Empty(t, p)
+			assert.Empty(t, fold.Padded)
 			assert.Equal(t, before, dump(g))
 		})
 	}

@@ -116,6 +116,14 @@ func (pol Policy) floatReason(n *graph.Node, edge bool) string {
 	return ""
 }
 
+// KeepsFloat reports whether pol keeps n float whatever it computes; edge
+// says whether n is one of the first or last Convs (Edges).
+func (pol Policy) KeepsFloat(n *graph.Node, edge bool) bool { return pol.floatReason(n, edge) != "" }
+
+// Edges returns g's first and last Convs as PlanQDQ sees them (a mean
+// shift 1x1 Conv and the head are both first).
+func Edges(g *graph.Graph) (first, last []*graph.Node) { return firstLast(g) }
+
 // PlanQDQ decides which nodes of g run quantized under policy pol.
 func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	p := &Plan{Shared: map[string]string{}, ReluOf: map[*graph.Node]*graph.Node{}, Skipped: map[*graph.Node]string{}, Wide: map[*graph.Node]bool{}}

@@ -7,8 +7,10 @@ import (
 )
 
 // A ChannelSpace is a set of activation values that share one channel
-// basis: values joined by Add, Sub and Identity, written only by Convs and
-// read only by Convs or those operators. Any invertible linear map of the
+// basis, written only by Convs and read only by Convs or by the operators
+// that join them (LinearSpaces: Add, Sub, Identity; ChannelSpaces: also
+// the activations and pools that commute with a positive per-channel
+// scale). Any invertible linear map of the
 // channels — an orthogonal change of basis (see Rotate), a positive
 // per-channel scale — folds exactly into those Convs' weights: the
 // producers' output rows and biases, the consumers' input columns (borders
@@ -21,13 +23,33 @@ type ChannelSpace struct {
 	Consumers []*graph.Node // Convs reading a member as input 0
 }
 
+// linkOps commute with a positive per-channel scale of their data input(s):
+// f(d·x) = d·f(x). Their data inputs and outputs join one space.
+var linkOps = map[string]bool{
+	"Add": true, "Sub": true, "Relu": true, "LeakyRelu": true, "PRelu": true,
+	"MaxPool": true, "AveragePool": true, "GlobalAveragePool": true,
+	"GlobalMaxPool": true, "Identity": true, "Resize": true,
+}
+
+// gateOps produce gates: a Mul by a gate scales with its other input.
+var gateOps = map[string]bool{"Sigmoid": true, "HardSigmoid": true, "Softmax": true, "Tanh": true}
+
+// ChannelSpaces finds the channel spaces of g that can be rescaled.
+func ChannelSpaces(g *graph.Graph) []ChannelSpace { return channelSpaces(g, linkOps, true) }
+
 // linearLinks join values that any invertible linear map of the channels
 // commutes with: sums, not activations.
 var linearLinks = map[string]bool{"Add": true, "Sub": true, "Identity": true}
 
-// LinearSpaces finds the channel spaces of g. The residual stream of EDSR
-// and RCAN is one.
-func LinearSpaces(g *graph.Graph) []ChannelSpace {
+// LinearSpaces finds the channel spaces of g whose members are joined only
+// by Add, Sub and Identity, written and read only by Convs: any orthogonal
+// change of basis of such a space (see Rotate) folds exactly into those
+// Convs' weights. The residual stream of EDSR and RCAN is one.
+func LinearSpaces(g *graph.Graph) []ChannelSpace { return channelSpaces(g, linearLinks, false) }
+
+// channelSpaces is ChannelSpaces with the operators that link values
+// (links) and whether a Mul by a gate links its other input (gates).
+func channelSpaces(g *graph.Graph, links map[string]bool, gates bool) []ChannelSpace {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(v string) string {
@@ -54,7 +76,7 @@ func LinearSpaces(g *graph.Graph) []ChannelSpace {
 		case isOp(n, "Conv") && convScalable(g, n):
 			find(n.Inputs[0])
 			find(n.Outputs[0])
-		case n.Domain == "" && linearLinks[n.OpType]:
+		case n.Domain == "" && links[n.OpType]:
 			data := []string{input(n, 0)}
 			if n.OpType == "Add" || n.OpType == "Sub" {
 				data = append(data, input(n, 1))
@@ -65,6 +87,13 @@ func LinearSpaces(g *graph.Graph) []ChannelSpace {
 					ok = false
 				}
 			}
+			if n.OpType == "PRelu" || n.OpType == "Resize" {
+				for _, v := range n.Inputs[1:] {
+					if isAct(v) {
+						ok = false
+					}
+				}
+			}
 			if !ok || len(n.Outputs) != 1 {
 				fixedVals = append(fixedVals, append(slices.Clone(n.Inputs), n.Outputs...)...)
 				continue
@@ -72,6 +101,17 @@ func LinearSpaces(g *graph.Graph) []ChannelSpace {
 			for _, v := range data {
 				union(v, n.Outputs[0])
 			}
+		case gates && isOp(n, "Mul") && len(n.Inputs) == 2:
+			x, gate := n.Inputs[0], n.Inputs[1]
+			if p := g.Producer(x); p != nil && gateOps[p.OpType] {
+				x, gate = gate, x
+			}
+			if p := g.Producer(gate); p == nil || !gateOps[p.OpType] || !isAct(x) {
+				fixedVals = append(fixedVals, append(slices.Clone(n.Inputs), n.Outputs...)...)
+				continue
+			}
+			union(x, n.Outputs[0])
+			fixedVals = append(fixedVals, gate)
 		default:
 			fixedVals = append(fixedVals, append(slices.Clone(n.Inputs), n.Outputs...)...)
 		}

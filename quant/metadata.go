@@ -52,6 +52,7 @@ type Setting struct {
 	TimeBudget     string            `json:"time_budget,omitempty"`
 	BiasCorrection bool              `json:"bias_correction,omitempty"`
 	Rotate         bool              `json:"rotate,omitempty"`
+	Equalize       string            `json:"equalize,omitempty"`
 	BudgetBits     float64           `json:"budget_bits,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
 	// (residual Adds, Conv outputs, the model output) are quantized.
@@ -63,6 +64,9 @@ func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
 		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Rotate: cfg.rotates(), BudgetBits: cfg.BudgetBits}
+	if cfg.Equalize != EqualizeOff {
+		s.Equalize = string(cfg.Equalize)
+	}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
 	}

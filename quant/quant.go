@@ -60,6 +60,20 @@ func ParseRotation(s string) (Rotation, error) {
 	return enum.Parse("rotation", s, RotateAuto, RotateOn, RotateOff)
 }
 
+// Equalization is the --equalize setting.
+type Equalization string
+
+const (
+	EqualizeAuto Equalization = "auto"
+	EqualizeOn   Equalization = "on"
+	EqualizeOff  Equalization = "off"
+)
+
+// ParseEqualization checks an --equalize value.
+func ParseEqualization(s string) (Equalization, error) {
+	return enum.Parse("equalization", s, EqualizeAuto, EqualizeOn, EqualizeOff)
+}
+
 // rotates says whether c rotates the channel spaces.
 func (c Config) rotates() bool {
 	return c.Rotate == RotateOn || (c.Rotate == RotateAuto && c.Tune)
@@ -153,6 +167,12 @@ type Config struct {
 	// calibrated clips only, rotation measured worse on EDSR x4 W4A4.
 	Rotate Rotation
 
+	// Equalize chooses the channel spaces rescaled before calibration
+	// (passes.Equalize, strength equalizeAlpha): EqualizeAuto those whose
+	// channels pass a per-channel PRelu, EqualizeOn every space,
+	// EqualizeOff none (see equalizeSpaces for the measurements).
+	Equalize Equalization
+
 	// AvoidKernelDefects pads the int8 Convs whose shapes ORT 1.24.x is
 	// known to compute wrong on CPUs with AMX to 32 output channels
 	// (passes.AvoidKernelDefects): the same codes on every CPU, at the
@@ -192,7 +212,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8, Rotate: RotateAuto,
 		LongSkip: passes.LongSkipPrecise, Accounting: qdq.Reference, Breakpoint: Breakpoint{Method: calib.BPPercentile, Percentile: 99},
-		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU(), AvoidKernelDefects: true}
+		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU(), AvoidKernelDefects: true, Equalize: EqualizeAuto}
 }
 
 // Breakpoint is the rule that places the dual-region breakpoints.
@@ -332,6 +352,14 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
+	cal, err := cutPatches(pr, imgs, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := splitConcats(ctx, pr, cal, cfg, log); err != nil {
+		return nil, wrap(err)
+	}
 	pl, err := plan(pr, cfg)
 	if err != nil {
 		return nil, wrap(err)
@@ -351,9 +379,7 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 			res.Skipped[n.Name] = why
 		}
 	}
-	t0 := time.Now()
-	cal, err := calibrate(ctx, pr, pl, imgs, cfg, ev)
-	if err != nil {
+	if err := calibrate(ctx, pr, pl, cal, cfg, ev); err != nil {
 		return nil, err
 	}
 	res.Patches, res.CalibTime, res.Calibration = len(cal.batches), time.Since(t0), cal.set
@@ -400,6 +426,9 @@ func (c Config) check() error {
 	if _, err := ParseRotation(string(c.Rotate)); err != nil {
 		return err
 	}
+	if _, err := ParseEqualization(string(c.Equalize)); err != nil {
+		return err
+	}
 	if c.Method == Dual {
 		if _, err := qdq.ParseAccounting(string(c.Accounting)); err != nil {
 			return err
@@ -431,6 +460,9 @@ type prepared struct {
 	pol        passes.Policy
 	grid       map[string]bool // values on the input image's 8-bit grid
 	patchScale int
+	// centers holds, per Conv, the value per input channel its input is
+	// centred on (the folded mean shift's head: see InsertQDQ.Centers).
+	centers map[string][]float32
 }
 
 // prepare probes the model's scale and input range, folds the exporter's
@@ -448,16 +480,17 @@ func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepare
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	g := pr.g
-	if err := passes.Run(g, passes.FoldIdentity{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}, passes.SpatialMean{}); err != nil {
+	if err := passes.Run(g, passes.FoldIdentity{}, passes.AffineInput{}, passes.FuseConv1x1{}, passes.PixelShuffleNHWC{}, passes.SpatialMean{}); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	pr.pol = passes.Policy{Skip: cfg.Skip, FirstLast: cfg.FirstLast, FloatOps: cfg.FloatOps}
-	p, err := passes.FoldInputShift(g, pr.rng)
+	fold, err := passes.FoldInputShift(g, pr.rng)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if p != "" {
-		pr.grid[p] = true
+	if fold.Padded != "" {
+		pr.grid[fold.Padded] = true
+		pr.centers = map[string][]float32{fold.Head: fold.Center}
 	}
 	if cfg.LongSkip == passes.LongSkipPrecise {
 		if pr.pol.LongSkip, err = passes.PreciseLongSkip(g); err != nil {
@@ -513,8 +546,9 @@ type calibration struct {
 	set     Calibration
 }
 
-func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string, cfg Config, ev Events) (*calibration, error) {
-	log := ev.log
+// cutPatches cuts the calibration patches from the images and records
+// which images they came from.
+func cutPatches(pr *prepared, imgs []string, cfg Config, log func(string)) (*calibration, error) {
 	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: pr.scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
 	if err != nil {
 		return nil, err
@@ -526,22 +560,35 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, imgs []string
 	if c.set, err = calibrationOf(imgs, cfg); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// calibrate rotates the channel spaces when the setting asks for it and
+// captures the statistics of every planned value on the patches.
+func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, c *calibration, cfg Config, ev Events) error {
+	log := ev.log
 	if cfg.rotates() {
 		n := 0
 		if err := passes.Run(pr.g, passes.Rotate{Spaces: passes.LinearSpaces(pr.g), Rotated: &n}); err != nil {
-			return nil, fmt.Errorf("%s: %w", pr.name, err)
+			return fmt.Errorf("%s: %w", pr.name, err)
 		}
 		log(fmt.Sprintf("rotated %d channel spaces", n))
 	}
+	if n, err := equalize(ctx, pr.g, pl, c, cfg); err != nil {
+		return fmt.Errorf("%s: %w", pr.name, err)
+	} else if n > 0 {
+		log(fmt.Sprintf("equalized %d channel spaces", n))
+	}
 	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(pl.Values), len(c.batches), c.shape[2], c.shape[1]))
+	var err error
 	c.stats, err = calib.Capture(ctx, pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
 		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
 		Progress: func(done, total int) { ev.Progress.Report("calibration", done, total) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", pr.name, err)
+		return fmt.Errorf("%s: %w", pr.name, err)
 	}
-	return c, nil
+	return nil
 }
 
 // quantizers is what choose picked: the 8-bit carrier of every planned
@@ -702,7 +749,8 @@ func weightConfig(cfg Config) passes.WeightConfig {
 
 // rewrite writes the deploy model and records the setting in its metadata.
 func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, []string, error) {
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits,
+		Centers: pr.centers}
 	ps := []passes.Pass{ins}
 	var padded []string
 	if cfg.AvoidKernelDefects {

@@ -79,12 +79,18 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	if err != nil {
 		return nil, err
 	}
+	cal, err := cutPatches(pr, imgs, cfg, ev.log)
+	if err != nil {
+		return nil, err
+	}
+	if err := splitConcats(ctx, pr, cal, cfg, ev.log); err != nil {
+		return nil, wrap(err)
+	}
 	pl, err := plan(pr, cfg)
 	if err != nil {
 		return nil, wrap(err)
 	}
-	cal, err := calibrate(ctx, pr, pl, imgs, cfg, ev)
-	if err != nil {
+	if err := calibrate(ctx, pr, pl, cal, cfg, ev); err != nil {
 		return nil, err
 	}
 	bitsOf := func(n *graph.Node) Bits {

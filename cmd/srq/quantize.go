@@ -42,7 +42,7 @@ type quantizeOpts struct {
 	calibLR, externalData, tune       bool
 	avoidKernelDefects                bool
 	biasCorrection                    bool
-	rotate                            string
+	rotate, equalize                  string
 	timeBudget                        time.Duration
 	verbose                           bool
 	probe                             probeFlags
@@ -73,6 +73,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	o.rotate = string(def.Rotate)
 	fs.Var(optionalValue{&o.rotate}, "rotate", "turn residual-stream channel spaces by a Hadamard matrix before calibration (exact; spreads outlier channels): --rotate=auto rotates with --tune only, --rotate=on (or a bare --rotate) always, --rotate=off never; give the value after =")
 	fs.Lookup("rotate").NoOptDefVal = string(quant.RotateOn)
+	fs.StringVar(&o.equalize, "equalize", string(def.Equalize), "rescale channel spaces before calibration so one 8-bit grid fits all channels of a tensor (exact): auto (spaces whose channels pass a per-channel PRelu), on (every space) or off")
 	fs.StringSliceVar(&o.floatOps, "float-ops", nil, "operator types that stay float everywhere, OP,... (e.g. Add)")
 	fs.IntVar(&o.patches, "patches", def.Patches, "number of calibration patches")
 	fs.IntVar(&o.patchSize, "patch-size", def.PatchSize, "side of a calibration patch in LR pixels")
@@ -186,6 +187,9 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	cfg.FloatOps = nonEmpty(o.floatOps)
 	if cfg.Rotate, err = quant.ParseRotation(o.rotate); err != nil {
 		return cfg, fmt.Errorf("--rotate: %w", err)
+	}
+	if cfg.Equalize, err = quant.ParseEqualization(o.equalize); err != nil {
+		return cfg, fmt.Errorf("--equalize: %w", err)
 	}
 	cfg.BudgetBits = o.budgetBits
 	for _, f := range []struct {
