@@ -81,18 +81,21 @@ func (a *analysis) activationDQ(v string) *graph.Node {
 	return p
 }
 
-// compute reports whether n computes on activations (not a quantizer, not a
-// constant subgraph).
+// compute reports whether n computes float activations: not a quantizer,
+// not a constant subgraph, and not shape arithmetic (a Shape of an
+// activation writes int64; the groups that need it compute it as support).
 func (a *analysis) compute(n *graph.Node) bool {
 	if isQuant(n) {
 		return false
 	}
+	float := false
 	for _, out := range n.Outputs {
 		if out != "" && a.static[out] {
 			return false
 		}
+		float = float || (out != "" && graph.IsFloat(a.types[out]))
 	}
-	return true
+	return float
 }
 
 // groups partitions the compute nodes of g into groups: union over float

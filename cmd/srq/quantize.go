@@ -331,7 +331,7 @@ func printKernels(w io.Writer, res *srq.QuantizeResult) {
 		fmt.Fprintln(w, "kernels   not checked (--kernel-check 0)")
 		return
 	}
-	fmt.Fprintf(w, "kernels   %s; ORT %s on %s\n", k.Summary(), k.ORTVersion, res.CPU)
+	fmt.Fprintf(w, "kernels   %s; ORT %s on %s (%s)\n", k.Summary(), k.ORTVersion, res.CPU, res.KernelTime.Round(time.Millisecond))
 	fmt.Fprintf(w, "          whole model, int8 kernels vs QDQ graph on the check input: up to %d levels apart, %.2f%% of values by more than 1 (rounding grown through the network)\n",
 		k.Output.MaxDiff, 100*k.Output.Over1)
 }
