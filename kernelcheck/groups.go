@@ -179,10 +179,12 @@ func (a *analysis) complete(gr *group) {
 			return
 		}
 		p := g.Producer(v)
-		if p != nil && (gr.members[p] || support[p]) {
+		if p != nil && (support[p] || (member && gr.members[p])) {
 			return
 		}
-		if p == nil || a.activationDQ(v) != nil || (graph.IsFloat(a.types[v]) && !a.static[v]) {
+		// Support is computed once for all groups, from the reference's
+		// values: a support node reads a member's output as an input.
+		if p == nil || a.activationDQ(v) != nil || (graph.IsFloat(a.types[v]) && !a.static[v]) || gr.members[p] {
 			switch {
 			case member && !seenIn[v]:
 				seenIn[v] = true
