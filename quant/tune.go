@@ -145,7 +145,10 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 				skipped++
 				continue
 			}
-			if err := tuneOne(l, cfg); err != nil {
+			if err := tuneOne(ctx, l, cfg); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
 				return fmt.Errorf("node %q: %w", l.n.Name, err)
 			}
 			l.x = nil // free the windows
@@ -269,13 +272,18 @@ func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers,
 
 // tuneOne rounds l's weights with GPTQ on the inputs the quantized Conv
 // sees, looks for a better input quantizer, and measures the bias
-// correction of both.
-func tuneOne(l *tuneLayer, cfg Config) error {
+// correction of both. It returns ctx's error when ctx ends, checked
+// between its steps and candidates: one layer of a large Conv takes
+// seconds on a loaded machine, and Ctrl-C must not wait for it.
+func tuneOne(ctx context.Context, l *tuneLayer, cfg Config) error {
 	ps, err := qdq.WeightParams(l.w, l.out, l.wbits, !cfg.PerTensorWeights, cfg.WeightMethod)
 	if err != nil {
 		return err
 	}
 	l.ps = ps
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	xq := calib.Quantized(l.x, l.q)
 	if l.wq, err = calib.GPTQ(l.w, l.out, ps, xq, gptqDamp); err != nil {
 		return err
@@ -294,6 +302,9 @@ func tuneOne(l *tuneLayer, cfg Config) error {
 	best, bestErr := l.q, l.before
 	_, fits := l.q.Fine()
 	for _, c := range l.q.Neighbours() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if _, ok := c.Fine(); fits && !ok {
 			continue
 		}
@@ -303,6 +314,9 @@ func tuneOne(l *tuneLayer, cfg Config) error {
 	}
 	if best == l.q {
 		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	l.qTuned = best
 	xt := calib.Quantized(l.x, best)
