@@ -121,18 +121,36 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 		if len(chunk) == 0 {
 			return nil
 		}
-		geoms := map[string]calib.ConvGeom{}
-		for _, l := range chunk {
-			geoms[l.input] = l.geom
+		// Windows are sampled per value; two Convs that read one value
+		// with different geometries (RFDN's spatial attention: a strided
+		// 3x3 and a 1x1 on the same tensor) take one sampling run each.
+		var rounds []map[string]calib.ConvGeom
+		round := make([]int, len(chunk))
+		for i, l := range chunk {
+			r := 0
+			for ; r < len(rounds); r++ {
+				if g, ok := rounds[r][l.input]; !ok || g == l.geom {
+					break
+				}
+			}
+			if r == len(rounds) {
+				rounds = append(rounds, map[string]calib.ConvGeom{})
+			}
+			rounds[r][l.input], round[i] = l.geom, r
 		}
-		ws, err := calib.SampleWindows(ctx, pr.g, geoms, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
-		if err != nil {
-			return err
-		}
-		for _, l := range chunk {
-			l.x = ws[l.input]
-			l.before = calib.OutputError(l.w, l.out, calib.InputErrors(l.x, l.q))
-			l.damaged = l.before / max(calib.OutputError(l.w, l.out, l.x), 1e-30)
+		for r, geoms := range rounds {
+			ws, err := calib.SampleWindows(ctx, pr.g, geoms, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
+			if err != nil {
+				return err
+			}
+			for i, l := range chunk {
+				if round[i] != r {
+					continue
+				}
+				l.x = ws[l.input]
+				l.before = calib.OutputError(l.w, l.out, calib.InputErrors(l.x, l.q))
+				l.damaged = l.before / max(calib.OutputError(l.w, l.out, l.x), 1e-30)
+			}
 		}
 		// Most damaged first, so that a short budget goes where it pays.
 		sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].damaged > chunk[j].damaged })
