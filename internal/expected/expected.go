@@ -105,31 +105,103 @@ type Graph struct {
 	ImageConvOut int
 }
 
-// Shared lists the shared models srq's tests quantize.
+// Shared lists the shared models srq's tests quantize. In each Graph, what
+// proves a rewrite of the README: no DepthToSpace (absent from Ops), the
+// pixel shuffle runs as channels-last Reshape/Transpose on uint8
+// (passes.PixelShuffleNHWC); ImageConvOut 16, the image Conv padded to 16
+// output channels (passes.WidenImageConv); the Transpose count, the
+// residual stream kept channels-last; QLinearConv, the int8 Convs.
 var Shared = []Model{
 	{
 		File: "edsr_x2", Name: "EDSR x2",
 		README: &Claim{Set5: -0.0480, Set14: -0.0284, B100: -0.0268, Set5VsFP32: 54.8646, Int8Convs: 36, Convs: 37},
+		Test:   Measured{Set5: -0.0476, Set5VsFP32: 54.7846, Int8Convs: 36, Convs: 37},
+		// The float Conv is the head copy of the precise long skip; the
+		// float Add, Sub and Transpose close the long skip and make the
+		// upsampler's two-part input.
+		Graph: Graph{
+			Ops: map[string]int{"Add": 2, "Concat": 2, "Conv": 1, "DequantizeLinear": 4, "Gather": 1, "Mul": 2, "Pad": 1, "QLinearAdd": 16, "QLinearConv": 36,
+				"QuantizeLinear": 4, "Reshape": 2, "Shape": 1, "Slice": 2, "Sub": 2, "Transpose": 5},
+			Float:        map[string]int{"Add": 1, "Sub": 1, "Transpose": 1},
+			ImageConvOut: 16,
+		},
 	},
 	{
 		File: "edsr_x4", Name: "EDSR x4",
 		README: &Claim{Set5: -0.0199, Set14: -0.0197, B100: -0.0120, Set5VsFP32: 52.3880, Int8Convs: 37, Convs: 38},
+		Test:   Measured{Set5: -0.0117, Set5VsFP32: 52.3260, Int8Convs: 37, Convs: 38},
+		// As EDSR x2, with two pixel shuffles.
+		Graph: Graph{
+			Ops: map[string]int{"Add": 2, "Concat": 3, "Conv": 1, "DequantizeLinear": 4, "Gather": 2, "Mul": 3, "Pad": 1, "QLinearAdd": 16, "QLinearConv": 37,
+				"QuantizeLinear": 4, "Reshape": 4, "Shape": 2, "Slice": 3, "Sub": 2, "Transpose": 6},
+			Float:        map[string]int{"Add": 1, "Sub": 1, "Transpose": 1},
+			ImageConvOut: 16,
+		},
 	},
 	{
 		File: "srresnet_x4", Name: "SRResNet x4",
 		README: &Claim{Set5: -0.0398, Set14: -0.0271, B100: -0.0227, Set5VsFP32: 50.8056, Int8Convs: 37, Convs: 37},
+		Test:   Measured{Set5: -0.0400, Set5VsFP32: 50.6763, Int8Convs: 37, Convs: 37},
+		// One int8 chain from the input's Q to the output's DQ: LeakyReLU
+		// and the bilinear global skip (Resize) on uint8, no float op. The
+		// image Conv feeds the skip's Add, so it is not widened.
+		Graph: Graph{
+			Ops: map[string]int{"Concat": 2, "DequantizeLinear": 1, "Gather": 2, "Mul": 2, "QLinearAdd": 17, "QLinearConv": 37, "QLinearLeakyRelu": 4,
+				"QuantizeLinear": 1, "Reshape": 4, "Resize": 1, "Shape": 2, "Slice": 2, "Transpose": 4},
+			Float:        map[string]int{},
+			ImageConvOut: 0,
+		},
 	},
 	{
 		File: "rcan_x4", Name: "RCAN x4",
 		README: &Claim{Set5: -0.0459, Set14: -0.0325, B100: -0.0216, Set5VsFP32: 50.4309, Int8Convs: 137, Convs: 138},
+		Test:   Measured{Set5: -0.0489, Set5VsFP32: 50.4822, Int8Convs: 137, Convs: 138},
+		// Channel attention (GlobalAveragePool, Sigmoid, the gating Mul)
+		// on uint8 in all 32 blocks; the float ops close the global and
+		// group long skips. The residual stream is not channels-last: ORT
+		// transposes each gating Mul's output to NCHW for the block's
+		// QLinearAdd and the sum back to NHWC for the next Conv, most of
+		// the 62 Transposes (a speed loss recorded here, not a rewrite).
+		Graph: Graph{
+			Ops: map[string]int{"Add": 3, "Concat": 3, "Conv": 1, "DequantizeLinear": 6, "Gather": 2, "Mul": 3, "Pad": 1, "QLinearAdd": 35, "QLinearConv": 137,
+				"QLinearGlobalAveragePool": 32, "QLinearMul": 32, "QLinearSigmoid": 32, "QuantizeLinear": 6, "Reshape": 4, "Shape": 2, "Slice": 3, "Sub": 2, "Transpose": 62},
+			Float:        map[string]int{"Add": 2, "Sub": 1, "Transpose": 2},
+			ImageConvOut: 16,
+		},
 	},
 	{
 		File: "imdn_x4", Name: "IMDN x4",
 		README: &Claim{Set5: -0.1888, Set14: -0.1777, B100: -0.1025, Set5VsFP32: 44.3906, Int8Convs: 46, Convs: 47},
+		Test:   Measured{Set5: -0.2412, Set5VsFP32: 44.1442, Int8Convs: 46, Convs: 47},
+		// The contrast attention's spatial means run as
+		// QLinearGlobalAveragePool on uint8, 12 of them, and no ReduceMean
+		// is left (passes.SpatialMean); the 18 channel-distillation Splits
+		// read uint8 codes (not in Float). Float: the attention's x − mean
+		// and square root, and the long skip's Add with its two-part
+		// input. The image comes from the last pixel shuffle.
+		Graph: Graph{
+			Ops: map[string]int{"Add": 1, "Concat": 2, "Conv": 1, "DequantizeLinear": 22, "Gather": 1, "Mul": 2, "QLinearAdd": 12, "QLinearConcat": 7,
+				"QLinearConv": 46, "QLinearGlobalAveragePool": 12, "QLinearLeakyRelu": 19, "QLinearMul": 12, "QLinearSigmoid": 6, "QuantizeLinear": 16,
+				"Reshape": 2, "Shape": 1, "Slice": 1, "Split": 18, "Sqrt": 6, "Sub": 7, "Transpose": 5},
+			Float:        map[string]int{"Add": 1, "Sqrt": 6, "Sub": 7, "Transpose": 1},
+			ImageConvOut: 0,
+		},
 	},
 	{
 		File: "carn_m_x4", Name: "CARN-M x4",
-		README: &Claim{Set5: -0.0196, Set14: -0.0365, B100: 0, Set5VsFP32: 49.1931, Int8Convs: 43, Convs: 43},
+		README: &Claim{Set5: -0.0196, Set14: -0.0365, B100: -0.0269, Set5VsFP32: 49.1931, Int8Convs: 43, Convs: 43},
+		Test:   Measured{Set5: -0.0172, Set5VsFP32: 49.2100, Int8Convs: 43, Convs: 43},
+		// Every Conv int8, grouped ones included; the upsampler's
+		// Conv → ReLU → pixel shuffle stays channels-last (4 Transposes in
+		// all). The nine float QuantizeLinear are requantizations: ORT
+		// drops each block's ReLU after its QLinearAdd and leaves a DQ → Q
+		// from the Add's grid to the ReLU's.
+		Graph: Graph{
+			Ops: map[string]int{"Add": 1, "Concat": 2, "DequantizeLinear": 10, "Gather": 2, "Mul": 2, "Pad": 1, "QLinearAdd": 9, "QLinearConcat": 12,
+				"QLinearConv": 43, "QuantizeLinear": 10, "Reshape": 4, "Shape": 2, "Slice": 3, "Sub": 1, "Transpose": 4},
+			Float:        map[string]int{"QuantizeLinear": 9},
+			ImageConvOut: 16,
+		},
 	},
 }
 
