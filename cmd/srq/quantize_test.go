@@ -166,6 +166,7 @@ func TestQuantizeCLI(t *testing.T) {
 	assert.Contains(t, stderr, "calibrating ")
 	assert.Contains(t, stderr, "  calibration 8/8\n", "progress lines in a log")
 	assert.NotContains(t, stderr, "srq quantize:")
+	assert.NotContains(t, stderr, "warning:", "W8A8 EDSR x2 runs about 3x faster than FP32: no slower-than-FP32 warning")
 	for _, want := range []string{
 		"wrote " + out + " (x2, input range 0..255)\n",
 		"setting   w8a8, activations percentile 99.999, weights per-channel mse, first/last 8, long skip precise\n",

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/internal/expected"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/quant"
@@ -126,7 +127,9 @@ func TestVerifyCLI(t *testing.T) {
 		assert.Equal(t, float64(2), r["images"])
 		assert.Equal(t, "cpu", r["ep"])
 		psnr := r["psnr_vs_fp32_db"].(float64)
-		assert.Greater(t, psnr, 30.0, "a W8A8 EDSR stays close to its FP32 output")
+		t.Logf("PSNR-Y vs FP32: %.4f dB", psnr)
+		want := expected.Bundled.VerifyFixture
+		assert.Greater(t, psnr, want-expected.PSNRMargin, "a W8A8 EDSR stays close to its FP32 output: measured %.2f dB", want)
 		assert.Less(t, psnr, 999.0)
 		cov := r["int8_conv"].(map[string]any)
 		assert.Equal(t, cov["total"].(float64)-1, cov["int8"], "every conv but the float head copy of the long skip runs in int8: %v", cov)
