@@ -144,7 +144,8 @@ func TestQuantizeEDSR(t *testing.T) {
 
 	t.Run("PSNR vs FP32", func(t *testing.T) {
 		// A broken scale, zero point or bias costs tens of dB; a range
-		// rule that widens or clips the ranges a little costs one or two.
+		// rule that widens the ranges a little costs one or two (every
+		// carrier range ×1.5: 54.83 dB).
 		psnr := psnrVsFP32(t, model)
 		t.Logf("PSNR-Y quantized vs FP32 on a 96x96 crop of chelsea: %.2f dB", psnr)
 		assert.Greater(t, psnr, expected.Bundled.W8A8-expected.PSNRMargin, "measured %.2f dB", expected.Bundled.W8A8)
