@@ -21,13 +21,13 @@ import (
 	"github.com/srquant/srq/quant"
 )
 
-// quantizeModel runs srq quantize on the bundled EDSR x2 with quickFlags
-// and extra flags into a fresh folder, and returns the model's path and
-// both streams.
-func quantizeModel(t *testing.T, extra ...string) (path, stdout, stderr string) {
+// quantizeModel runs srq quantize on model with quickFlags and extra flags
+// into a fresh folder, and returns the written model's path and both
+// streams.
+func quantizeModel(t *testing.T, model string, extra ...string) (path, stdout, stderr string) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "q.onnx")
-	args := append(append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", path, "--speed-check", "0"}, quickFlags...), extra...)
+	args := append(append([]string{"quantize", "--model", model, "--calib", tdImages, "--out", path, "--speed-check", "0"}, quickFlags...), extra...)
 	code, stdout, stderr := runSRQ(args...)
 	require.Equal(t, exitOK, code, stderr)
 	return path, stdout, stderr
@@ -67,17 +67,19 @@ func withoutMetadata(t *testing.T, path string) []byte {
 // TestQuantizeTimeBudget: `--tune --time-budget` bounds the tuning. A
 // budget spent before the first layer leaves every layer as calibrated:
 // the model is the untuned one, weight for weight, and says so. (Without
-// a budget all 34 are tuned: quant's TestQuantizeTune.)
+// a budget every layer is tuned: quant's TestQuantizeTune.)
 func TestQuantizeTimeBudget(t *testing.T) {
 	needORT(t)
-	lowBit := []string{"--bits", "w4a4", "--method", "dual", "--rotate=off", "--patches", "20", "--patch-size", "24"}
-	plain, _, _ := quantizeModel(t, lowBit...)
-	spent, out, _ := quantizeModel(t, append(lowBit, "--tune", "--time-budget", "1ms")...)
-	assert.Contains(t, out, "tuned     0 Convs (34 left as calibrated), kept \"calibrated\"")
+	model := tinyNet(t, t.TempDir())
+	lowBit := []string{"--bits", "w4a4", "--method", "dual", "--rotate=off", "--patches", "20", "--scale", "2", "--input-range", "1"}
+	plain, _, _ := quantizeModel(t, model, lowBit...)
+	spent, out, _ := quantizeModel(t, model, append(lowBit, "--tune", "--time-budget", "1ms")...)
+	assert.Contains(t, out, "tuned     0 Convs (4 left as calibrated), kept \"calibrated\"")
 	assert.True(t, bytes.Equal(withoutMetadata(t, plain), withoutMetadata(t, spent)), "a spent budget changes no weight and no quantizer")
 	s, layers, _ := provenance(t, spent)
 	assert.Equal(t, "1ms", s.TimeBudget)
 	assert.True(t, s.Tune)
+	require.Len(t, layers, 4)
 	for _, l := range layers {
 		assert.Empty(t, l.Tuned, l.Conv)
 	}
@@ -87,16 +89,16 @@ func TestQuantizeTimeBudget(t *testing.T) {
 // Convs widths of their own whose mean, weighted by multiply-accumulates,
 // is at most 4 bits; the model records the budget, each layer's width and
 // the sensitivity it was chosen from. MACs are counted here from the
-// written model's weights: all of EDSR x2's low-bit Convs (the first and
-// last keep 8 bits) run at the LR resolution, so a Conv's MACs are
-// proportional to its weight's size.
+// written model's weights: tinyNet's low-bit Convs (the first and last
+// keep 8 bits) all run at the LR resolution, so a Conv's MACs are
+// proportional to its weight's size, which differs between them.
 func TestQuantizeBudgetBits(t *testing.T) {
 	needORT(t)
-	q, _, stderr := quantizeModel(t, "--bits", "w4a4", "--method", "dual", "--budget-bits", "4")
+	q, _, stderr := quantizeModel(t, tinyNet(t, t.TempDir()), "--bits", "w4a4", "--method", "dual", "--budget-bits", "4", "--scale", "2", "--input-range", "1")
 	s, layers, meta := provenance(t, q)
 	assert.Equal(t, 4.0, s.BudgetBits)
 	assert.Contains(t, meta, quant.MetaSensitivity)
-	require.Len(t, layers, 34)
+	require.Len(t, layers, 4)
 
 	m, err := onnx.Load(q)
 	require.NoError(t, err)
@@ -125,7 +127,7 @@ func TestQuantizeBudgetBits(t *testing.T) {
 	t.Logf("widths %v, MAC-weighted mean %.3f bits", widths, mean)
 	assert.LessOrEqual(t, mean, 4+1e-9)
 	assert.Greater(t, len(widths), 1, "mixed: not every layer at one width")
-	logged := regexp.MustCompile(`mixed precision: mean (\d+\.\d+) bits over 34 Convs \(budget 4\.00, MAC-weighted\)`).FindStringSubmatch(stderr)
+	logged := regexp.MustCompile(`mixed precision: mean (\d+\.\d+) bits over 4 Convs \(budget 4\.00, MAC-weighted\)`).FindStringSubmatch(stderr)
 	require.NotNil(t, logged, stderr)
 	v, err := strconv.ParseFloat(logged[1], 64)
 	require.NoError(t, err)
@@ -149,7 +151,7 @@ func nodeNamed(g *graph.Graph, name string) *graph.Node {
 func TestQuantizeLayerEncodingAndBreakpoint(t *testing.T) {
 	needORT(t)
 	const layer = "/body/body.0/body/body.0/Conv"
-	base, _, _ := quantizeModel(t, "--bits", "w4a4", "--method", "dual")
+	base, _, _ := quantizeModel(t, tdModel, "--bits", "w4a4", "--method", "dual")
 	_, baseLayers, _ := provenance(t, base)
 	p99 := map[string]string{}
 	for _, l := range baseLayers {
@@ -158,7 +160,7 @@ func TestQuantizeLayerEncodingAndBreakpoint(t *testing.T) {
 	require.Contains(t, p99, layer)
 
 	t.Run("layer encoding", func(t *testing.T) {
-		q, out, _ := quantizeModel(t, "--bits", "w4a4", "--method", "dual", "--layer-encoding", layer+"=simulate")
+		q, out, _ := quantizeModel(t, tdModel, "--bits", "w4a4", "--method", "dual", "--layer-encoding", layer+"=simulate")
 		assert.Contains(t, out, "(encoding int8): 1 float, 33 shared-grid;")
 		s, layers, _ := provenance(t, q)
 		assert.Equal(t, map[string]string{layer: "simulate"}, s.LayerEncoding)
@@ -178,7 +180,7 @@ func TestQuantizeLayerEncodingAndBreakpoint(t *testing.T) {
 	})
 
 	t.Run("breakpoint search", func(t *testing.T) {
-		q, _, _ := quantizeModel(t, "--bits", "w4a4", "--method", "dual", "--breakpoint", "search")
+		q, _, _ := quantizeModel(t, tdModel, "--bits", "w4a4", "--method", "dual", "--breakpoint", "search")
 		s, layers, _ := provenance(t, q)
 		assert.Equal(t, "search", s.Breakpoint)
 		require.Len(t, layers, 34)
@@ -197,49 +199,95 @@ func TestQuantizeLayerEncodingAndBreakpoint(t *testing.T) {
 	})
 }
 
-// poolNet writes a small x2 network ORT runs slower in int8 than in
-// float: a 3x3 Conv, a stack of twelve 3x3 AveragePools (a box-filter
-// smoothing), a 3x3 Conv to 12 channels and a pixel shuffle. srq quantizes
-// AveragePool (QLinearAveragePool), and ORT's uint8 average pool is far
-// slower than its float one: the int8 model measured 0.15–0.34x of FP32 at
-// 128×128 with eight pools, 2 threads, on a loaded 2-core machine.
-func poolNet(t *testing.T, dir string) string {
-	t.Helper()
-	const nf = 16
-	g := graph.New("pools", map[string]int64{"": 17})
+// net builds small x2 SR networks in the form PyTorch exports them, with
+// seeded random weights scaled to keep activations of order one, for tests
+// that need a model of a given structure.
+type net struct {
+	g *graph.Graph
+	r *rand.Rand
+}
+
+func newNet(name string) *net {
+	g := graph.New(name, map[string]int64{"": 17})
 	g.Inputs = []*graph.Value{{Name: "input", DType: onnx.TensorProto_FLOAT,
 		Shape: graph.Shape{{Value: -1, Param: "n"}, {Value: 3}, {Value: -1, Param: "h"}, {Value: -1, Param: "w"}}}}
 	g.Outputs = []*graph.Value{{Name: "output", DType: onnx.TensorProto_FLOAT}}
-	r := rand.New(rand.NewPCG(3, 7))
-	conv := func(name, in, out string, cout, cin int64) {
-		w := make([]float32, cout*cin*9)
-		s := float32(math.Sqrt(3 / float64(cin*9)))
-		for i := range w {
-			w[i] = (2*r.Float32() - 1) * s
-		}
-		g.SetInitializer(graph.NewFloat32(name+".w", []int64{cout, cin, 3, 3}, w))
-		n := &graph.Node{Name: name, OpType: "Conv", Inputs: []string{in, name + ".w"}, Outputs: []string{out}}
-		n.SetAttrInts("kernel_shape", []int64{3, 3})
-		n.SetAttrInts("pads", []int64{1, 1, 1, 1})
-		g.AddNode(n)
+	return &net{g: g, r: rand.New(rand.NewPCG(3, 7))}
+}
+
+// conv adds a 3x3 Conv (padding 1, a bias) from cin to cout channels.
+func (n *net) conv(name, in, out string, cout, cin int64) {
+	w := make([]float32, cout*cin*9)
+	s := float32(math.Sqrt(3 / float64(cin*9)))
+	for i := range w {
+		w[i] = (2*n.r.Float32() - 1) * s
 	}
-	conv("head", "input", "p0", nf, 3)
-	for i := range 12 {
-		n := &graph.Node{Name: fmt.Sprintf("pool%d", i), OpType: "AveragePool", Inputs: []string{fmt.Sprintf("p%d", i)}, Outputs: []string{fmt.Sprintf("p%d", i+1)}}
-		n.SetAttrInts("kernel_shape", []int64{3, 3})
-		n.SetAttrInts("pads", []int64{1, 1, 1, 1})
-		g.AddNode(n)
+	b := make([]float32, cout)
+	for i := range b {
+		b[i] = (2*n.r.Float32() - 1) * 0.1
 	}
-	conv("tail", "p12", "t", 12, nf)
-	d := &graph.Node{Name: "shuffle", OpType: "DepthToSpace", Inputs: []string{"t"}, Outputs: []string{"output"}}
+	n.g.SetInitializer(graph.NewFloat32(name+".w", []int64{cout, cin, 3, 3}, w))
+	n.g.SetInitializer(graph.NewFloat32(name+".b", []int64{cout}, b))
+	c := &graph.Node{Name: name, OpType: "Conv", Inputs: []string{in, name + ".w", name + ".b"}, Outputs: []string{out}}
+	c.SetAttrInts("kernel_shape", []int64{3, 3})
+	c.SetAttrInts("pads", []int64{1, 1, 1, 1})
+	n.g.AddNode(c)
+}
+
+// op adds a node with one output.
+func (n *net) op(typ, name string, ins []string, out string) *graph.Node {
+	o := &graph.Node{Name: name, OpType: typ, Inputs: ins, Outputs: []string{out}}
+	n.g.AddNode(o)
+	return o
+}
+
+// save ends the network with a 2x pixel shuffle of in (12 channels) and
+// writes it to dir/file.
+func (n *net) save(t *testing.T, in, dir, file string) string {
+	t.Helper()
+	d := n.op("DepthToSpace", "shuffle", []string{in}, "output")
 	d.SetAttrInt("blocksize", 2)
 	d.SetAttrString("mode", "CRD")
-	g.AddNode(d)
-	m, err := g.ToModel()
+	m, err := n.g.ToModel()
 	require.NoError(t, err)
-	p := filepath.Join(dir, "pools.onnx")
+	p := filepath.Join(dir, file)
 	require.NoError(t, onnx.Save(p, m, onnx.SaveOptions{}))
 	return p
+}
+
+// tinyNet is a 6-Conv x2 network: a head Conv to 16 channels, four body
+// Convs with ReLU (16→16, 16→16, 16→32, 32→16: two sizes of
+// multiply-accumulates per pixel) and a Conv to 12 channels for the pixel
+// shuffle. Its first and last Convs keep 8 bits, so four are low-bit.
+func tinyNet(t *testing.T, dir string) string {
+	t.Helper()
+	n := newNet("tiny")
+	n.conv("head", "input", "x0", 16, 3)
+	for i, c := range [][2]int64{{16, 16}, {16, 16}, {32, 16}, {16, 32}} {
+		n.conv(fmt.Sprintf("body%d", i), fmt.Sprintf("x%d", i), fmt.Sprintf("c%d", i), c[0], c[1])
+		n.op("Relu", fmt.Sprintf("relu%d", i), []string{fmt.Sprintf("c%d", i)}, fmt.Sprintf("x%d", i+1))
+	}
+	n.conv("tail", "x4", "t", 12, 16)
+	return n.save(t, "t", dir, "tiny.onnx")
+}
+
+// poolNet is a small x2 network ORT runs slower in int8 than in float: a
+// Conv, a stack of twelve 3x3 AveragePools (a box-filter smoothing) and a
+// Conv to 12 channels for the pixel shuffle. srq quantizes AveragePool
+// (QLinearAveragePool), and ORT's uint8 average pool is far slower than
+// its float one: the int8 model measured 0.15–0.34x of FP32 at 128×128
+// with eight pools, 2 threads, on a loaded 2-core machine.
+func poolNet(t *testing.T, dir string) string {
+	t.Helper()
+	n := newNet("pools")
+	n.conv("head", "input", "p0", 16, 3)
+	for i := range 12 {
+		p := n.op("AveragePool", fmt.Sprintf("pool%d", i), []string{fmt.Sprintf("p%d", i)}, fmt.Sprintf("p%d", i+1))
+		p.SetAttrInts("kernel_shape", []int64{3, 3})
+		p.SetAttrInts("pads", []int64{1, 1, 1, 1})
+	}
+	n.conv("tail", "p12", "t", 12, 16)
+	return n.save(t, "t", dir, "pools.onnx")
 }
 
 var speedLine = regexp.MustCompile(`(?m)^speed     128x128 LR, median of 3 runs: fp32 [\d.]+ ms, quantized [\d.]+ ms, (\d+\.\d\d)x`)

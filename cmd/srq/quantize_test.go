@@ -217,7 +217,7 @@ func TestQuantizeCLI(t *testing.T) {
 
 	// The default summary, into another folder: same model, table cut short.
 	out2 := filepath.Join(t.TempDir(), "q.onnx")
-	args = append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out2}, quickFlags...)
+	args = append([]string{"quantize", "--model", tdModel, "--calib", tdImages, "--out", out2, "--speed-check", "0"}, quickFlags...)
 	code, stdout, stderr = runSRQ(args...)
 	require.Equal(t, exitOK, code, stderr)
 	assert.Contains(t, stdout, "(first and last 4; -v for all):\n")
