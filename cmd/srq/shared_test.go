@@ -123,7 +123,7 @@ func TestQuantizeSharedModels(t *testing.T) {
 				Coverage *verify.ConvCoverage `json:"int8_conv"`
 			}
 			b, err := os.ReadFile(report)
-			require.NoError(t, err)
+			require.NoError(t, err, "no report (exit %d): %s", code, errOut)
 			require.NoError(t, json.Unmarshal(b, &r))
 			require.NotNil(t, r.Coverage)
 			t.Logf("Set5 Δ %.4f dB (measured %.4f), vs FP32 %.4f dB (measured %.4f), %s", -r.Drop, m.Test.Set5, r.VsFP32, m.Test.Set5VsFP32, r.Coverage)
