@@ -118,6 +118,7 @@ func TestQuantizeSharedModels(t *testing.T) {
 			code, out, errOut := runSRQ("verify", "--model", model, "--quantized", q, "--images", set5, "--hr", "--runs", "1", "--size", "32",
 				"--threads", "2", "--json", report, "--max-drop", fmt.Sprintf("%.4f", maxDrop), "--min-psnr", fmt.Sprintf("%.4f", minPSNR))
 			var r struct {
+				GT       verify.Pair          `json:"psnr_gt_db"`
 				Drop     float64              `json:"psnr_gt_drop_db"`
 				VsFP32   float64              `json:"psnr_vs_fp32_db"`
 				Coverage *verify.ConvCoverage `json:"int8_conv"`
@@ -128,6 +129,7 @@ func TestQuantizeSharedModels(t *testing.T) {
 			require.NotNil(t, r.Coverage)
 			t.Logf("Set5 Δ %.4f dB (measured %.4f), vs FP32 %.4f dB (measured %.4f), %s", -r.Drop, m.Test.Set5, r.VsFP32, m.Test.Set5VsFP32, r.Coverage)
 			assert.Equal(t, exitOK, code, "%s\n%s", out, errOut)
+			assert.InDelta(t, m.Test.Set5FP32, r.GT.FP32, expected.FP32Tolerance, "FP32 PSNR-Y on Set5")
 			assert.Equal(t, [2]int{m.Test.Int8Convs, m.Test.Convs}, [2]int{r.Coverage.Int8, r.Coverage.Total}, "int8 Convs / Convs: %v float", r.Coverage.Float)
 
 			qb, err := os.ReadFile(q)

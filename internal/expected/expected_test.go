@@ -118,3 +118,23 @@ func byName(name string) (Model, bool) {
 	}
 	return Model{}, false
 }
+
+// TestSharedREADME: the FP32 Set5 PSNR-Y measured here is the one
+// ../shared/README.md gives (to two decimals) for each shared model.
+func TestSharedREADME(t *testing.T) {
+	b, err := os.ReadFile("../../../shared/README.md")
+	if err != nil {
+		t.Skipf("../shared is absent here (the shared models and data live beside the checkout): %v", err)
+	}
+	rows := tableRows(t, string(b), "| file | arch | scale | input range | params | FP32 PSNR-Y Set5 / Set14 / B100 (PIL bicubic LR, shave = scale) |")
+	fp32 := map[string]string{}
+	for _, r := range rows {
+		require.Len(t, r, 6, "%v", r)
+		fp32[strings.TrimSuffix(strings.Trim(r[0], "`"), ".onnx")] = strings.Fields(r[5])[0]
+	}
+	for _, m := range Shared {
+		if assert.Contains(t, fp32, m.File) {
+			assert.InDelta(t, m.Test.Set5FP32, number(t, fp32[m.File]), 0.006, "%s FP32 Set5", m.File)
+		}
+	}
+}
