@@ -4,9 +4,10 @@
 // table, so a claim cannot drift from what is measured.
 //
 // Every number was measured, by the command in its doc comment, on the
-// machine Machine names, with ORT 1.24.1's CPU build; W8A8 numerics are
-// deterministic for a seed and thread count, so they move only when srq's
-// numerics or ORT's kernels change. When a change moves one on purpose,
+// machine Machine names, with ORT 1.24.1's CPU build. srq's output is
+// deterministic for a seed, whatever the thread count
+// (TestQuantizeDeterministicAcrossThreads), so a number moves only when
+// srq's numerics or ORT's kernels change. When a change moves one on purpose,
 // re-measure and update it here (and in the README), never in a test.
 package expected
 
@@ -46,8 +47,10 @@ const (
 // Model is one model of ../shared/models and what srq's default W8A8
 // quantization of it measures. To add one (span_x4, craft_x4 and
 // realesr_animevideo_x4 are next, once they quantize without losing
-// accuracy), measure it with the commands below, append it to Shared, and
-// give it a README row and a README entry, or leave README nil.
+// accuracy), append it to Shared with Test measured by the commands below
+// and Graph as TestQuantizeSharedModels reports it (its failure message
+// prints the maps it found); give it a README row and a README entry, or
+// leave README nil. Every test that reads Shared then covers it.
 type Model struct {
 	// File is the model's file name in ../shared/models, without .onnx.
 	File string
@@ -100,12 +103,13 @@ type Measured struct {
 const FP32Tolerance = 0.01
 
 // Graph is what the graph ORT optimises a quantized model into must show
-// (orttest.Summarize): exact counts of the listed op types (domain dropped;
-// 0 means absent), the float ops, each counted by the op type of a node
-// that reads a DequantizeLinear output (the whole map: a float island not
-// listed fails), and the output channels of the int8 Conv that writes the
-// image (16: passes.WidenImageConv padded it; 0: the image comes from
-// another op).
+// (orttest.Summarize), compared whole: Ops, the count of every op type
+// (domain dropped; an op type not listed must be absent, DepthToSpace and
+// ReduceMean among them); Float, the float ops, each counted by the op
+// type of a node that reads a DequantizeLinear output (a float island not
+// listed fails); and ImageConvOut, the output channels of the int8 Conv
+// that writes the image (16: passes.WidenImageConv padded it; 0: the image
+// comes from another op).
 type Graph struct {
 	Ops          map[string]int
 	Float        map[string]int
