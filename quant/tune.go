@@ -121,18 +121,36 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 		if len(chunk) == 0 {
 			return nil
 		}
-		geoms := map[string]calib.ConvGeom{}
-		for _, l := range chunk {
-			geoms[l.input] = l.geom
+		// Windows are sampled per value; two Convs that read one value
+		// with different geometries (RFDN's spatial attention: a strided
+		// 3x3 and a 1x1 on the same tensor) take one sampling run each.
+		var rounds []map[string]calib.ConvGeom
+		round := make([]int, len(chunk))
+		for i, l := range chunk {
+			r := 0
+			for ; r < len(rounds); r++ {
+				if g, ok := rounds[r][l.input]; !ok || g == l.geom {
+					break
+				}
+			}
+			if r == len(rounds) {
+				rounds = append(rounds, map[string]calib.ConvGeom{})
+			}
+			rounds[r][l.input], round[i] = l.geom, r
 		}
-		ws, err := calib.SampleWindows(ctx, pr.g, geoms, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
-		if err != nil {
-			return err
-		}
-		for _, l := range chunk {
-			l.x = ws[l.input]
-			l.before = calib.OutputError(l.w, l.out, calib.InputErrors(l.x, l.q))
-			l.damaged = l.before / max(calib.OutputError(l.w, l.out, l.x), 1e-30)
+		for r, geoms := range rounds {
+			ws, err := calib.SampleWindows(ctx, pr.g, geoms, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
+			if err != nil {
+				return err
+			}
+			for i, l := range chunk {
+				if round[i] != r {
+					continue
+				}
+				l.x = ws[l.input]
+				l.before = calib.OutputError(l.w, l.out, calib.InputErrors(l.x, l.q))
+				l.damaged = l.before / max(calib.OutputError(l.w, l.out, l.x), 1e-30)
+			}
 		}
 		// Most damaged first, so that a short budget goes where it pays.
 		sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].damaged > chunk[j].damaged })
@@ -145,7 +163,10 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 				skipped++
 				continue
 			}
-			if err := tuneOne(l, cfg); err != nil {
+			if err := tuneOne(ctx, l, cfg); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
 				return fmt.Errorf("node %q: %w", l.n.Name, err)
 			}
 			l.x = nil // free the windows
@@ -269,13 +290,18 @@ func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers,
 
 // tuneOne rounds l's weights with GPTQ on the inputs the quantized Conv
 // sees, looks for a better input quantizer, and measures the bias
-// correction of both.
-func tuneOne(l *tuneLayer, cfg Config) error {
+// correction of both. It returns ctx's error when ctx ends, checked
+// between its steps and candidates: one layer of a large Conv takes
+// seconds on a loaded machine, and Ctrl-C must not wait for it.
+func tuneOne(ctx context.Context, l *tuneLayer, cfg Config) error {
 	ps, err := qdq.WeightParams(l.w, l.out, l.wbits, !cfg.PerTensorWeights, cfg.WeightMethod)
 	if err != nil {
 		return err
 	}
 	l.ps = ps
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	xq := calib.Quantized(l.x, l.q)
 	if l.wq, err = calib.GPTQ(l.w, l.out, ps, xq, gptqDamp); err != nil {
 		return err
@@ -294,6 +320,9 @@ func tuneOne(l *tuneLayer, cfg Config) error {
 	best, bestErr := l.q, l.before
 	_, fits := l.q.Fine()
 	for _, c := range l.q.Neighbours() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if _, ok := c.Fine(); fits && !ok {
 			continue
 		}
@@ -303,6 +332,9 @@ func tuneOne(l *tuneLayer, cfg Config) error {
 	}
 	if best == l.q {
 		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	l.qTuned = best
 	xt := calib.Quantized(l.x, best)
