@@ -15,6 +15,7 @@ import (
 
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/expected"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/verify"
 )
@@ -109,6 +110,9 @@ func TestQuantizeSharedModels(t *testing.T) {
 	images := needShared(t, "images")
 	for _, m := range expected.Shared {
 		t.Run(m.File, func(t *testing.T) {
+			if m.Slow && os.Getenv("SRQ_SLOW") == "" {
+				t.Skipf("%s takes minutes to quantize and verify (session creation of its QDQ graph alone is tens of seconds on 2 cores); SRQ_SLOW=1 runs it", m.File)
+			}
 			model := needShared(t, filepath.Join("models", m.File+".onnx"))
 			dir := t.TempDir()
 			q, report := filepath.Join(dir, "q.onnx"), filepath.Join(dir, "r.json")
@@ -117,18 +121,29 @@ func TestQuantizeSharedModels(t *testing.T) {
 			require.Equal(t, exitOK, code, errOut)
 			maxDrop := -m.Test.Set5 + expected.DropMargin
 			minPSNR := m.Test.Set5VsFP32 - expected.PSNRMargin
-			code, out, errOut := runSRQ("verify", "--model", model, "--quantized", q, "--images", set5, "--hr", "--runs", "1", "--size", "32",
-				"--threads", "2", "--json", report, "--max-drop", fmt.Sprintf("%.4f", maxDrop), "--min-psnr", fmt.Sprintf("%.4f", minPSNR))
+			args := []string{"verify", "--model", model, "--quantized", q, "--images", set5, "--hr", "--runs", "1", "--size", "32",
+				"--threads", "2", "--json", report, "--min-psnr", fmt.Sprintf("%.4f", minPSNR)}
+			if !m.VsFP32Only {
+				args = append(args, "--max-drop", fmt.Sprintf("%.4f", maxDrop))
+			}
+			code, out, errOut := runSRQ(args...)
 			var r struct {
 				GT       verify.Pair          `json:"psnr_gt_db"`
 				Drop     float64              `json:"psnr_gt_drop_db"`
 				VsFP32   float64              `json:"psnr_vs_fp32_db"`
 				Coverage *verify.ConvCoverage `json:"int8_conv"`
+				Kernels  *kernelcheck.Report  `json:"kernel_check"`
 			}
 			b, err := os.ReadFile(report)
 			require.NoError(t, err, "no report (exit %d): %s", code, errOut)
 			require.NoError(t, json.Unmarshal(b, &r))
 			require.NotNil(t, r.Coverage)
+			// The int8 kernels of this machine's ORT compute every fused
+			// group as the QDQ graph means it (on an AMX CPU with ORT
+			// 1.24.x a defective Conv shape fails here, and srq quantize
+			// would have refused to write the model).
+			require.NotNil(t, r.Kernels)
+			assert.True(t, r.Kernels.OK(), "kernel check: %s", r.Kernels.Summary())
 			t.Logf("Set5 Δ %.4f dB (measured %.4f), vs FP32 %.4f dB (measured %.4f), %s", -r.Drop, m.Test.Set5, r.VsFP32, m.Test.Set5VsFP32, r.Coverage)
 			assert.Equal(t, exitOK, code, "%s\n%s", out, errOut)
 			assert.InDelta(t, m.Test.Set5FP32, r.GT.FP32, expected.FP32Tolerance, "FP32 PSNR-Y on Set5")
