@@ -3,9 +3,11 @@ package calib
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/srquant/srq/graph"
@@ -20,41 +22,127 @@ import (
 // cause is (W − Ŵ)·x̂. Both are measured on a few thousand windows sampled
 // from the calibration patches, not on whole tensors: enough to rank
 // candidate quantizers, small enough to search in seconds on a CPU.
+//
+// A grouped Conv (depthwise included) is G independent Convs side by side:
+// a window holds all C input channels, channel-major, so group g's
+// (C/G)·kh·kw columns are one contiguous run of it, and output channel o
+// (group o/(O/G)) reads only that run. Windows are therefore cut the same
+// way for every group count, and ConvWeights says which run each row of
+// the weight reads.
 
-// ConvGeom is what the window of a 2-D Conv needs: input channels, kernel,
-// padding (top, left), strides and dilations. Groups are not supported
-// (group = 1).
+// ConvGeom is what the window of a 2-D Conv needs: input channels (all
+// groups), groups, kernel, padding, strides and dilations. Pads are
+// explicit (top, left, bottom, right) unless AutoPad is SAME_UPPER or
+// SAME_LOWER, whose pads depend on the input's size.
 type ConvGeom struct {
-	C, KH, KW        int
-	PadT, PadL       int
-	StrideH, StrideW int
-	DilH, DilW       int
+	C, Groups              int
+	KH, KW                 int
+	PadT, PadL, PadB, PadR int
+	AutoPad                string
+	StrideH, StrideW       int
+	DilH, DilW             int
 }
 
-// ConvGeomOf reads the geometry of a group-1 2-D Conv node with a constant
-// OIHW weight of dims w; ok is false for anything else (grouped, 1-D,
-// auto_pad), which reconstruction then leaves alone.
-func ConvGeomOf(n *graph.Node, w []int64) (ConvGeom, bool) {
-	if len(w) != 4 || n.AttrInt("group", 1) != 1 || n.AttrString("auto_pad", "NOTSET") != "NOTSET" {
-		return ConvGeom{}, false
+// ConvGeomOf reads the geometry of a 2-D Conv node n with a constant OIHW
+// weight of dims w (w[1] is the input channels of one group). It says why
+// when reconstruction cannot model the Conv (not 2-D, attributes that do
+// not match the weight or the ONNX rules); the tuner then leaves it alone.
+func ConvGeomOf(n *graph.Node, w []int64) (ConvGeom, error) {
+	if len(w) != 4 {
+		return ConvGeom{}, fmt.Errorf("a %d-D weight %v: only 2-D Convs (OIHW weights) are modelled", len(w), w)
 	}
-	g := ConvGeom{C: int(w[1]), KH: int(w[2]), KW: int(w[3]), StrideH: 1, StrideW: 1, DilH: 1, DilW: 1}
-	if p := n.AttrInts("pads"); len(p) == 4 {
-		g.PadT, g.PadL = int(p[0]), int(p[1])
-	} else if len(p) != 0 {
-		return ConvGeom{}, false
+	for _, d := range w {
+		if d <= 0 {
+			return ConvGeom{}, fmt.Errorf("weight dims %v: not all positive", w)
+		}
+	}
+	groups := n.AttrInt("group", 1)
+	if groups <= 0 || w[0]%groups != 0 {
+		return ConvGeom{}, fmt.Errorf("group %d does not divide the %d output channels", groups, w[0])
+	}
+	g := ConvGeom{C: int(w[1] * groups), Groups: int(groups), KH: int(w[2]), KW: int(w[3]), StrideH: 1, StrideW: 1, DilH: 1, DilW: 1}
+	if k := n.AttrInts("kernel_shape"); len(k) != 0 && !slices.Equal(k, w[2:]) {
+		return ConvGeom{}, fmt.Errorf("kernel_shape %v does not match the weight's %v", k, w[2:])
+	}
+	switch a := n.AttrString("auto_pad", "NOTSET"); a {
+	case "NOTSET", "VALID":
+		if p := n.AttrInts("pads"); len(p) == 4 && a == "NOTSET" {
+			g.PadT, g.PadL, g.PadB, g.PadR = int(p[0]), int(p[1]), int(p[2]), int(p[3])
+		} else if len(p) != 0 && a == "NOTSET" {
+			return ConvGeom{}, fmt.Errorf("pads %v: want 4 values", p)
+		}
+	case "SAME_UPPER", "SAME_LOWER":
+		g.AutoPad = a
+	default:
+		return ConvGeom{}, fmt.Errorf("auto_pad %q: not an ONNX value", a)
+	}
+	if min(g.PadT, g.PadL, g.PadB, g.PadR) < 0 {
+		return ConvGeom{}, fmt.Errorf("negative pads %d %d %d %d", g.PadT, g.PadL, g.PadB, g.PadR)
 	}
 	if s := n.AttrInts("strides"); len(s) == 2 {
 		g.StrideH, g.StrideW = int(s[0]), int(s[1])
+	} else if len(s) != 0 {
+		return ConvGeom{}, fmt.Errorf("strides %v: want 2 values", s)
 	}
 	if d := n.AttrInts("dilations"); len(d) == 2 {
 		g.DilH, g.DilW = int(d[0]), int(d[1])
+	} else if len(d) != 0 {
+		return ConvGeom{}, fmt.Errorf("dilations %v: want 2 values", d)
 	}
-	return g, true
+	if min(g.StrideH, g.StrideW, g.DilH, g.DilW) <= 0 {
+		return ConvGeom{}, fmt.Errorf("strides %d×%d, dilations %d×%d: want positive values", g.StrideH, g.StrideW, g.DilH, g.DilW)
+	}
+	return g, nil
 }
 
-// D is the window length C·KH·KW.
+// D is the window length C·KH·KW (all groups).
 func (g ConvGeom) D() int { return g.C * g.KH * g.KW }
+
+// reach is the extent k·d − d + 1 of a kernel of k taps dilated by d.
+func reach(k, d int) int { return d*(k-1) + 1 }
+
+// outSize returns the output length along one axis of input length n and
+// the padding before it: explicit pads, or the SAME_UPPER/SAME_LOWER rule
+// (output ⌈n/s⌉, total padding split evenly, the odd one after for UPPER
+// and before for LOWER). out is 0 when the kernel does not fit.
+func (g ConvGeom) outSize(n, k, s, d, before, after int) (out, pad int) {
+	if g.AutoPad != "" {
+		out = (n + s - 1) / s
+		total := max(0, (out-1)*s+reach(k, d)-n)
+		pad = total / 2
+		if g.AutoPad == "SAME_LOWER" {
+			pad = total - total/2
+		}
+		return out, pad
+	}
+	num := n + before + after - reach(k, d)
+	if num < 0 {
+		return 0, before
+	}
+	return num/s + 1, before
+}
+
+// ConvWeights is a Conv's float weight as reconstruction reads it: Out
+// rows, one per output channel, of D/Groups values each (OIHW order), D
+// being the window length. Row o belongs to group g = o/(Out/Groups) and
+// reads columns [g·D/Groups, (g+1)·D/Groups) of a window.
+type ConvWeights struct {
+	W           []float32
+	Out, Groups int
+}
+
+// rowLen checks w against windows of length d and returns the length of
+// one row (the columns of one group).
+func (w ConvWeights) rowLen(d int) (int, error) {
+	g := max(w.Groups, 1)
+	if w.Out <= 0 || w.Out%g != 0 || d <= 0 || d%g != 0 || len(w.W) != w.Out*(d/g) {
+		return 0, fmt.Errorf("%d weights in %d output channels and %d groups do not fit windows of %d values (want %d×%d/%d)", len(w.W), w.Out, g, d, w.Out, d, g)
+	}
+	return d / g, nil
+}
+
+// col returns the first window column row o reads, for rows of length dg.
+func (w ConvWeights) col(o, dg int) int { return o / (w.Out / max(w.Groups, 1)) * dg }
 
 // Windows is a sample of a Conv's input windows: K rows of D values.
 type Windows struct {
@@ -65,26 +153,46 @@ type Windows struct {
 // Row returns window k.
 func (w *Windows) Row(k int) []float32 { return w.X[k*w.D : (k+1)*w.D] }
 
+// columns returns the windows' columns [lo, lo+n) as windows of n values.
+func (w *Windows) columns(lo, n int) *Windows {
+	if lo == 0 && n == w.D {
+		return w
+	}
+	out := &Windows{K: w.K, D: n, X: make([]float32, w.K*n)}
+	for k := range w.K {
+		copy(out.X[k*n:(k+1)*n], w.X[k*w.D+lo:k*w.D+lo+n])
+	}
+	return out
+}
+
 // windowSampler draws positions and cuts windows out of captured tensors.
 type windowSampler struct {
-	geom ConvGeom
-	per  int // windows per patch
-	rng  *rand.Rand
-	out  *Windows
+	value string
+	geom  ConvGeom
+	per   int // windows per patch
+	rng   *rand.Rand
+	out   *Windows
+	why   string // why a batch gave no windows
 }
 
 // add cuts per windows out of each patch of the NCHW batch x (dims
 // [N, C, H, W]) at output positions drawn uniformly, zero outside the
-// image (the Conv's zero padding).
+// image (the Conv's zero padding), stepping by the strides and dilations.
 func (s *windowSampler) add(x []float32, dims []int64) {
 	g := s.geom
 	if len(dims) != 4 || int(dims[1]) != g.C {
+		s.why = fmt.Sprintf("its input %q has shape %v, the Conv reads %d channels", s.value, dims, g.C)
 		return
 	}
 	n, c, h, w := int(dims[0]), int(dims[1]), int(dims[2]), int(dims[3])
-	oh := (h+2*g.PadT-g.DilH*(g.KH-1)-1)/g.StrideH + 1
-	ow := (w+2*g.PadL-g.DilW*(g.KW-1)-1)/g.StrideW + 1
+	oh, padT := g.outSize(h, g.KH, g.StrideH, g.DilH, g.PadT, g.PadB)
+	ow, padL := g.outSize(w, g.KW, g.StrideW, g.DilW, g.PadL, g.PadR)
 	if oh <= 0 || ow <= 0 {
+		s.why = fmt.Sprintf("its %dx%d input is smaller than the kernel's reach", w, h)
+		return
+	}
+	if len(x) < n*c*h*w {
+		s.why = fmt.Sprintf("its input %q holds %d values, its shape %v says %d", s.value, len(x), dims, n*c*h*w)
 		return
 	}
 	d := g.D()
@@ -97,9 +205,9 @@ func (s *windowSampler) add(x []float32, dims []int64) {
 			for ch := range c {
 				plane := img[ch*h*w : (ch+1)*h*w]
 				for ky := range g.KH {
-					y := oy*g.StrideH - g.PadT + ky*g.DilH
+					y := oy*g.StrideH - padT + ky*g.DilH
 					for kx := range g.KW {
-						xx := ox*g.StrideW - g.PadL + kx*g.DilW
+						xx := ox*g.StrideW - padL + kx*g.DilW
 						if y >= 0 && y < h && xx >= 0 && xx < w {
 							row[k] = plane[y*w+xx]
 						}
@@ -113,66 +221,76 @@ func (s *windowSampler) add(x []float32, dims []int64) {
 	}
 }
 
-// SampleWindows runs the float graph g on the patches and samples, for each
-// Conv input value named in geoms, perPatch windows from every patch
-// (positions drawn from a PCG seeded with seed: the same inputs give the
-// same windows). It stops with ctx's error when ctx ends.
-func SampleWindows(ctx context.Context, g *graph.Graph, geoms map[string]ConvGeom, patches [][]float32, shape [3]int, perPatch int, seed int64, o CaptureOptions) (map[string]*Windows, error) {
+// WindowSpec asks for the windows of one Conv: the value it reads and its
+// geometry.
+type WindowSpec struct {
+	Value string
+	Geom  ConvGeom
+}
+
+// SampleWindows runs the float graph g on the patches and samples, for
+// each Conv of specs (keyed by the caller, e.g. by node name), perPatch
+// windows from every patch. Windows are per Conv, not per value: Convs
+// that read one value with different kernels, strides or groups (ESA's
+// strided 3x3 beside its 1x1, a 1x1 distillation beside a 3x3) each get
+// windows of their own geometry. Positions are drawn from a PCG seeded
+// with seed and the value's name: the same inputs give the same windows,
+// and Convs of one value and one output size see the same positions.
+//
+// A Conv whose input gave no windows (its shape does not match the
+// geometry, or is smaller than the kernel) is absent from ws and present
+// in missing with the reason. It stops with ctx's error when ctx ends.
+func SampleWindows(ctx context.Context, g *graph.Graph, specs map[string]WindowSpec, patches [][]float32, shape [3]int, perPatch int, seed int64, o CaptureOptions) (ws map[string]*Windows, missing map[string]string, err error) {
 	samplers := map[string]*windowSampler{}
+	byValue := map[string][]*windowSampler{}
 	var values []string
-	for v, geom := range geoms {
-		values = append(values, v)
+	for _, key := range slices.Sorted(maps.Keys(specs)) {
+		sp := specs[key]
 		var h uint64
-		for _, c := range v {
+		for _, c := range sp.Value {
 			h = h*131 + uint64(c)
 		}
-		samplers[v] = &windowSampler{geom: geom, per: perPatch, rng: rand.New(rand.NewPCG(uint64(seed), h)),
-			out: &Windows{D: geom.D()}}
+		s := &windowSampler{value: sp.Value, geom: sp.Geom, per: perPatch, rng: rand.New(rand.NewPCG(uint64(seed), h)),
+			out: &Windows{D: sp.Geom.D()}}
+		samplers[key] = s
+		if len(byValue[sp.Value]) == 0 {
+			values = append(values, sp.Value)
+		}
+		byValue[sp.Value] = append(byValue[sp.Value], s)
 	}
-	sortStrings(values)
-	err := capture(ctx, g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
-		if s, ok := samplers[v]; ok {
+	err = capture(ctx, g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
+		for _, s := range byValue[v] {
 			s.add(data, dims)
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make(map[string]*Windows, len(samplers))
-	for v, s := range samplers {
+	ws, missing = make(map[string]*Windows, len(samplers)), map[string]string{}
+	for key, s := range samplers {
 		if s.out.K == 0 {
-			return nil, fmt.Errorf("no windows of %q: its shape does not match the Conv's %d input channels", v, s.geom.C)
+			why := s.why
+			if why == "" {
+				why = fmt.Sprintf("no windows of %q", s.value)
+			}
+			missing[key] = why
+			continue
 		}
-		out[v] = s.out
+		ws[key] = s.out
 	}
-	return out, nil
+	return ws, missing, nil
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-// OutputError returns Σ_k Σ_o (W_o · e_k)², the squared error the input
-// errors e (one window per row) cause at the Conv's outputs, with W the
-// O×D weight (row o, output channel o). Rows are spread over the cores.
-func OutputError(w []float32, out int, e *Windows) float64 {
-	d := e.D
-	workers := min(runtime.GOMAXPROCS(0), max(1, e.K/64))
+// parallelSum spreads k rows over the cores and sums f over them.
+func parallelSum(k int, f func(row int) float64) float64 {
+	workers := min(runtime.GOMAXPROCS(0), max(1, k/64))
 	parts := make([]float64, workers)
 	var wg sync.WaitGroup
 	for p := range workers {
 		wg.Go(func() {
 			var s float64
-			for k := p; k < e.K; k += workers {
-				row := e.X[k*d : (k+1)*d]
-				for o := range out {
-					v := float64(Dot(w[o*d:(o+1)*d], row))
-					s += v * v
-				}
+			for i := p; i < k; i += workers {
+				s += f(i)
 			}
 			parts[p] = s
 		})
@@ -183,6 +301,49 @@ func OutputError(w []float32, out int, e *Windows) float64 {
 		s += v
 	}
 	return s
+}
+
+// OutputError returns Σ_k Σ_o (W_o · e_k)², the squared error the input
+// errors e (one window per row) cause at the Conv's outputs, each row of
+// w reading its group's columns. Rows are spread over the cores. It fails
+// when w does not fit windows of e's length.
+func OutputError(w ConvWeights, e *Windows) (float64, error) {
+	dg, err := w.rowLen(e.D)
+	if err != nil {
+		return 0, fmt.Errorf("calib: output error: %w", err)
+	}
+	return parallelSum(e.K, func(k int) float64 {
+		row := e.Row(k)
+		var s float64
+		for o := range w.Out {
+			c := w.col(o, dg)
+			v := float64(Dot(w.W[o*dg:(o+1)*dg], row[c:c+dg]))
+			s += v * v
+		}
+		return s
+	}), nil
+}
+
+// ReconError returns Σ_k Σ_o (W_o·x_k − Ŵ_o·x̂_k)²: the output error of
+// weights wq (w's layout) on inputs xq against the float weights on x.
+func ReconError(w ConvWeights, wq []float32, x, xq *Windows) (float64, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return 0, fmt.Errorf("calib: reconstruction error: %w", err)
+	}
+	if len(wq) != len(w.W) || xq.D != x.D || xq.K != x.K {
+		return 0, fmt.Errorf("calib: %d quantized weights on %d×%d windows, want %d on %d×%d", len(wq), xq.K, xq.D, len(w.W), x.K, x.D)
+	}
+	return parallelSum(x.K, func(k int) float64 {
+		a, b := x.Row(k), xq.Row(k)
+		var s float64
+		for o := range w.Out {
+			c := w.col(o, dg)
+			v := float64(Dot(w.W[o*dg:(o+1)*dg], a[c:c+dg]) - Dot(wq[o*dg:(o+1)*dg], b[c:c+dg]))
+			s += v * v
+		}
+		return s
+	}), nil
 }
 
 // Dot is a float32 dot product with four accumulators.
@@ -232,22 +393,47 @@ func mapWindows(x *Windows, f func(float32) float32) *Windows {
 	return e
 }
 
-// GPTQ quantizes the O×D weight w (row o: output channel o) on the
-// symmetric grids ps (one per row, or one for all) so that the Conv's output
-// on the windows x stays close to the float one: column by column, each
-// rounding error is pushed onto the columns not yet quantized in proportion
-// to the inverse Hessian H⁻¹, H = XᵀX/K + λI (Frantar et al., GPTQ,
-// 2023; the layer-wise objective of OBQ). λ is damp times the mean of H's
-// diagonal. It returns the weights on the grid (float, exactly
+// GPTQ quantizes the weight w on the symmetric grids ps (one per output
+// channel, or one for all) so that the Conv's output on the windows x
+// stays close to the float one: column by column, each rounding error is
+// pushed onto the columns not yet quantized in proportion to the inverse
+// Hessian H⁻¹, H = XᵀX/K + λI (Frantar et al., GPTQ, 2023; the layer-wise
+// objective of OBQ). λ is damp times the mean of H's diagonal. A grouped
+// Conv is one such problem per group, over the group's rows and its
+// (C/G)·kh·kw columns of the windows (a depthwise 3×3 Conv: C problems of
+// 9 columns). It returns the weights on the grid (float, exactly
 // ps[o].Dequantize of their codes). With H = I it is round-to-nearest.
-func GPTQ(w []float32, out int, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
+func GPTQ(w ConvWeights, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return nil, fmt.Errorf("calib: gptq: %w", err)
+	}
+	if len(ps) != w.Out && len(ps) != 1 {
+		return nil, fmt.Errorf("calib: gptq: %d weight quantizers for %d output channels", len(ps), w.Out)
+	}
+	groups := max(w.Groups, 1)
+	per := w.Out / groups
+	res := make([]float32, len(w.W))
+	for g := range groups {
+		pg := ps
+		if len(ps) != 1 {
+			pg = ps[g*per : (g+1)*per]
+		}
+		q, err := gptq(w.W[g*per*dg:(g+1)*per*dg], per, pg, x.columns(g*dg, dg), damp)
+		if err != nil {
+			if groups > 1 {
+				return nil, fmt.Errorf("calib: gptq: group %d of %d: %w", g, groups, err)
+			}
+			return nil, fmt.Errorf("calib: gptq: %w", err)
+		}
+		copy(res[g*per*dg:], q)
+	}
+	return res, nil
+}
+
+// gptq is GPTQ for one group: out rows of x.D weights.
+func gptq(w []float32, out int, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
 	d := x.D
-	if len(w) != out*d {
-		return nil, fmt.Errorf("calib: gptq: %d weights, want %d×%d", len(w), out, d)
-	}
-	if len(ps) != out && len(ps) != 1 {
-		return nil, fmt.Errorf("calib: gptq: %d weight quantizers for %d output channels", len(ps), out)
-	}
 	h := hessian(x)
 	var mean float64
 	for i := range d {
@@ -399,17 +585,24 @@ func cholesky(h []float64, d int) ([]float64, error) {
 // MeanOutputShift returns, per output channel, the mean over the windows of
 // W·x − Ŵ·x̂: what bias correction adds to the bias so that the quantized
 // Conv's output has the float one's mean.
-func MeanOutputShift(w, wq []float32, out int, x, xq *Windows) []float64 {
-	d := x.D
-	shift := make([]float64, out)
+func MeanOutputShift(w ConvWeights, wq []float32, x, xq *Windows) ([]float64, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return nil, fmt.Errorf("calib: mean output shift: %w", err)
+	}
+	if len(wq) != len(w.W) || xq.D != x.D || xq.K != x.K {
+		return nil, fmt.Errorf("calib: %d quantized weights on %d×%d windows, want %d on %d×%d", len(wq), xq.K, xq.D, len(w.W), x.K, x.D)
+	}
+	shift := make([]float64, w.Out)
 	for k := range x.K {
-		a, b := x.X[k*d:(k+1)*d], xq.X[k*d:(k+1)*d]
-		for o := range out {
-			shift[o] += float64(Dot(w[o*d:(o+1)*d], a) - Dot(wq[o*d:(o+1)*d], b))
+		a, b := x.Row(k), xq.Row(k)
+		for o := range w.Out {
+			c := w.col(o, dg)
+			shift[o] += float64(Dot(w.W[o*dg:(o+1)*dg], a[c:c+dg]) - Dot(wq[o*dg:(o+1)*dg], b[c:c+dg]))
 		}
 	}
 	for o := range shift {
 		shift[o] /= float64(max(x.K, 1))
 	}
-	return shift
+	return shift, nil
 }
