@@ -92,7 +92,6 @@ type tuneLayer struct {
 	w       calib.ConvWeights // float weight
 	b       []float32         // float bias (nil: none)
 	q       qdq.Quantizer
-	stats   *calib.Stats
 	x       *calib.Windows
 	before  float64 // output error of the calibrated quantizers
 	damaged float64 // relative output error, for the order
@@ -142,7 +141,7 @@ func tuneConvs(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibrat
 		log(fmt.Sprintf("tuning: %s left as calibrated: %s", n.Name, why))
 	}
 	budget := fmt.Sprintf("time budget (%s) spent", cfg.TimeBudget)
-	layers, err := tuneLayers(pr, pl, cal, qs, cfg, skip)
+	layers, err := tuneLayers(pr, pl, qs, cfg, skip)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +285,7 @@ func keepTuning(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibra
 // tuneLayers lists the Convs tuning can improve: quantized, not kept at 8
 // bits, a 2-D Conv (any strides, pads, dilations, groups) with constant
 // float weights. Others are passed to skip with the reason.
-func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, skip func(*graph.Node, string)) ([]*tuneLayer, error) {
+func tuneLayers(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config, skip func(*graph.Node, string)) ([]*tuneLayer, error) {
 	var out []*tuneLayer
 	for _, n := range pl.Nodes {
 		if n.OpType != "Conv" || pl.Wide[n] {
@@ -328,7 +327,6 @@ func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers,
 		if s, ok := pl.Shared[src]; ok {
 			src = s
 		}
-		l.stats = cal.stats[src]
 		if q, ok := qs.convIn[n.Name]; ok {
 			l.q = q
 		} else if p, ok := qs.act[src]; ok {

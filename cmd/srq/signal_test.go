@@ -25,11 +25,7 @@ func TestInterrupt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the srq binary")
 	}
-	bin := filepath.Join(t.TempDir(), "srq")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildSRQ(t)
 	model := tdModel
 	if p := filepath.Join(sharedDir, "models", "edsr_x4.onnx"); fileExists(p) {
 		model = p

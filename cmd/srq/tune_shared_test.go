@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/ort/orttest"
+)
+
+// sweepEnv names the environment variable that turns on the tuning and
+// sensitivity sweep over the shared models: SRQ_SWEEP=1 for every model
+// but CRAFT (seconds to minutes each: about N minutes in all here),
+// SRQ_SWEEP=NAME,NAME for a few (file names without .onnx, craft_x4
+// included).
+const sweepEnv = "SRQ_SWEEP"
+
+// sweepModels are the shared models the sweep runs by default. CRAFT
+// (craft_x4) takes minutes per command and is run by name only.
+var sweepModels = []string{"carn_m_x4", "imdn_x4", "span_x4", "realesr_animevideo_x4", "edsr_x2", "edsr_x4", "srresnet_x4", "rcan_x4"}
+
+// TestTuneSensitivitySharedModels: `srq quantize --tune` at W4A4 dual and
+// `srq sensitivity` complete (exit 0, no panic) on every shared model,
+// whose Conv shapes are the ones tuning must handle: CARN-M's group-4
+// Convs, IMDN's Split-fed and Concat-fed Convs, SPAN's attention,
+// Real-ESRGAN's PReLU stack, EDSR/SRResNet/RCAN's plain 3x3 and 1x1 Convs.
+// Each command runs as its own process: a panic in any goroutine (the
+// reconstruction numerics run on worker goroutines) is a failed command
+// here, not a crashed test binary. Few, small patches: this checks that
+// every layer shape is handled, not the tuned quality (srq verify and
+// BENCHMARKS.md do that).
+func TestTuneSensitivitySharedModels(t *testing.T) {
+	lib := orttest.Require(t)
+	if testing.Short() {
+		t.Skip("quantizes and measures every shared model (minutes)")
+	}
+	sel := os.Getenv(sweepEnv)
+	if sel == "" {
+		t.Skipf("set %s=1 to tune and measure the sensitivity of every shared model but craft_x4 (about 8 minutes on 2 cores), or %s=carn_m_x4,imdn_x4 for a few", sweepEnv, sweepEnv)
+	}
+	models := sweepModels
+	if sel != "1" {
+		models = strings.Split(sel, ",")
+	}
+	images := needShared(t, "images")
+	bin := buildSRQ(t)
+	for _, m := range models {
+		t.Run(m, func(t *testing.T) {
+			model := needShared(t, filepath.Join("models", m+".onnx"))
+			q := filepath.Join(t.TempDir(), "q.onnx")
+			// tuneMinPatches (20) and a few to tune on.
+			runProcess(t, bin, lib, "quantize", "--model", model, "--calib", images, "--bits", "w4a4", "--method", "dual", "--tune",
+				"--patches", "24", "--patch-size", "32", "--threads", "2", "--speed-check", "0", "--out", q)
+			assert.FileExists(t, q)
+			runProcess(t, bin, lib, "sensitivity", "--model", model, "--calib", images, "--bits", "w4a4", "--method", "dual",
+				"--patches", "8", "--patch-size", "32", "--threads", "2")
+		})
+	}
+}
+
+// buildSRQ builds the srq binary into a temporary folder.
+func buildSRQ(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "srq")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runProcess runs srq with args in its own process, ORT library lib, and
+// requires exit 0 without a panic.
+func runProcess(t *testing.T, bin, lib string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "SRQ_ORT_LIB="+lib)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("srq %s: %s", args[0], time.Since(start).Round(100*time.Millisecond))
+	assert.NotContains(t, stderr.String(), "panic:", "srq %s panicked", args[0])
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		t.Fatalf("srq %s exited %d\nstderr (last lines):\n%s", args[0], exit.ExitCode(), lastLines(stderr.String(), 40))
+	}
+	require.NoError(t, err)
+	if args[0] == "quantize" {
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			if strings.HasPrefix(l, "tuned ") || strings.Contains(l, "left as calibrated:") {
+				t.Log(strings.TrimSpace(l))
+			}
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
+}
+
+// TestPrintUntuned: one line per reason, the Convs it applies to sorted,
+// the first three named.
+func TestPrintUntuned(t *testing.T) {
+	var b bytes.Buffer
+	printUntuned(&b, map[string]string{
+		"/a/Conv": "a 3-D weight [8 8 3 3 3]: only 2-D Convs (OIHW weights) are modelled",
+		"/d/Conv": "time budget (1s) spent", "/c/Conv": "time budget (1s) spent", "/b/Conv": "time budget (1s) spent", "/e/Conv": "time budget (1s) spent",
+	})
+	assert.Equal(t, "          1 left as calibrated: a 3-D weight [8 8 3 3 3]: only 2-D Convs (OIHW weights) are modelled (/a/Conv)\n"+
+		"          4 left as calibrated: time budget (1s) spent (/b/Conv, /c/Conv, /d/Conv and 1 more)\n", b.String())
+	b.Reset()
+	printUntuned(&b, nil)
+	assert.Empty(t, b.String())
+}
