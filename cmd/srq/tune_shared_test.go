@@ -18,11 +18,12 @@ import (
 
 // sweepEnv names the environment variable that runs the tuning and
 // sensitivity sweep over the shared models: SRQ_SWEEP=1, every model but
-// CRAFT (about 15 minutes on the 2-core CI machine, RCAN x4 alone 6);
-// SRQ_SWEEP=NAME,NAME, those (file names without .onnx, craft_x4
-// included: 16 minutes). Unset, the sweep is skipped: this package's
-// other tests already take most of go test's 10-minute default there, and
-// quant's TestTuneShapes covers each layer shape on small networks.
+// CRAFT (13 minutes on the 2-core CI machine, RCAN x4 alone 6);
+// SRQ_SWEEP=NAME,NAME, the ones named (file names without .onnx;
+// craft_x4 alone takes 17 minutes). Unset, the sweep is skipped: this
+// package's other tests already take most of go test's 10-minute default
+// there, and quant's TestTuneShapes covers each layer shape on small
+// networks.
 const sweepEnv = "SRQ_SWEEP"
 
 // sweepModels are the shared models the sweep runs by default. CRAFT
