@@ -409,6 +409,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 			parts[i] = fmt.Sprintf("%s %.2f dB", k, t.HeldOut[k])
 		}
 		fmt.Fprintf(w, "tuned     %d Convs (%d left as calibrated), kept %q; held-out PSNR-Y vs FP32: %s\n", t.Layers, t.Skipped, t.Kept, strings.Join(parts, ", "))
+		printUntuned(w, t.Untuned)
 	}
 	printRanges(w, res.Ranges, o.verbose)
 	tuning := ""
@@ -481,5 +482,22 @@ func printLayers(w io.Writer, ls []quant.Layer, cfg quant.Config, all bool) {
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+}
+
+// printUntuned says why Convs were left as calibrated, one line per reason
+// with the Convs it applies to (the first three named).
+func printUntuned(w io.Writer, untuned map[string]string) {
+	byWhy := map[string][]string{}
+	for n, why := range untuned {
+		byWhy[why] = append(byWhy[why], n)
+	}
+	for _, why := range slices.Sorted(maps.Keys(byWhy)) {
+		names := slices.Sorted(slices.Values(byWhy[why]))
+		more := ""
+		if len(names) > 3 {
+			names, more = names[:3], fmt.Sprintf(" and %d more", len(names)-3)
+		}
+		fmt.Fprintf(w, "          %d left as calibrated: %s (%s%s)\n", len(byWhy[why]), why, strings.Join(names, ", "), more)
 	}
 }
