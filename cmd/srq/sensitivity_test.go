@@ -103,7 +103,7 @@ func TestSensitivityRefuses(t *testing.T) {
 		{"bad patch size", []string{"--patch-size", "-4"}, "--patches, --patch-size: want positive integers"},
 		{"bad threads", []string{"--threads", "-1"}, "--threads: 0 or more"},
 		{"bad input range", []string{"--input-range", "2"}, "--input-range 2: want 1 or 255"},
-		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp files in folder " + emptyDir},
+		{"empty calibration folder", []string{"--calib", emptyDir}, "no .png/.jpg/.jpeg/.bmp/.webp files in folder " + emptyDir},
 		{"missing calibration folder", []string{"--calib", filepath.Join(fixtures, "nope")}, "cannot read folder"},
 		{"missing model", []string{"--model", filepath.Join(fixtures, "nope.onnx")}, "nope.onnx"},
 		{"one-channel model", []string{"--model", gray}, ": not an NCHW 3-channel image input"},
