@@ -154,11 +154,15 @@ func (t *Tape) FakeQuantRange(x, lo, hi *Var, qmin, qmax int32) (*Var, error) {
 				}
 			}
 		}
-		if l < 0 && lo.needsGrad {
+		if lo.needsGrad && l < 0 {
 			lo.grad()[0] += float32(dlo - ds/n1)
+		} else if lo.needsGrad {
+			lo.grad() // a zero gradient, not a missing one
 		}
-		if h > 0 && hi.needsGrad {
+		if hi.needsGrad && h > 0 {
 			hi.grad()[0] += float32(dhi + ds/n1)
+		} else if hi.needsGrad {
+			hi.grad()
 		}
 	})
 	return y, nil
