@@ -239,3 +239,37 @@ func TestBackwardAccumulates(t *testing.T) {
 	assert.Equal(t, []float32{0, 0}, w.Grad)
 	assert.False(t, math.IsNaN(float64(w.Data[0])))
 }
+
+// TestConvWorkersAgree: the parallel paths (pairs of sample and group over
+// goroutines, or one GEMM's rows over goroutines when there are fewer pairs
+// than workers) compute what one worker does.
+func TestConvWorkersAgree(t *testing.T) {
+	for _, c := range convCases() {
+		t.Run(c.name, func(t *testing.T) {
+			grads := func(workers int, x0 []int) [][]float32 {
+				rng := rand.New(rand.NewPCG(3, 4))
+				tp := NewTape()
+				tp.Workers = workers
+				x, _ := tp.Param(x0, randn(rng, size(x0), 1))
+				w, _ := tp.Param(c.w, randn(rng, size(c.w), 1))
+				b, _ := tp.Param([]int{c.w[0]}, randn(rng, c.w[0], 1))
+				y, err := tp.Conv(x, w, b, c.o)
+				require.NoError(t, err)
+				require.NoError(t, tp.Backward(y, randn(rng, len(y.Data), 1)))
+				return [][]float32{y.Data, x.Grad, w.Grad, b.Grad}
+			}
+			one := append([]int{1}, c.x[1:]...)
+			for _, x0 := range [][]int{c.x, one} {
+				want := grads(1, x0)
+				for _, workers := range []int{2, 5} {
+					got := grads(workers, x0)
+					for k := range want {
+						for i := range want[k] {
+							require.InDelta(t, want[k][i], got[k][i], 1e-4, "workers %d, batch %d: tensor %d element %d", workers, x0[0], k, i)
+						}
+					}
+				}
+			}
+		})
+	}
+}
