@@ -80,6 +80,12 @@ func newConvGeom(x, w *Var, o ConvOpts) (convGeom, error) {
 // pass rather than kept: for an EDSR layer on 16 patches of 48² it would be
 // 85 MB.
 func (t *Tape) Conv(x, w, b *Var, o ConvOpts) (*Var, error) {
+	if err := checkVars("Conv", x, w); err != nil {
+		return nil, err
+	}
+	if err := checkOptional("Conv", b); err != nil {
+		return nil, err
+	}
 	o = o.norm()
 	g, err := newConvGeom(x, w, o)
 	if err != nil {

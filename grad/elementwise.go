@@ -89,6 +89,9 @@ func (t *Tape) Sub(a, b *Var) (*Var, error) { return t.binary("Sub", a, b) }
 func (t *Tape) Mul(a, b *Var) (*Var, error) { return t.binary("Mul", a, b) }
 
 func (t *Tape) binary(op string, a, b *Var) (*Var, error) {
+	if err := checkVars(op, a, b); err != nil {
+		return nil, err
+	}
 	bc, err := newBroadcast(op, a.Shape, b.Shape)
 	if err != nil {
 		return nil, err
@@ -211,6 +214,9 @@ func step(b bool) float32 {
 // does (the usual [C,1,1] per-channel slope). Gradients flow to x and to
 // the slope.
 func (t *Tape) PRelu(x, slope *Var) (*Var, error) {
+	if err := checkVars("PRelu", x, slope); err != nil {
+		return nil, err
+	}
 	bc, err := newBroadcast("PRelu", x.Shape, slope.Shape)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,9 @@ import (
 // [B, heads, N, d]·[B, heads, d, N] or a token projection [B, N, C]·[C, D].
 // Backward: dA = dY·Bᵀ, dB = Aᵀ·dY, summed over broadcast batch axes.
 func (t *Tape) MatMul(a, b *Var) (*Var, error) {
+	if err := checkVars("MatMul", a, b); err != nil {
+		return nil, err
+	}
 	ra, rb := len(a.Shape), len(b.Shape)
 	if ra < 2 || rb < 2 {
 		return nil, fmt.Errorf("grad: MatMul of %v and %v: rank-1 operands are not supported", a.Shape, b.Shape)
@@ -58,6 +61,9 @@ func (t *Tape) MatMul(a, b *Var) (*Var, error) {
 // Softmax is ONNX Softmax (opset 13) along one axis:
 // y = e^(x−max) / Σ e^(x−max). Backward: dx = y·(dy − Σ dy·y).
 func (t *Tape) Softmax(x *Var, axis int) (*Var, error) {
+	if err := checkVars("Softmax", x); err != nil {
+		return nil, err
+	}
 	ax, err := normAxis("Softmax", axis, len(x.Shape))
 	if err != nil {
 		return nil, err
@@ -112,6 +118,12 @@ func (t *Tape) Softmax(x *Var, axis int) (*Var, error) {
 // then scaled and shifted by scale and bias (bias may be nil), both of the
 // normalised shape. Statistics are accumulated in float64.
 func (t *Tape) LayerNorm(x, scale, bias *Var, axis int, eps float32) (*Var, error) {
+	if err := checkVars("LayerNormalization", x, scale); err != nil {
+		return nil, err
+	}
+	if err := checkOptional("LayerNormalization", bias); err != nil {
+		return nil, err
+	}
 	ax, err := normAxis("LayerNormalization", axis, len(x.Shape))
 	if err != nil {
 		return nil, err
@@ -196,6 +208,9 @@ func (t *Tape) LayerNorm(x, scale, bias *Var, axis int, eps float32) (*Var, erro
 // Var: the usual distillation loss between a quantized network's output and
 // the float one's. Accumulated in float64.
 func (t *Tape) MSE(a, b *Var) (*Var, error) {
+	if err := checkVars("MSE", a, b); err != nil {
+		return nil, err
+	}
 	if !slices.Equal(a.Shape, b.Shape) {
 		return nil, fmt.Errorf("grad: MSE of %v and %v", a.Shape, b.Shape)
 	}

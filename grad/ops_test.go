@@ -214,6 +214,12 @@ func TestShapeErrors(t *testing.T) {
 		"FakeQuantRange":    func() error { _, err := tp.FakeQuantRange(v(2, 3), v(1), v(1), 0, 15); return err },
 		"SoftRound":         func() error { _, err := tp.SoftRound(v(2, 3), v(2, 3), []float32{1, 1, 1}, -7, 7); return err },
 		"Backward constant": func() error { c, _ := tp.Const([]int{1}, []float32{1}); return tp.Backward(c, nil) },
+		"short Data":        func() error { _, err := tp.Softmax(&Var{Shape: []int{2, 3}, Data: make([]float32, 5)}, 1); return err },
+		"nil input":         func() error { _, err := tp.Concat(0, v(2), nil); return err },
+		"short bias": func() error {
+			_, err := tp.Conv(v(1, 1, 4, 4), v(2, 1, 3, 3), &Var{Shape: []int{2}}, ConvOpts{})
+			return err
+		},
 	} {
 		assert.Error(t, f(), name)
 	}

@@ -9,6 +9,9 @@ import (
 // GlobalAveragePool is the mean over the spatial axes of an NCHW tensor,
 // output [N, C, 1, 1] (the squeeze of channel attention in RCAN).
 func (t *Tape) GlobalAveragePool(x *Var) (*Var, error) {
+	if err := checkVars("GlobalAveragePool", x); err != nil {
+		return nil, err
+	}
 	if len(x.Shape) != 4 {
 		return nil, fmt.Errorf("grad: GlobalAveragePool of %v, want NCHW", x.Shape)
 	}
@@ -19,6 +22,9 @@ func (t *Tape) GlobalAveragePool(x *Var) (*Var, error) {
 // empty: all axes), keeping the reduced axes as 1 when keepdims. Sums are
 // accumulated in float64.
 func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
+	if err := checkVars("ReduceMean", x); err != nil {
+		return nil, err
+	}
 	r := len(x.Shape)
 	red := make([]bool, r)
 	if len(axes) == 0 {
@@ -90,6 +96,9 @@ type PoolOpts struct {
 // to the first maximal element of each window, as PyTorch and ORT's
 // training kernels route it.
 func (t *Tape) MaxPool(x *Var, o PoolOpts) (*Var, error) {
+	if err := checkVars("MaxPool", x); err != nil {
+		return nil, err
+	}
 	if len(x.Shape) != 4 {
 		return nil, fmt.Errorf("grad: MaxPool of %v, want NCHW", x.Shape)
 	}

@@ -39,6 +39,9 @@ func codeOf(x, s float32) (u, r float64) {
 // inside the grid, 0 outside; s as in the package's STE rule. LSQ's
 // gradient scale 1/√(N·qmax) is left to the optimizer.
 func (t *Tape) FakeQuantStep(x, step *Var, zp, qmin, qmax int32, axis int) (*Var, error) {
+	if err := checkVars("FakeQuantStep", x, step); err != nil {
+		return nil, err
+	}
 	if qmin >= qmax || zp < qmin || zp > qmax {
 		return nil, fmt.Errorf("grad: FakeQuantStep grid [%d, %d] with zero point %d", qmin, qmax, zp)
 	}
@@ -110,6 +113,9 @@ func (t *Tape) FakeQuantStep(x, step *Var, zp, qmin, qmax int32, axis int) (*Var
 // and ds/dlo = −1/(qmax − qmin), ds/dhi = 1/(qmax − qmin). A bound on the
 // wrong side of 0 (which Affine moves to 0) gets no gradient.
 func (t *Tape) FakeQuantRange(x, lo, hi *Var, qmin, qmax int32) (*Var, error) {
+	if err := checkVars("FakeQuantRange", x, lo, hi); err != nil {
+		return nil, err
+	}
 	if len(lo.Data) != 1 || len(hi.Data) != 1 {
 		return nil, fmt.Errorf("grad: FakeQuantRange wants one-value bounds, got %v and %v", lo.Shape, hi.Shape)
 	}
@@ -188,6 +194,9 @@ func (t *Tape) FakeQuantRange(x, lo, hi *Var, qmin, qmax int32) (*Var, error) {
 // ds/dbp = ([bp < hi] + [bp < −lo])/(n − 1). x gets 1 on the grids and 0
 // beyond the outermost levels.
 func (t *Tape) FakeQuantDual(x, bp *Var, spec qdq.DualSpec) (*Var, error) {
+	if err := checkVars("FakeQuantDual", x, bp); err != nil {
+		return nil, err
+	}
 	if len(bp.Data) != 1 {
 		return nil, fmt.Errorf("grad: FakeQuantDual wants a one-value breakpoint, got %v", bp.Shape)
 	}
@@ -294,6 +303,9 @@ func rectSigmoid(v float32) (h, dh float64) {
 // only: s·dh/dV where the clamp does not bind. floor(w/s) uses the float32
 // quotient, as the deployed quantizer does.
 func (t *Tape) SoftRound(w, v *Var, scale []float32, qmin, qmax int32) (*Var, error) {
+	if err := checkVars("SoftRound", w, v); err != nil {
+		return nil, err
+	}
 	inner, err := softRoundCheck(w, v, scale, qmin, qmax)
 	if err != nil {
 		return nil, err
@@ -349,6 +361,9 @@ func softRoundCheck(w, v *Var, scale []float32, qmin, qmax int32) (inner int, er
 // h(V) >= 1/2, clamped, times s. It is what SoftRound tends to as the
 // regulariser drives h to 0 or 1.
 func HardRound(w, v *Var, scale []float32, qmin, qmax int32) ([]float32, error) {
+	if err := checkVars("HardRound", w, v); err != nil {
+		return nil, err
+	}
 	inner, err := softRoundCheck(w, v, scale, qmin, qmax)
 	if err != nil {
 		return nil, err
@@ -369,6 +384,9 @@ func HardRound(w, v *Var, scale []float32, qmin, qmax int32) ([]float32, error) 
 // RoundingReg is AdaRound's regulariser Σ 1 − |2h(V) − 1|^β, a scalar that
 // pushes every h(V) to 0 or 1 (β is annealed from large to small).
 func (t *Tape) RoundingReg(v *Var, beta float32) (*Var, error) {
+	if err := checkVars("RoundingReg", v); err != nil {
+		return nil, err
+	}
 	if !(beta > 0) {
 		return nil, fmt.Errorf("grad: RoundingReg beta %g must be positive", beta)
 	}

@@ -61,6 +61,9 @@ func outerInner(shape []int, axis int) (outer, inner int) {
 // Concat joins xs along axis (ONNX Concat); the backward pass hands each
 // input its slice of the gradient.
 func (t *Tape) Concat(axis int, xs ...*Var) (*Var, error) {
+	if err := checkVars("Concat", xs...); err != nil {
+		return nil, err
+	}
 	if len(xs) == 0 {
 		return nil, fmt.Errorf("grad: Concat of nothing")
 	}
@@ -121,6 +124,9 @@ func (t *Tape) Concat(axis int, xs ...*Var) (*Var, error) {
 // its split input); the backward pass writes each piece's gradient back
 // into its slice.
 func (t *Tape) Split(x *Var, axis int, sizes ...int) ([]*Var, error) {
+	if err := checkVars("Split", x); err != nil {
+		return nil, err
+	}
 	ax, err := normAxis("Split", axis, len(x.Shape))
 	if err != nil {
 		return nil, err
@@ -172,6 +178,9 @@ func (t *Tape) Split(x *Var, axis int, sizes ...int) ([]*Var, error) {
 // SR heads) in mode "DCR" (ONNX's default) or "CRD" (PyTorch's
 // PixelShuffle export).
 func (t *Tape) DepthToSpace(x *Var, block int, mode string) (*Var, error) {
+	if err := checkVars("DepthToSpace", x); err != nil {
+		return nil, err
+	}
 	if len(x.Shape) != 4 || block < 1 || x.Shape[1]%(block*block) != 0 {
 		return nil, fmt.Errorf("grad: DepthToSpace of %v with block %d", x.Shape, block)
 	}
@@ -218,6 +227,9 @@ type PadOpts struct {
 // Pad is ONNX Pad. In reflect and edge modes one input pixel feeds several
 // output pixels and the backward pass sums their gradients.
 func (t *Tape) Pad(x *Var, o PadOpts) (*Var, error) {
+	if err := checkVars("Pad", x); err != nil {
+		return nil, err
+	}
 	r := len(x.Shape)
 	if len(o.Pads) != 2*r {
 		return nil, fmt.Errorf("grad: Pad of rank %d wants %d pads, got %v", r, 2*r, o.Pads)
@@ -328,6 +340,9 @@ type ResizeOpts struct {
 // Resize is nearest-neighbour ONNX Resize of an NCHW tensor; an input pixel
 // copied to several outputs gets the sum of their gradients.
 func (t *Tape) Resize(x *Var, o ResizeOpts) (*Var, error) {
+	if err := checkVars("Resize", x); err != nil {
+		return nil, err
+	}
 	if len(x.Shape) != 4 || o.Height < 1 || o.Width < 1 {
 		return nil, fmt.Errorf("grad: nearest Resize of %v to %dx%d", x.Shape, o.Height, o.Width)
 	}

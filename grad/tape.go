@@ -184,3 +184,33 @@ func parallel(n, workers int, f func(w, lo, hi int)) {
 	}
 	wg.Wait()
 }
+
+// checkVars reports a nil Var, or one whose Data does not fill its Shape,
+// among an op's inputs: ops index Data by Shape, and a Var built by hand
+// (its fields are exported) could otherwise make them panic.
+func checkVars(op string, vs ...*Var) error {
+	for i, v := range vs {
+		if v == nil {
+			return fmt.Errorf("grad: %s input %d is nil", op, i)
+		}
+		if err := checkOptional(op, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOptional is checkVars for an input that may be nil (a bias).
+func checkOptional(op string, v *Var) error {
+	if v == nil {
+		return nil
+	}
+	n, err := numel(v.Shape)
+	if err != nil {
+		return fmt.Errorf("grad: %s: %w", op, err)
+	}
+	if n != len(v.Data) {
+		return fmt.Errorf("grad: %s input of shape %v holds %d values, not %d", op, v.Shape, len(v.Data), n)
+	}
+	return nil
+}
