@@ -84,15 +84,25 @@ func at(m []int32, i int) int {
 
 // Add, Sub and Mul are the ONNX element-wise ops with numpy broadcasting
 // (a per-channel [C,1,1] scale, a [1,C,1,1] bias).
-func (t *Tape) Add(a, b *Var) (*Var, error) { return t.binary("Add", a, b) }
-func (t *Tape) Sub(a, b *Var) (*Var, error) { return t.binary("Sub", a, b) }
-func (t *Tape) Mul(a, b *Var) (*Var, error) { return t.binary("Mul", a, b) }
+func (t *Tape) Add(a, b *Var) (*Var, error) { return t.binary(opAdd, a, b) }
+func (t *Tape) Sub(a, b *Var) (*Var, error) { return t.binary(opSub, a, b) }
+func (t *Tape) Mul(a, b *Var) (*Var, error) { return t.binary(opMul, a, b) }
 
-func (t *Tape) binary(op string, a, b *Var) (*Var, error) {
-	if err := checkVars(op, a, b); err != nil {
+type binOp int
+
+const (
+	opAdd binOp = iota
+	opSub
+	opMul
+)
+
+func (op binOp) String() string { return [...]string{"Add", "Sub", "Mul"}[op] }
+
+func (t *Tape) binary(op binOp, a, b *Var) (*Var, error) {
+	if err := checkVars(op.String(), a, b); err != nil {
 		return nil, err
 	}
-	bc, err := newBroadcast(op, a.Shape, b.Shape)
+	bc, err := newBroadcast(op.String(), a.Shape, b.Shape)
 	if err != nil {
 		return nil, err
 	}
@@ -100,9 +110,9 @@ func (t *Tape) binary(op string, a, b *Var) (*Var, error) {
 	for i := range y.Data {
 		av, bv := a.Data[at(bc.ia, i)], b.Data[at(bc.ib, i)]
 		switch op {
-		case "Add":
+		case opAdd:
 			y.Data[i] = av + bv
-		case "Sub":
+		case opSub:
 			y.Data[i] = av - bv
 		default:
 			y.Data[i] = av * bv
@@ -125,14 +135,14 @@ func (t *Tape) binary(op string, a, b *Var) (*Var, error) {
 		for i, g := range y.Grad {
 			ja, jb := at(bc.ia, i), at(bc.ib, i)
 			switch op {
-			case "Add":
+			case opAdd:
 				if da != nil {
 					da[ja] += g
 				}
 				if db != nil {
 					db[jb] += g
 				}
-			case "Sub":
+			case opSub:
 				if da != nil {
 					da[ja] += g
 				}
