@@ -65,13 +65,14 @@
 // kernel runs at 3.2–5.3 GFLOP/s, and even the scalar peak of two cores
 // (2 × 3 GHz × 4 flops a cycle, 24 GFLOP/s, which no Go loop reaches)
 // would take 225 ms, against ORT's 80 ms on one thread. (Go 1.26's
-// experimental simd package is the only route to vector code in Go; not
-// tried.) Two findings for that work: write dW as per-tap Gemms (a Slice
-// of the padded, N↔C-swapped input, then Gemm with transB against dY
-// reshaped to [M, N·P]), not as the swapped Conv, which is 2–3.5× slower
-// in ORT (presumably its im2col GEMM has only 9 output columns, the 3×3
-// result; not profiled); and on this loaded machine one ORT thread beat
-// two, so the thread count is worth measuring where the tuner runs.
+// simd/archsimd, behind GOEXPERIMENT=simd, is the only route to vector
+// code in Go; not tried.) Two findings for that work: write dW as per-tap
+// Gemms (a Slice of the padded, N↔C-swapped input, then Gemm with transB
+// against dY reshaped to [M, N·P]), not as the swapped Conv, which is
+// 2–3.5× slower in ORT (presumably its im2col GEMM has only 9 output
+// columns, the 3×3 result; not profiled); and on this loaded machine one
+// ORT thread beat two, so the thread count is worth measuring where the
+// tuner runs.
 //
 // This package stays the reference: every op's backward is checked
 // against central differences and every forward against ORT here, and the
