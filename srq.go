@@ -110,6 +110,12 @@ type QuantizeOptions struct {
 	// *kernelcheck.Error. DefaultKernelCheck is what the CLI uses.
 	KernelCheck int
 
+	// KeepBest writes the best model accuracy control measured even when
+	// none meets Config.MaxDrop (or MaxDropVsFP32); Quantize still returns
+	// the *quant.DropNotMetError, with the result. Off, nothing is written
+	// then.
+	KeepBest bool
+
 	// simulateDefect, set by tests only, edits every model the kernel
 	// check runs on so that its fused and unfused forms differ where a
 	// real defect would: a stand-in for a runtime that computes some
@@ -187,9 +193,23 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 		return nil, err
 	}
 	res, err := quant.Quantize(ctx, m, data, o.Model, o.Images, o.Config, quant.Events{Log: o.Log, Progress: progress.Func(o.Progress)})
+	var notMet *quant.DropNotMetError
+	if errors.As(err, &notMet) && o.KeepBest && res != nil {
+		out, werr := writeQuantized(ctx, o, data, res)
+		if werr != nil {
+			return nil, werr
+		}
+		return out, err
+	}
 	if err != nil {
 		return nil, err
 	}
+	return writeQuantized(ctx, o, data, res)
+}
+
+// writeQuantized checks the kernels of res's model, writes it to o.Out
+// (if set), reloads it in ORT and runs the speed check.
+func writeQuantized(ctx context.Context, o QuantizeOptions, data []byte, res *quant.Result) (*QuantizeResult, error) {
 	out := &QuantizeResult{Result: res, CPU: verify.HostCPU()}
 	if o.KernelCheck > 0 {
 		if err := checkKernels(ctx, o, out); err != nil {

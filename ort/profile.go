@@ -15,6 +15,10 @@ type NodeTime struct {
 	Op      string  `json:"op"`
 	Calls   int     `json:"calls"`
 	TotalUS float64 `json:"total_us"`
+	// MedianUS is the median time of one call: on a shared machine a
+	// node's total is dominated by the runs another job interrupted, its
+	// median much less so.
+	MedianUS float64 `json:"median_us"`
 }
 
 // profileEvent is one entry of ORT's profile (Chrome trace format).
@@ -40,6 +44,7 @@ func ParseProfile(path string) ([]NodeTime, error) {
 		return nil, fmt.Errorf("ORT profile %s: %w", path, err)
 	}
 	byNode := map[string]*NodeTime{}
+	durs := map[string][]float64{}
 	for _, e := range events {
 		if e.Cat != "Node" || !strings.HasSuffix(e.Name, "_kernel_time") {
 			continue
@@ -52,9 +57,16 @@ func ParseProfile(path string) ([]NodeTime, error) {
 		}
 		nt.Calls++
 		nt.TotalUS += e.Dur
+		durs[name] = append(durs[name], e.Dur)
 	}
 	out := make([]NodeTime, 0, len(byNode))
-	for _, nt := range byNode {
+	for name, nt := range byNode {
+		d := durs[name]
+		sort.Float64s(d)
+		nt.MedianUS = d[len(d)/2]
+		if len(d)%2 == 0 {
+			nt.MedianUS = (d[len(d)/2-1] + d[len(d)/2]) / 2
+		}
 		out = append(out, *nt)
 	}
 	sort.Slice(out, func(i, j int) bool {
