@@ -118,6 +118,15 @@ func (a *analysis) groups() []*group {
 		}
 	}
 	for _, n := range computes {
+		if !slices.ContainsFunc(n.Outputs, func(v string) bool { return v != "" && graph.IsFloat(a.types[v]) }) {
+			// Shape arithmetic (a Shape of an activation) is no float
+			// operator: groups that read it take it as support, computed
+			// from the activation fed as it is. Joined to the group of
+			// the float operator it reads, the support of another group
+			// would read a value only that group's renamed copy writes
+			// (a float pixel shuffle's Shape → Slice in EDSR's tail).
+			continue
+		}
 		for _, in := range n.Inputs {
 			if in == "" || !graph.IsFloat(a.types[in]) {
 				continue
@@ -176,6 +185,16 @@ func (a *analysis) complete(gr *group) {
 			return
 		}
 		p := g.Producer(v)
+		if p != nil && !member && gr.members[p] && graph.IsFloat(a.types[v]) {
+			// Support reads a member's float output (the Shape of a
+			// float Conv's output): support nodes are not renamed, so
+			// it is fed from the full model's run like any activation.
+			if !seenSup[v] {
+				seenSup[v] = true
+				gr.supportInputs = append(gr.supportInputs, v)
+			}
+			return
+		}
 		if p != nil && (gr.members[p] || support[p]) {
 			return
 		}

@@ -453,6 +453,9 @@ func accuracyControl(ctx context.Context, pr *prepared, pl *passes.Plan, cal *ca
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := w.sizes(ctx, cal); err != nil {
+		return nil, nil, err
+	}
 	key, err := latencyKey(data, cfg, cal.set)
 	if err != nil {
 		return nil, nil, err
@@ -462,7 +465,7 @@ func accuracyControl(ctx context.Context, pr *prepared, pl *passes.Plan, cal *ca
 		w.lat, ok = loadLatency(cfg.LatencyCache, key)
 	}
 	if !ok {
-		ev.log(fmt.Sprintf("max-drop: timing every Conv's kernels in ORT's profiler (%dx%d LR, %d runs of 4 models)", latencySize, latencySize, latencyRuns))
+		ev.log(fmt.Sprintf("max-drop: timing every Conv's kernels in ORT's profiler (%dx%d LR, %d runs of 5 models)", latencySize, latencySize, latencyRuns))
 		if w.lat, err = measureLatency(ctx, w, cal, in); err != nil {
 			return nil, nil, fmt.Errorf("latency: %w", err)
 		}
@@ -574,7 +577,7 @@ func (a *accuracyRun) noiseAt(k int) float64 {
 
 func (a *accuracyRun) timeAt(k int) float64 {
 	if k == 0 {
-		return a.w.lat.Base
+		return a.w.lat.estimate(a.w, a.w.start)
 	}
 	return a.order[k-1].timeMS
 }
@@ -639,7 +642,7 @@ func (a *accuracyRun) why() string {
 func (a *accuracyRun) record(chosen int) *Accuracy {
 	lat := a.w.lat
 	acc := &Accuracy{MaxDrop: a.cfg.MaxDrop, MaxDropVsFP32: a.cfg.MaxDropVsFP32, Candidates: len(a.order), Steps: a.steps,
-		Latency: AccuracyLatency{Size: lat.Size, Runs: lat.Runs, Threads: a.cfg.Threads, FP32MS: round4(lat.FP32), BaseMS: round4(lat.Base),
+		Latency: AccuracyLatency{Size: lat.Size, Runs: lat.Runs, Threads: a.cfg.Threads, FP32MS: round4(lat.FP32), BaseMS: round4(a.timeAt(0)),
 			CPU: verify.HostCPU().String(), ORT: ort.Version(), Cached: lat.Cached}}
 	for _, im := range a.val.ims {
 		acc.Validation = append(acc.Validation, im.name)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
@@ -18,19 +19,31 @@ import (
 )
 
 // Latency of the rungs. Accuracy control ranks widenings by accuracy per
-// millisecond, and the milliseconds are measured, not modelled: ORT's
-// profiler times every kernel of four models on one LR input (median of
-// latencyRuns calls per node, which a run interrupted by another job does
-// not move): the float graph (each Conv's float kernel), the base
-// quantized model (each Conv at its own rung), the model with every
-// low-bit Conv at its 8-bit carrier, and the model with every value that
-// can be read in two parts so read (each reader's doubled int8 kernel and
-// the value's extra Sub, Mul, Concat, Q and DQ). A model's latency is
-// predicted from the base model's by adding, per Conv, its kernel time at
-// its rung minus at its base rung. What the table leaves out — the DQ/Q
-// pair and layout reorders around a float Conv between int8 ones — the
-// measured speed of the written model shows (srq quantize's speed check,
-// srq verify).
+// millisecond, and the milliseconds are measured on this machine, on one
+// LR input, for five models: the float graph (its Conv kernels in ORT's
+// profiler are the float rung, its wall time the FP32 latency), the base
+// quantized model (each Conv at its own rung; its wall time, alternated
+// with the FP32 model's, is where every prediction starts), the model
+// with every low-bit Conv at its 8-bit carrier, the model with every
+// value that can be read in two parts so read (the readers' doubled int8
+// kernels, and the extra Sub, Mul, Concat, Q and DQ per element of the
+// value), and the model with every Conv float between int8 neighbours
+// (timed against the base model: what the DequantizeLinear and
+// QuantizeLinear around a float Conv cost per element, beyond its
+// kernel).
+//
+// Each rung's kernel time is measured per multiply-accumulate over all the
+// Convs at that rung at once, and a Conv's time at a rung is its MACs
+// times that rate. One Conv's own kernel time is not repeatable on a
+// machine other jobs share: in four runs of IMDN's 44 Convs the same
+// 64-channel 3x3 Conv measured 1.2 ms in one profile and 6.9 ms in the
+// next, and two-part kernels came out faster than plain ones; the sum
+// over all Convs of a rung moved by a few percent. A model's latency is
+// predicted as the base model's plus, per widened Conv, its MACs times
+// the difference of the rates, plus the conversions of float Convs whose
+// neighbours are int8 and the two-part encodings' extra ops. Layout
+// reorders around float islands are in the conversions' rate on average
+// only; the speed check of the written model and srq verify measure it.
 //
 // Timings on a shared machine are not repeatable, and a ranking that
 // moved with them would make two runs write different models. So the
@@ -41,75 +54,74 @@ import (
 // TensorRT keeps its timing cache.
 
 const (
-	// latencySize is the LR side of the profiled input: the calibration
-	// patch size, where the Convs rather than per-run overheads decide.
-	latencySize = 64
+	// latencySize is the LR side of the profiled input: srq quantize's
+	// speed check's, where the Convs rather than per-run overheads decide.
+	latencySize = 96
 	// latencyRuns is the number of profiled runs of each model (the first
-	// warms up; medians per node leave it out).
+	// warms up; the per-node means leave it out).
 	latencyRuns = 5
 	// latencyVersion changes when the table's meaning does, so that old
 	// cache entries are not read.
-	latencyVersion = "srq-latency-v1"
+	latencyVersion = "srq-latency-v3"
 )
 
-// latencyTable is the measured latency of every rung, in milliseconds
-// per run (per-node medians of ORT's profile).
+// latencyTable is the measured latency of the rungs. Times are in
+// milliseconds per run on a latencySize input; MACs and elements are
+// counted on a calibration patch (the ratio of the two is the same for
+// every Conv).
 type latencyTable struct {
 	Size int     `json:"size"`
 	Runs int     `json:"runs"`
-	FP32 float64 `json:"fp32_ms"` // the float graph, every node
-	Base float64 `json:"base_ms"` // the base quantized model, every node
-	// Convs holds, per rung (form name), each Conv's kernel time there.
-	Convs map[string]map[string]float64 `json:"convs"`
-	// Split holds, per value, the time of the extra ops that read it in
-	// two parts.
-	Split map[string]float64 `json:"split"`
-	// Other holds, per node other than a Conv that runs in both the float
-	// graph and the base model, its float time minus its int8 time: what
-	// making a block float adds beyond its Convs.
-	Other map[string]float64 `json:"other"`
+	FP32 float64 `json:"fp32_ms"` // the float graph's wall time per run
+	Base float64 `json:"base_ms"` // the base quantized model's
+	// PerMAC holds, per rung (form name), the kernel time of a Conv at
+	// that rung per multiply-accumulate.
+	PerMAC map[string]float64 `json:"per_mac_ms"`
+	// Split is the time of a two-part encoding's extra ops per element of
+	// the value; Convert that of a DequantizeLinear or QuantizeLinear
+	// between a float Conv and int8 neighbours, per element.
+	Split   float64 `json:"split_per_element_ms"`
+	Convert float64 `json:"convert_per_element_ms"`
 	// Cached says the table was read from Config.LatencyCache.
 	Cached bool `json:"-"`
 }
 
-func (t *latencyTable) conv(f form, c string) (float64, bool) {
-	v, ok := t.Convs[f.String()][c]
-	return v, ok
-}
-
-// estimate predicts the latency of the model in state s.
+// estimate predicts the wall time per run of the model in state s.
 func (t *latencyTable) estimate(w *widener, s widenState) float64 {
 	ms := t.Base
 	for _, u := range w.units {
 		f, f0 := s.form[u.conv], w.start.form[u.conv]
-		if f == f0 {
-			continue
+		if f != f0 {
+			ms += w.macs[u.conv] * (t.PerMAC[f.String()] - t.PerMAC[f0.String()])
 		}
-		a, ok1 := t.conv(f, u.conv)
-		b, ok2 := t.conv(f0, u.conv)
-		if ok1 && ok2 {
-			ms += a - b
+		if f == formFloat {
+			ms += t.Convert * w.conversions(s, u)
 		}
 	}
 	for _, v := range sortedKeys(s.split) {
 		if !w.start.split[v] {
-			ms += t.Split[v]
-		}
-	}
-	for _, n := range sortedKeys(s.float) {
-		if _, conv := w.byConv[n]; !conv {
-			ms += t.Other[n]
+			ms += t.Split * w.elems[v]
 		}
 	}
 	return ms
 }
 
-// measureLatency profiles the four models (see above) on input in.
-func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.Tensor) (*latencyTable, error) {
-	t := &latencyTable{Size: latencySize, Runs: latencyRuns, Convs: map[string]map[string]float64{}, Split: map[string]float64{}, Other: map[string]float64{}}
-	for _, f := range formNames {
-		t.Convs[f] = map[string]float64{}
+// conversions counts the elements a float Conv u converts in s: its input
+// unless the value is float, its output unless that is.
+func (w *widener) conversions(s widenState, u *unit) float64 {
+	var n float64
+	if !w.interior(s, u.in) {
+		n += w.elems[u.in]
 	}
+	if !w.interior(s, u.out) {
+		n += w.elems[u.out]
+	}
+	return n
+}
+
+// measureLatency profiles the five models (see above) on input in.
+func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.Tensor) (*latencyTable, error) {
+	t := &latencyTable{Size: latencySize, Runs: latencyRuns, PerMAC: map[string]float64{}}
 	fm, err := w.float.ToModel()
 	if err != nil {
 		return nil, err
@@ -118,8 +130,7 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 	if err != nil {
 		return nil, err
 	}
-	var fpOther map[string]float64
-	t.FP32, fpOther = w.attribute(fp, formFloat, t)
+	w.rate(fp.nodes, t, formFloat, func(*unit) bool { return true })
 	b, err := w.build(ctx, w.start, cal)
 	if err != nil {
 		return nil, err
@@ -128,21 +139,23 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 	if err != nil {
 		return nil, err
 	}
-	var baseOther map[string]float64
-	t.Base, baseOther = w.attribute(bp, -1, t)
-	for n, ms := range baseOther {
-		if f, ok := fpOther[n]; ok {
-			t.Other[n] = f - ms
-		}
+	// Wall times from alternated runs, so that a change in the machine's
+	// load between two profiles does not become a speed-up.
+	lf, lb, err := timePair(ctx, fm, b.model, in, w.cfg.Threads)
+	if err != nil {
+		return nil, err
+	}
+	t.FP32, t.Base = lf, lb
+	for _, f := range []form{formOwn, formCarrier, formTwoPart} {
+		w.rate(bp.nodes, t, f, func(u *unit) bool { return w.start.form[u.conv] == f })
 	}
 	wide := w.start.clone()
-	own := false
 	for c, f := range wide.form {
 		if f == formOwn {
-			wide.form[c], own = formCarrier, true
+			wide.form[c] = formCarrier
 		}
 	}
-	if own {
+	if _, ok := t.PerMAC[formOwn.String()]; ok {
 		m, err := w.build(ctx, wide, cal)
 		if err != nil {
 			return nil, err
@@ -151,7 +164,7 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 		if err != nil {
 			return nil, err
 		}
-		w.attribute(p, formCarrier, t)
+		w.rate(p.nodes, t, formCarrier, func(u *unit) bool { return w.start.form[u.conv] == formOwn })
 	}
 	if len(w.values) > 0 {
 		two := wide.clone()
@@ -166,86 +179,105 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 		if err != nil {
 			return nil, err
 		}
-		w.attribute(p, formTwoPart, t)
+		w.rate(p.nodes, t, formTwoPart, func(u *unit) bool { return w.start.form[u.conv] != formTwoPart && two.form[u.conv] == formTwoPart })
+		var ms, n float64
+		for _, nt := range p.nodes {
+			if v := w.splitOwner(nt.Node); v != "" {
+				ms += nt.SteadyUS / 1000
+			}
+		}
+		for _, sv := range w.values {
+			n += w.elems[sv.v]
+		}
+		if n > 0 {
+			t.Split = ms / n
+		}
 	}
-	t.fill(w)
+	floats := w.start.clone()
+	for _, u := range w.units {
+		floats = w.apply(floats, widening{to: formFloat, conv: u.conv})
+	}
+	fl, err := w.build(ctx, floats, cal)
+	if err != nil {
+		return nil, err
+	}
+	lb, lfl, err := timePair(ctx, b.model, fl.model, in, w.cfg.Threads)
+	if err != nil {
+		return nil, err
+	}
+	var n float64
+	for _, u := range w.units {
+		n += w.conversions(floats, u)
+	}
+	if n > 0 {
+		t.Convert = max(t.Base*lfl/lb-t.estimate(w, floats), 0) / n
+	}
 	return t, nil
 }
 
-// fill gives a Conv whose kernel the profile of a rung did not show (ORT
-// named it in a way attribute does not know) that rung's time scaled from
-// its base rung by the median ratio of the Convs it did show: a gap must
-// not make a rung look free.
-func (t *latencyTable) fill(w *widener) {
-	for _, f := range formNames {
-		var ratios []float64
-		for _, u := range w.units {
-			b, ok1 := t.Convs[w.start.form[u.conv].String()][u.conv]
-			v, ok2 := t.Convs[f][u.conv]
-			if ok1 && ok2 && b > 0 {
-				ratios = append(ratios, v/b)
-			}
+// timePair times models a and b on in, alternating (verify.LatencyPair),
+// and returns their median wall times in milliseconds.
+func timePair(ctx context.Context, a, b *onnx.ModelProto, in *ort.Tensor, threads int) (float64, float64, error) {
+	var ss [2]*ort.Session
+	for i, m := range []*onnx.ModelProto{a, b} {
+		data, err := onnx.Marshal(m)
+		if err != nil {
+			return 0, 0, err
 		}
-		if len(ratios) == 0 {
-			continue
+		if ss[i], err = ort.NewSession(data, "timed model", ort.Options{Threads: threads}); err != nil {
+			return 0, 0, err
 		}
-		slices.Sort(ratios)
-		r := ratios[len(ratios)/2]
-		for _, u := range w.units {
-			b, ok1 := t.Convs[w.start.form[u.conv].String()][u.conv]
-			if _, ok2 := t.Convs[f][u.conv]; ok1 && !ok2 {
-				t.Convs[f][u.conv] = b * r
-			}
-		}
+		defer ss[i].Close()
 	}
+	la, lb, err := verify.LatencyPair(ctx, ss[0], ss[1], in, latencyRuns)
+	if err != nil {
+		return 0, 0, err
+	}
+	return la.MedianMS, lb.MedianMS, nil
 }
 
-// attribute sums a profile and files each node's median time under the
-// Conv it runs (in t.Convs[f]; f < 0: each Conv's base rung), the value
-// whose two-part encoding it belongs to (t.Split, for f = formTwoPart),
-// or by name in the returned map. ORT names a fused int8 Conv
-// CONV_token_N and a channels-blocked float one after the value it writes
-// (that of the activation fused into it, if any) plus _nchwc.
-func (w *widener) attribute(nts []ort.NodeTime, f form, t *latencyTable) (float64, map[string]float64) {
-	owner := map[string]string{}
+// rate sets t.PerMAC[f] from a profile: the kernel time of the Convs keep
+// selects over their MACs. ORT names a fused int8 Conv CONV_token_N and a
+// channels-blocked float one after the value it writes (that of the
+// activation fused into it, if any) plus _nchwc; a Conv under neither
+// name is left out of both sums.
+func (w *widener) rate(nts []ort.NodeTime, t *latencyTable, f form, keep func(*unit) bool) {
+	owner := map[string]*unit{}
 	for _, u := range w.units {
-		owner[u.conv] = u.conv
+		if !keep(u) {
+			continue
+		}
+		owner[u.conv] = u
 		n := nodeNamed(w.float, u.conv)
 		if n == nil {
 			continue
 		}
 		out := n.Outputs[0]
-		owner[out+"_nchwc"] = u.conv
+		owner[out+"_nchwc"] = u
 		if cs := w.float.Consumers(out); len(cs) == 1 && len(cs[0].Outputs) > 0 {
-			owner[cs[0].Outputs[0]+"_nchwc"] = u.conv
+			owner[cs[0].Outputs[0]+"_nchwc"] = u
 		}
 	}
-	var total float64
-	other := map[string]float64{}
+	seen := map[string]bool{}
+	var ms, macs float64
 	for _, nt := range nts {
-		ms := nt.MedianUS / 1000
-		total += ms
 		name := nt.Node
 		if i := strings.LastIndex(name, "_token_"); i > 0 {
 			name = name[:i]
 		}
-		if c, ok := owner[name]; ok {
-			rung := f
-			if f < 0 {
-				rung = w.start.form[c]
-			}
-			t.Convs[rung.String()][c] += ms
+		u, ok := owner[name]
+		if !ok {
 			continue
 		}
-		if f == formTwoPart {
-			if v := w.splitOwner(nt.Node); v != "" {
-				t.Split[v] += ms
-				continue
-			}
+		ms += nt.SteadyUS / 1000
+		if !seen[u.conv] {
+			seen[u.conv] = true
+			macs += w.macs[u.conv]
 		}
-		other[nt.Node] += ms
 	}
-	return total, other
+	if macs > 0 {
+		t.PerMAC[f.String()] = ms / macs
+	}
 }
 
 // splitOwner is the value whose two-part encoding node name belongs to.
@@ -259,9 +291,53 @@ func (w *widener) splitOwner(name string) string {
 	return best
 }
 
+// sizes counts, on one calibration patch, every unit's MACs (output
+// elements × input channels per group × kernel taps) and the elements of
+// the values the latency model needs.
+func (w *widener) sizes(ctx context.Context, cal *calibration) error {
+	var values []string
+	for _, u := range w.units {
+		values = append(values, u.in, u.out, nodeNamed(w.float, u.conv).Outputs[0])
+	}
+	for _, sv := range w.values {
+		values = append(values, sv.v)
+	}
+	values = slices.Compact(slices.Sorted(slices.Values(values)))
+	dims, err := calib.Shapes(ctx, w.float, values, cal.batches, cal.shape, calib.CaptureOptions{Session: ort.Options{Threads: w.cfg.Threads}})
+	if err != nil {
+		return err
+	}
+	w.macs, w.elems = map[string]float64{}, map[string]float64{}
+	for v, d := range dims {
+		n := 1.0
+		for _, x := range d {
+			n *= float64(x)
+		}
+		w.elems[v] = n
+	}
+	for _, u := range w.units {
+		n := nodeNamed(w.float, u.conv)
+		wt, ok := w.float.Const(n.Inputs[1])
+		if !ok || len(wt.Dims) < 2 {
+			continue
+		}
+		per := 1.0
+		for _, d := range wt.Dims[1:] {
+			per *= float64(d)
+		}
+		w.macs[u.conv] = w.elems[n.Outputs[0]] * per
+	}
+	return nil
+}
+
+// profiled is a model's profile: every node's kernel time.
+type profiled struct {
+	nodes []ort.NodeTime
+}
+
 // profile runs model m latencyRuns times on in with ORT's profiler on and
 // returns the kernel time of every node.
-func profile(ctx context.Context, m *onnx.ModelProto, name string, in *ort.Tensor, threads int) ([]ort.NodeTime, error) {
+func profile(ctx context.Context, m *onnx.ModelProto, name string, in *ort.Tensor, threads int) (*profiled, error) {
 	data, err := onnx.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -288,7 +364,11 @@ func profile(ctx context.Context, m *onnx.ModelProto, name string, in *ort.Tenso
 	if err != nil || len(files) != 1 {
 		return nil, fmt.Errorf("profiling the %s: ORT wrote %d profiles", name, len(files))
 	}
-	return ort.ParseProfile(files[0])
+	nodes, err := ort.ParseProfile(files[0])
+	if err != nil {
+		return nil, err
+	}
+	return &profiled{nodes: nodes}, nil
 }
 
 // latencyKey identifies a latency table: the same FP32 model, setting,
@@ -319,7 +399,7 @@ func loadLatency(dir, key string) (*latencyTable, bool) {
 		return nil, false
 	}
 	var t latencyTable
-	if json.Unmarshal(b, &t) != nil || t.Convs == nil || t.Base <= 0 {
+	if json.Unmarshal(b, &t) != nil || t.PerMAC == nil || t.Base <= 0 || t.FP32 <= 0 {
 		return nil, false
 	}
 	t.Cached = true

@@ -57,6 +57,7 @@ type unit struct {
 	conv string
 	relu string // the Relu its output quantizer absorbs ("": none)
 	in   string // the value it reads
+	out  string // the value its output quantizer sits on (Plan.OutputOf)
 	src  string // the calibrated value its input quantizer is of
 	own  qdq.Quantizer
 	// eOwn: the setting's input quantizer and weights; eIn: only the input
@@ -138,6 +139,8 @@ type widener struct {
 	quant  map[string]bool // nodes the base plan quantizes, absorbed Relus included
 	start  widenState      // the base model's forms
 	lat    *latencyTable
+	macs   map[string]float64 // per unit, on a calibration patch
+	elems  map[string]float64 // per value, on a calibration patch
 }
 
 // newWidener lists the units, values and blocks of the base plan.
@@ -154,7 +157,7 @@ func newWidener(pr *prepared, cfg Config, base *passes.Plan, qs *quantizers, flo
 		if n.OpType != "Conv" {
 			continue
 		}
-		u := &unit{conv: n.Name, in: n.Inputs[0], src: n.Inputs[0]}
+		u := &unit{conv: n.Name, in: n.Inputs[0], out: base.OutputOf(n), src: n.Inputs[0]}
 		if s, ok := base.Shared[u.src]; ok {
 			u.src = s
 		}
@@ -420,7 +423,7 @@ func (w *widener) gain(v string) int {
 // per predicted millisecond added is largest, until no rung removes
 // noise. A rung that costs less than costFloor of the base model's time
 // (or saves time) is ranked as if it cost that much, by the noise it
-// removes: per-kernel medians are not more precise than that. Accuracy
+// removes: per-kernel times are not more precise than that. Accuracy
 // control then measures prefixes of this order.
 func (w *widener) order() []ranked {
 	s := w.start
@@ -433,6 +436,9 @@ func (w *widener) order() []ranked {
 		bestScore := math.Inf(-1)
 		for _, c := range w.candidates(s) {
 			s2 := w.apply(s, c)
+			if w.allFloat(s2) {
+				continue // the FP32 model, not a quantized one
+			}
 			n := w.noise(s2)
 			g := n0 - n
 			if !(g > 1e-12*max(n0, 1e-30)) {
@@ -449,6 +455,16 @@ func (w *widener) order() []ranked {
 		out = append(out, *best)
 		s = bestState
 	}
+}
+
+// allFloat reports whether no Conv runs int8 in s.
+func (w *widener) allFloat(s widenState) bool {
+	for _, u := range w.units {
+		if s.form[u.conv] != formFloat {
+			return false
+		}
+	}
+	return true
 }
 
 // stateAt is the state after the first k widenings of order.

@@ -441,8 +441,16 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		}
 		sort.Strings(names)
 		fmt.Fprintf(w, "skipped   %d:\n", len(names))
+		widened := 0
 		for _, n := range names {
+			if res.Accuracy != nil && !o.verbose && strings.HasSuffix(res.Skipped[n], "--max-drop") {
+				widened++
+				continue
+			}
 			fmt.Fprintf(w, "  %s (%s)\n", n, res.Skipped[n])
+		}
+		if widened > 0 {
+			fmt.Fprintf(w, "  %d nodes kept float by --max-drop (-v lists them)\n", widened)
 		}
 	}
 	if t := res.Tuning; t != nil {
@@ -453,6 +461,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		}
 		fmt.Fprintf(w, "tuned     %d Convs (%d left as calibrated), kept %q; held-out PSNR-Y vs FP32: %s\n", t.Layers, t.Skipped, t.Kept, strings.Join(parts, ", "))
 	}
+	printAccuracy(w, res.Accuracy, o.verbose)
 	printRanges(w, res.Ranges, o.verbose)
 	tuning := ""
 	if res.Tuning != nil {
@@ -461,6 +470,69 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, total %s (with loading, saving, ORT's check of the written model and the speed check)\n",
 		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, tuning,
 		res.RewriteTime.Round(time.Millisecond), total.Round(time.Millisecond))
+}
+
+// widenedShown is how many widenings the summary lists without -v.
+const widenedShown = 8
+
+// printAccuracy prints what --max-drop did: the budget, every model
+// measured, the one written and its widenings.
+func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
+	if a == nil {
+		return
+	}
+	var budget []string
+	if a.MaxDrop > 0 {
+		budget = append(budget, fmt.Sprintf("drop at most %g dB vs ground truth", a.MaxDrop))
+	}
+	if a.MaxDropVsFP32 > 0 {
+		budget = append(budget, fmt.Sprintf("PSNR-Y at least %g dB vs FP32", a.MaxDropVsFP32))
+	}
+	images := map[string]bool{}
+	var names []string
+	for _, v := range a.Validation {
+		n, _, _ := strings.Cut(v, "@")
+		if !images[n] {
+			images[n] = true
+			names = append(names, n)
+		}
+	}
+	from := "--val"
+	if a.HeldOut {
+		from = "every 4th --calib image, held out of calibration"
+	}
+	fp32 := ""
+	if a.FP32PSNR != nil {
+		fp32 = fmt.Sprintf("; FP32 PSNR-Y there %.2f dB", *a.FP32PSNR)
+	}
+	fmt.Fprintf(w, "accuracy  %s, on %d validation tiles of %d px (%s: %s)%s\n", strings.Join(budget, " and "), len(a.Validation), a.Tile, strings.Join(names, ", "), from, fp32)
+	fmt.Fprintf(w, "          %-5s %-11s %-20s %-14s %s\n", "step", "widenings", "drop dB (90% bound)", "vs FP32 dB", "speed-up (est.)")
+	for i, st := range a.Steps {
+		drop := "–"
+		if st.Drop != nil {
+			drop = fmt.Sprintf("%.3f (%.3f)", *st.Drop, *st.DropHigh)
+		}
+		mark := ""
+		if st.Within {
+			mark = "within"
+		}
+		if i == a.Chosen {
+			mark += ", written"
+		}
+		fmt.Fprintf(w, "          %-5d %-11s %-20s %-14.2f %-7s %s\n", i+1, fmt.Sprintf("%d/%d", st.Widened, a.Candidates), drop, st.PSNRvsFP32, fmt.Sprintf("%.2fx", st.Speedup), strings.TrimPrefix(mark, ", "))
+	}
+	if len(a.Widened) == 0 {
+		fmt.Fprintln(w, "widened   none: the quantized model is within the budget as it is")
+		return
+	}
+	list := a.Widened
+	if !all && len(list) > widenedShown {
+		list = append(slices.Clone(list[:widenedShown]), fmt.Sprintf("… (%d more; -v lists all)", len(a.Widened)-widenedShown))
+	}
+	fmt.Fprintf(w, "widened   %d, in the order ranked: %s\n", len(a.Widened), strings.Join(list, ", "))
+	if a.Latency.Cached {
+		fmt.Fprintln(w, "          (speed-ups estimated from the kernel times in --latency-cache)")
+	}
 }
 
 // printRanges prints the chosen activation ranges as a table: all of them
