@@ -388,7 +388,7 @@ func accuracyChart(v string) (*chartFigure, error) {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(i, j int) int { return a.Steps[i].Widened - a.Steps[j].Widened })
-	l := chart.Lines{Title: "Accuracy control: every model measured (srq.accuracy)", XLabel: "speed-up over FP32 (estimated from ORT's per-kernel times)"}
+	l := chart.Lines{Title: "Accuracy control: every model measured (srq.accuracy)", XLabel: "speed-up over FP32, estimated from each rung's measured latency (srq.accuracy)"}
 	measured := chart.Series{Name: "models measured, in the order of the widenings"}
 	for _, i := range order {
 		measured.X, measured.Y = append(measured.X, a.Steps[i].Speedup), append(measured.Y, y(i))
