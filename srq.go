@@ -17,6 +17,15 @@
 //		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: vcfg})
 //	if err := rep.Check(verify.Gates{MaxDrop: &maxDrop}); err != nil { ... } // gate the pipeline
 //
+// Or ask quantization for the guarantee itself (accuracy control, `srq
+// quantize --max-drop`): with cfg.MaxDrop set, Quantize widens the model
+// (a Conv to 8 bits, a value read in two int8 parts, a Conv or a block
+// float) where accuracy is cheapest per millisecond, until its drop on
+// validation images calibration did not use is within the budget; when
+// no model is, it returns a *quant.DropNotMetError and writes nothing
+// (QuantizeOptions.KeepBest: the best model measured). res.Accuracy lists
+// every model it measured.
+//
 // Every function takes a context: when it ends (a deadline, Ctrl-C) the
 // running ONNX Runtime call is abandoned within a node or two, every session
 // is closed, nothing is written (files are written to a temporary name and
