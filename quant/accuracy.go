@@ -70,9 +70,9 @@ type AccuracyStep struct {
 	DropHigh      *float64 `json:"drop_high_db,omitempty"`
 	PSNRvsFP32Low float64  `json:"psnr_vs_fp32_low_db"`
 	// Speedup is the FP32 latency over the model's, both from the latency
-	// table (ORT's per-kernel times): an estimate, kept in the model
-	// because it is as repeatable as the table.
-	Speedup float64 `json:"speedup_est"`
+	// table (see latency.go): an estimate, kept in the model because it is
+	// as repeatable as the table; 0 when no table was measured.
+	Speedup float64 `json:"speedup_est,omitempty"`
 	Within  bool    `json:"within"`
 }
 
@@ -100,8 +100,9 @@ type Accuracy struct {
 	Met    bool `json:"met"`
 	// Widened lists the chosen model's widenings, in order.
 	Widened []string `json:"widened"`
-	// Latency says how the speed-ups were estimated.
-	Latency AccuracyLatency `json:"latency"`
+	// Latency says how the speed-ups were estimated (nil: they were not,
+	// the base model being within the budget or the only step allowed).
+	Latency *AccuracyLatency `json:"latency,omitempty"`
 }
 
 // AccuracyLatency describes the latency table behind the estimates.
@@ -133,8 +134,12 @@ func (e *DropNotMetError) Error() string {
 	if e.Best.Drop != nil {
 		d = fmt.Sprintf("drop %.3f dB, ", *e.Best.Drop)
 	}
-	return fmt.Sprintf("%s: no model within %s: %s; the best measured (%d widenings) has %sPSNR-Y vs FP32 %.2f dB at an estimated %.2fx",
-		e.Model, e.Budget, e.Reason, e.Best.Widened, d, e.Best.PSNRvsFP32, e.Best.Speedup)
+	speed := ""
+	if e.Best.Speedup > 0 {
+		speed = fmt.Sprintf(" at an estimated %.2fx", e.Best.Speedup)
+	}
+	return fmt.Sprintf("%s: no model within %s: %s; the best measured (%s) has %sPSNR-Y vs FP32 %.2f dB%s",
+		e.Model, e.Budget, e.Reason, plural(e.Best.Widened, "widening"), d, e.Best.PSNRvsFP32, speed)
 }
 
 // accuracy reports whether accuracy control is on.
@@ -175,48 +180,28 @@ func accuracyControl(ctx context.Context, pr *prepared, pl *passes.Plan, cal *ca
 	if err != nil {
 		return nil, nil, err
 	}
-	im, err := img.Read(calImgs[0])
-	if err != nil {
-		return nil, nil, err
-	}
-	in, err := verify.LatencyInput(im, latencySize, pr.rng)
-	if err != nil {
+	a := &accuracyRun{w: w, val: val, cal: cal, cfg: cfg, ev: ev, built: map[int]*built{}, exc: map[int]float64{}}
+	// The base model first: one within the budget as it is (or a single
+	// step allowed) needs no ranking.
+	if err := a.measure(ctx, 0); err != nil {
 		return nil, nil, err
 	}
 	if err := w.sizes(ctx, cal); err != nil {
 		return nil, nil, err
 	}
-	key, err := latencyKey(data, cfg, cal.set)
-	if err != nil {
-		return nil, nil, err
-	}
-	var ok bool
-	if cfg.LatencyCache != "" {
-		w.lat, ok = loadLatency(cfg.LatencyCache, key)
-	}
-	if !ok {
-		ev.log(fmt.Sprintf("max-drop: timing every Conv's kernels in ORT's profiler (%dx%d LR, %d runs of 5 models)", latencySize, latencySize, latencyRuns))
-		if w.lat, err = measureLatency(ctx, w, cal, in); err != nil {
-			return nil, nil, fmt.Errorf("latency: %w", err)
+	if a.exc[0] > 1 && cfg.MaxSteps > 1 {
+		if err := a.rank(ctx, data, calImgs, float); err != nil {
+			return nil, nil, err
 		}
-		if cfg.LatencyCache != "" {
-			if err := saveLatency(cfg.LatencyCache, key, w.lat); err != nil {
-				return nil, nil, err
-			}
+	} else if cfg.LatencyCache != "" {
+		// A table measured before still estimates the speed-up.
+		if key, err := latencyKey(data, cfg, cal.set); err == nil {
+			w.lat, _ = loadLatency(cfg.LatencyCache, key)
 		}
-	} else {
-		ev.log("max-drop: kernel times read from the latency cache " + cfg.LatencyCache)
 	}
-	batches, shape := cropBatches(cal.batches[:min(accuracyPatches, len(cal.batches))], cal.shape, accuracyPatchSide)
-	meter, err := newOutputMeterOn(ctx, pr, float, batches, shape, cfg)
-	if err != nil {
-		return nil, nil, err
+	if w.lat != nil {
+		a.steps[0].Speedup = round4(w.lat.FP32 / a.timeAt(0))
 	}
-	ev.log(fmt.Sprintf("max-drop: measuring the output noise of every rung of %d Convs on %d patches of %dx%d", len(w.units), len(batches), shape[2], shape[1]))
-	if err := w.measureNoise(ctx, meter, ev); err != nil {
-		return nil, nil, fmt.Errorf("sensitivity: %w", err)
-	}
-	a := &accuracyRun{w: w, val: val, cal: cal, cfg: cfg, ev: ev, order: w.order(), built: map[int]*built{}, exc: map[int]float64{}}
 	best, err := a.search(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -229,14 +214,58 @@ func accuracyControl(ctx context.Context, pr *prepared, pl *passes.Plan, cal *ca
 	return b, acc, nil
 }
 
+// rank measures (or reads from Config.LatencyCache) the latency of every
+// rung and the noise of every rung, and ranks the widenings.
+func (a *accuracyRun) rank(ctx context.Context, data []byte, calImgs []string, float *graph.Graph) error {
+	w, cal, cfg, ev := a.w, a.cal, a.cfg, a.ev
+	im, err := img.Read(calImgs[0])
+	if err != nil {
+		return err
+	}
+	in, err := verify.LatencyInput(im, latencySize, w.pr.rng)
+	if err != nil {
+		return err
+	}
+	key, err := latencyKey(data, cfg, cal.set)
+	if err != nil {
+		return err
+	}
+	var ok bool
+	if cfg.LatencyCache != "" {
+		w.lat, ok = loadLatency(cfg.LatencyCache, key)
+	}
+	if !ok {
+		ev.log(fmt.Sprintf("max-drop: timing the rungs of every Conv (%dx%d LR: ORT's profiler on 4 models, %d runs each, and alternated runs)", latencySize, latencySize, latencyRuns))
+		if w.lat, err = measureLatency(ctx, w, cal, in); err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		if cfg.LatencyCache != "" {
+			if err := saveLatency(cfg.LatencyCache, key, w.lat); err != nil {
+				return err
+			}
+		}
+	} else {
+		ev.log("max-drop: latencies read from the latency cache " + cfg.LatencyCache)
+	}
+	batches, shape := cropBatches(cal.batches[:min(accuracyPatches, len(cal.batches))], cal.shape, accuracyPatchSide)
+	meter, err := newOutputMeterOn(ctx, w.pr, float, batches, shape, cfg)
+	if err != nil {
+		return err
+	}
+	ev.log(fmt.Sprintf("max-drop: measuring the output noise of every rung of %d Convs on %d patches of %dx%d", len(w.units), len(batches), shape[2], shape[1]))
+	if err := w.measureNoise(ctx, meter, ev); err != nil {
+		return fmt.Errorf("sensitivity: %w", err)
+	}
+	a.order = w.order()
+	ev.log(fmt.Sprintf("max-drop: %s ranked by predicted accuracy per millisecond; budget %s on %d validation tiles", plural(len(a.order), "widening"), cfg.budget(), len(a.val.ims)))
+	return nil
+}
+
 // search measures prefixes of the order (see the top of this file) and
 // returns the prefix to write: the shortest within the budget, or the
 // best measured when none is.
 func (a *accuracyRun) search(ctx context.Context) (int, error) {
 	n := len(a.order)
-	if err := a.measure(ctx, 0); err != nil {
-		return 0, err
-	}
 	lo, hi := 0, -1 // longest prefix over the budget, shortest within (-1: none yet)
 	if a.exc[0] <= 1 {
 		hi = 0
@@ -323,7 +352,10 @@ func (a *accuracyRun) measure(ctx context.Context, k int) error {
 	if err != nil {
 		return err
 	}
-	st := AccuracyStep{Widened: k, PSNRvsFP32: round4(sc.psnr), PSNRvsFP32Low: round4(sc.psnrLo), Speedup: round4(a.w.lat.FP32 / a.timeAt(k))}
+	st := AccuracyStep{Widened: k, PSNRvsFP32: round4(sc.psnr), PSNRvsFP32Low: round4(sc.psnrLo)}
+	if a.w.lat != nil {
+		st.Speedup = round4(a.w.lat.FP32 / a.timeAt(k))
+	}
 	if a.val.gt {
 		d, hi := round4(sc.drop), round4(sc.dropHi)
 		st.Drop, st.DropHigh = &d, &hi
@@ -340,12 +372,12 @@ func (a *accuracyRun) measure(ctx context.Context, k int) error {
 	a.last = k
 	a.built[k] = b
 	a.steps = append(a.steps, st)
-	change := "the base model"
+	what := "the base model"
 	switch {
 	case len(st.Added) > 0:
-		change = "+ " + describeWidenings(st.Added, 4)
+		what = fmt.Sprintf("%d of %d widenings (+ %s)", k, len(a.order), describeWidenings(st.Added, 4))
 	case len(st.Removed) > 0:
-		change = "− " + describeWidenings(st.Removed, 4)
+		what = fmt.Sprintf("%d of %d widenings (− %s)", k, len(a.order), describeWidenings(st.Removed, 4))
 	}
 	drop := ""
 	if st.Drop != nil {
@@ -355,14 +387,20 @@ func (a *accuracyRun) measure(ctx context.Context, k int) error {
 	if st.Within {
 		verdict = "within the budget"
 	}
-	a.ev.log(fmt.Sprintf("max-drop step %d: %d of %d widenings (%s): %sPSNR-Y vs FP32 %.2f dB, speed-up %.2fx (estimated): %s",
-		len(a.steps), k, len(a.order), change, drop, st.PSNRvsFP32, st.Speedup, verdict))
+	speed := ""
+	if st.Speedup > 0 {
+		speed = fmt.Sprintf(", speed-up %.2fx (estimated)", st.Speedup)
+	}
+	a.ev.log(fmt.Sprintf("max-drop step %d, %s: %sPSNR-Y vs FP32 %.2f dB%s: %s", len(a.steps), what, drop, st.PSNRvsFP32, speed, verdict))
 	return nil
 }
 
 // why says why no model met the budget.
 func (a *accuracyRun) why() string {
-	if _, ok := a.exc[len(a.order)]; ok {
+	if a.order != nil && len(a.order) == 0 {
+		return "no widening is predicted to remove noise"
+	}
+	if _, ok := a.exc[len(a.order)]; ok && len(a.order) > 0 {
 		return fmt.Sprintf("even with all %d widenings (every Conv at its widest form) the validation images stay over it", len(a.order))
 	}
 	return fmt.Sprintf("none of the %d models measured (--max-steps %d) is within it", len(a.steps), a.cfg.MaxSteps)
@@ -370,10 +408,11 @@ func (a *accuracyRun) why() string {
 
 // record writes what the search did, chosen being the prefix written.
 func (a *accuracyRun) record(chosen int) *Accuracy {
-	lat := a.w.lat
-	acc := &Accuracy{MaxDrop: a.cfg.MaxDrop, MaxDropVsFP32: a.cfg.MaxDropVsFP32, Candidates: len(a.order), Steps: a.steps,
-		Latency: AccuracyLatency{Size: lat.Size, Runs: lat.Runs, Threads: a.cfg.Threads, FP32MS: round4(lat.FP32), BaseMS: round4(a.timeAt(0)),
-			CPU: verify.HostCPU().String(), ORT: ort.Version(), Cached: lat.Cached}}
+	acc := &Accuracy{MaxDrop: a.cfg.MaxDrop, MaxDropVsFP32: a.cfg.MaxDropVsFP32, Candidates: len(a.order), Steps: a.steps}
+	if lat := a.w.lat; lat != nil {
+		acc.Latency = &AccuracyLatency{Size: lat.Size, Runs: lat.Runs, Threads: a.cfg.Threads, FP32MS: round4(lat.FP32), BaseMS: round4(a.timeAt(0)),
+			CPU: verify.HostCPU().String(), ORT: ort.Version(), Cached: lat.Cached}
+	}
 	for _, im := range a.val.ims {
 		acc.Validation = append(acc.Validation, im.name)
 	}

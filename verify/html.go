@@ -345,19 +345,22 @@ type metaAccuracy struct {
 	MaxDrop       float64 `json:"max_drop_db"`
 	MaxDropVsFP32 float64 `json:"min_psnr_vs_fp32_db"`
 	Validation    []string
-	Candidates    int  `json:"candidates"`
-	Chosen        int  `json:"chosen"`
-	Met           bool `json:"met"`
-	Steps         []struct {
-		Widened    int      `json:"widened"`
-		Drop       *float64 `json:"drop_db"`
-		DropHigh   *float64 `json:"drop_high_db"`
-		PSNRvsFP32 float64  `json:"psnr_vs_fp32_db"`
-		Speedup    float64  `json:"speedup_est"`
-		Within     bool     `json:"within"`
-		Added      []string `json:"added"`
-		Removed    []string `json:"removed"`
-	} `json:"steps"`
+	Candidates    int            `json:"candidates"`
+	Chosen        int            `json:"chosen"`
+	Met           bool           `json:"met"`
+	Steps         []accuracyStep `json:"steps"`
+}
+
+// accuracyStep is an element of srq.accuracy's steps.
+type accuracyStep struct {
+	Widened    int      `json:"widened"`
+	Drop       *float64 `json:"drop_db"`
+	DropHigh   *float64 `json:"drop_high_db"`
+	PSNRvsFP32 float64  `json:"psnr_vs_fp32_db"`
+	Speedup    float64  `json:"speedup_est"`
+	Within     bool     `json:"within"`
+	Added      []string `json:"added"`
+	Removed    []string `json:"removed"`
 }
 
 // accuracyChart draws srq.accuracy: every model accuracy control measured
@@ -406,13 +409,21 @@ func accuracyChart(v string) (*chartFigure, error) {
 			l.Levels = append(l.Levels, chart.Level{Y: a.MaxDropVsFP32, Label: fmt.Sprintf("floor %g dB", a.MaxDropVsFP32)})
 		}
 	}
-	png, err := chart.PNG(l, chart.Size{W: chartWidth, H: 480})
-	if err != nil {
-		return nil, err
+	fig := &chartFigure{}
+	if !slices.ContainsFunc(a.Steps, func(s accuracyStep) bool { return s.Speedup <= 0 }) {
+		// Without a speed-up (no latency was measured: the base model met
+		// the budget) there is no curve, only the steps.
+		png, err := chart.PNG(l, chart.Size{W: chartWidth, H: 480})
+		if err != nil {
+			return nil, err
+		}
+		fig.PNG = png
 	}
-	fig := &chartFigure{PNG: png}
 	for i, s := range a.Steps {
-		val := fmt.Sprintf("%d of %d widenings, PSNR-Y vs FP32 %.2f dB, speed-up %.2fx (est.)", s.Widened, a.Candidates, s.PSNRvsFP32, s.Speedup)
+		val := fmt.Sprintf("%d of %d widenings, PSNR-Y vs FP32 %.2f dB", s.Widened, a.Candidates, s.PSNRvsFP32)
+		if s.Speedup > 0 {
+			val += fmt.Sprintf(", speed-up %.2fx (est.)", s.Speedup)
+		}
 		if s.Drop != nil {
 			val = fmt.Sprintf("drop %.3f dB", *s.Drop) + optionalBound(s.DropHigh) + ", " + val
 		}

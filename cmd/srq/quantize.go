@@ -519,7 +519,11 @@ func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
 		if i == a.Chosen {
 			mark += ", written"
 		}
-		fmt.Fprintf(w, "          %-5d %-11s %-20s %-14.2f %-7s %s\n", i+1, fmt.Sprintf("%d/%d", st.Widened, a.Candidates), drop, st.PSNRvsFP32, fmt.Sprintf("%.2fx", st.Speedup), strings.TrimPrefix(mark, ", "))
+		speed := "–"
+		if st.Speedup > 0 {
+			speed = fmt.Sprintf("%.2fx", st.Speedup)
+		}
+		fmt.Fprintf(w, "          %-5d %-11s %-20s %-14.2f %-7s %s\n", i+1, fmt.Sprintf("%d/%d", st.Widened, a.Candidates), drop, st.PSNRvsFP32, speed, strings.TrimPrefix(mark, ", "))
 	}
 	if len(a.Widened) == 0 {
 		fmt.Fprintln(w, "widened   none: the quantized model is within the budget as it is")
@@ -530,7 +534,7 @@ func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
 		list = append(slices.Clone(list[:widenedShown]), fmt.Sprintf("… (%d more; -v lists all)", len(a.Widened)-widenedShown))
 	}
 	fmt.Fprintf(w, "widened   %d, in the order ranked: %s\n", len(a.Widened), strings.Join(list, ", "))
-	if a.Latency.Cached {
+	if a.Latency != nil && a.Latency.Cached {
 		fmt.Fprintln(w, "          (speed-ups estimated from the kernel times in --latency-cache)")
 	}
 }
