@@ -20,30 +20,31 @@ import (
 
 // Latency of the rungs. Accuracy control ranks widenings by accuracy per
 // millisecond, and the milliseconds are measured on this machine, on one
-// LR input, for five models: the float graph (its Conv kernels in ORT's
-// profiler are the float rung, its wall time the FP32 latency), the base
-// quantized model (each Conv at its own rung; its wall time, alternated
-// with the FP32 model's, is where every prediction starts), the model
-// with every low-bit Conv at its 8-bit carrier, the model with every
-// value that can be read in two parts so read (the readers' doubled int8
-// kernels, and the extra Sub, Mul, Concat, Q and DQ per element of the
-// value), and the model with every Conv float between int8 neighbours
-// (timed against the base model: what the DequantizeLinear and
-// QuantizeLinear around a float Conv cost per element, beyond its
-// kernel).
+// LR input: the FP32 and the base quantized model's wall times
+// (alternated runs; every prediction starts from the base model's), the
+// kernel time per multiply-accumulate of each int8 rung from ORT's
+// profiler (the base model for its own rungs, the model with every
+// low-bit Conv at its 8-bit carrier, the model with every value that can
+// be read in two parts so read — the readers' doubled kernels, and the
+// extra Sub, Mul, Concat, Q and DQ per element of the value), and the
+// float rung from the wall time of the model with every Conv float
+// between int8 neighbours, timed against the base model: its kernels and
+// the DequantizeLinear, QuantizeLinear and layout changes around them, per
+// multiply-accumulate.
 //
-// Each rung's kernel time is measured per multiply-accumulate over all the
-// Convs at that rung at once, and a Conv's time at a rung is its MACs
-// times that rate. One Conv's own kernel time is not repeatable on a
-// machine other jobs share: in four runs of IMDN's 44 Convs the same
-// 64-channel 3x3 Conv measured 1.2 ms in one profile and 6.9 ms in the
-// next, and two-part kernels came out faster than plain ones; the sum
-// over all Convs of a rung moved by a few percent. A model's latency is
-// predicted as the base model's plus, per widened Conv, its MACs times
-// the difference of the rates, plus the conversions of float Convs whose
-// neighbours are int8 and the two-part encodings' extra ops. Layout
-// reorders around float islands are in the conversions' rate on average
-// only; the speed check of the written model and srq verify measure it.
+// Rates are per MAC over all the Convs at a rung at once, and a Conv's
+// time at a rung is its MACs times the rate: one Conv's own kernel time is
+// not repeatable on a machine other jobs share (in four runs of IMDN's 44
+// Convs the same 64-channel 3x3 Conv measured 1.2 ms in one profile and
+// 6.9 ms in the next, two-part kernels came out faster than plain ones,
+// and ORT names a float Conv after the value it writes, which a fused
+// activation changes), while the sum over a rung's Convs moved by a few
+// percent. A model's latency is predicted as the base model's plus, per
+// widened Conv, its MACs times the difference of the rates, plus the
+// two-part encodings' extra ops. A block made float is predicted as its
+// Convs made float one by one (the conversions it saves inside are not
+// counted); the speed check of the written model and srq verify measure
+// it.
 //
 // Timings on a shared machine are not repeatable, and a ranking that
 // moved with them would make two runs write different models. So the
@@ -62,7 +63,7 @@ const (
 	latencyRuns = 5
 	// latencyVersion changes when the table's meaning does, so that old
 	// cache entries are not read.
-	latencyVersion = "srq-latency-v3"
+	latencyVersion = "srq-latency-v4"
 )
 
 // latencyTable is the measured latency of the rungs. Times are in
@@ -78,10 +79,8 @@ type latencyTable struct {
 	// that rung per multiply-accumulate.
 	PerMAC map[string]float64 `json:"per_mac_ms"`
 	// Split is the time of a two-part encoding's extra ops per element of
-	// the value; Convert that of a DequantizeLinear or QuantizeLinear
-	// between a float Conv and int8 neighbours, per element.
-	Split   float64 `json:"split_per_element_ms"`
-	Convert float64 `json:"convert_per_element_ms"`
+	// the value.
+	Split float64 `json:"split_per_element_ms"`
 	// Cached says the table was read from Config.LatencyCache.
 	Cached bool `json:"-"`
 }
@@ -94,9 +93,6 @@ func (t *latencyTable) estimate(w *widener, s widenState) float64 {
 		if f != f0 {
 			ms += w.macs[u.conv] * (t.PerMAC[f.String()] - t.PerMAC[f0.String()])
 		}
-		if f == formFloat {
-			ms += t.Convert * w.conversions(s, u)
-		}
 	}
 	for _, v := range sortedKeys(s.split) {
 		if !w.start.split[v] {
@@ -106,46 +102,26 @@ func (t *latencyTable) estimate(w *widener, s widenState) float64 {
 	return ms
 }
 
-// conversions counts the elements a float Conv u converts in s: its input
-// unless the value is float, its output unless that is.
-func (w *widener) conversions(s widenState, u *unit) float64 {
-	var n float64
-	if !w.interior(s, u.in) {
-		n += w.elems[u.in]
-	}
-	if !w.interior(s, u.out) {
-		n += w.elems[u.out]
-	}
-	return n
-}
-
-// measureLatency profiles the five models (see above) on input in.
+// measureLatency measures the table on input in (see above).
 func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.Tensor) (*latencyTable, error) {
 	t := &latencyTable{Size: latencySize, Runs: latencyRuns, PerMAC: map[string]float64{}}
 	fm, err := w.float.ToModel()
 	if err != nil {
 		return nil, err
 	}
-	fp, err := profile(ctx, fm, "float graph", in, w.cfg.Threads)
+	b, err := w.build(ctx, w.start, cal)
 	if err != nil {
 		return nil, err
 	}
-	w.rate(fp.nodes, t, formFloat, func(*unit) bool { return true })
-	b, err := w.build(ctx, w.start, cal)
-	if err != nil {
+	// Wall times from alternated runs, so that a change in the machine's
+	// load between two measurements does not become a speed-up.
+	if t.FP32, t.Base, err = timePair(ctx, fm, b.model, in, w.cfg.Threads); err != nil {
 		return nil, err
 	}
 	bp, err := profile(ctx, b.model, "base model", in, w.cfg.Threads)
 	if err != nil {
 		return nil, err
 	}
-	// Wall times from alternated runs, so that a change in the machine's
-	// load between two profiles does not become a speed-up.
-	lf, lb, err := timePair(ctx, fm, b.model, in, w.cfg.Threads)
-	if err != nil {
-		return nil, err
-	}
-	t.FP32, t.Base = lf, lb
 	for _, f := range []form{formOwn, formCarrier, formTwoPart} {
 		w.rate(bp.nodes, t, f, func(u *unit) bool { return w.start.form[u.conv] == f })
 	}
@@ -193,6 +169,10 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 			t.Split = ms / n
 		}
 	}
+	// The float rung: the model with every Conv float between int8
+	// neighbours, timed against the base model; what it adds, per MAC of
+	// the Convs, on top of their base rungs' kernels (the DequantizeLinear,
+	// QuantizeLinear and layout changes around each float Conv included).
 	floats := w.start.clone()
 	for _, u := range w.units {
 		floats = w.apply(floats, widening{to: formFloat, conv: u.conv})
@@ -205,12 +185,13 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 	if err != nil {
 		return nil, err
 	}
-	var n float64
+	var macs, base float64
 	for _, u := range w.units {
-		n += w.conversions(floats, u)
+		macs += w.macs[u.conv]
+		base += w.macs[u.conv] * t.PerMAC[w.start.form[u.conv].String()]
 	}
-	if n > 0 {
-		t.Convert = max(t.Base*lfl/lb-t.estimate(w, floats), 0) / n
+	if macs > 0 {
+		t.PerMAC[formFloat.String()] = (base + t.Base*lfl/lb - t.Base) / macs
 	}
 	return t, nil
 }
