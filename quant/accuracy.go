@@ -252,8 +252,11 @@ func (a *accuracyRun) rank(ctx context.Context, data []byte, calImgs []string, f
 	if err != nil {
 		return err
 	}
-	ev.log(fmt.Sprintf("max-drop: measuring the output noise of every rung of %d Convs on %d patches of %dx%d", len(w.units), len(batches), shape[2], shape[1]))
+	ev.log(fmt.Sprintf("max-drop: measuring the output noise of every rung of %d Convs and of %s on %d patches of %dx%d", len(w.units), plural(len(w.blocks), "block"), len(batches), shape[2], shape[1]))
 	if err := w.measureNoise(ctx, meter, ev); err != nil {
+		return fmt.Errorf("sensitivity: %w", err)
+	}
+	if err := w.measureBlocks(ctx, meter, cal, ev); err != nil {
 		return fmt.Errorf("sensitivity: %w", err)
 	}
 	a.order = w.order()

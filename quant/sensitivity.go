@@ -245,6 +245,16 @@ func (m *outputMeter) run(ctx context.Context, ps ...passes.Pass) ([]*img.Image,
 	return runPatches(ctx, g, m.batches, m.shape, m.pr.rng, m.cfg)
 }
 
+// noiseOf is noise for a graph given whole (a deploy model accuracy
+// control built).
+func (m *outputMeter) noiseOf(ctx context.Context, g *graph.Graph) (float64, error) {
+	outs, err := runPatches(ctx, g, m.batches, m.shape, m.pr.rng, m.cfg)
+	if err != nil {
+		return 0, err
+	}
+	return m.noiseOfOutputs(outs)
+}
+
 // psnr is the mean PSNR-Y against the float output of the graph rewritten
 // by ps.
 func (m *outputMeter) psnr(ctx context.Context, ps ...passes.Pass) (float64, error) {
@@ -264,6 +274,11 @@ func (m *outputMeter) noise(ctx context.Context, ps ...passes.Pass) (float64, er
 	if err != nil {
 		return 0, err
 	}
+	return m.noiseOfOutputs(outs)
+}
+
+// noiseOfOutputs is noise's mean over the patches of outputs outs.
+func (m *outputMeter) noiseOfOutputs(outs []*img.Image) (float64, error) {
 	var e float64
 	for i, o := range outs {
 		p, err := verify.PSNRY(o, m.ref[i], m.pr.scale)

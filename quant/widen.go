@@ -75,6 +75,11 @@ type block struct {
 	prefix  string
 	members []string // quantized nodes under it, Relus absorbed by its Convs included
 	convs   []string
+	// extra is the output noise the block adds beyond its Convs' own (and
+	// its sub-blocks'): the 8-bit carriers of its other values (an
+	// attention's Sigmoid and Mul, a residual Add), which only making the
+	// whole block float removes (see measureBlocks).
+	extra float64
 }
 
 // widenState is where every Conv stands on its ladder.
@@ -358,7 +363,7 @@ func (w *widener) candidates(s widenState) []widening {
 		}
 	}
 	for _, b := range w.blocks {
-		if slices.ContainsFunc(b.members, func(m string) bool { return !s.float[m] }) {
+		if !w.blockFloat(s, b) {
 			out = append(out, widening{to: formFloat, block: b.prefix})
 		}
 	}
@@ -386,21 +391,37 @@ func (w *widener) interior(s widenState, v string) bool {
 func (w *widener) noise(s widenState) float64 {
 	var e float64
 	for _, u := range w.units {
-		switch s.form[u.conv] {
-		case formOwn:
-			e += u.eOwn
-		case formCarrier:
-			e += u.eIn + u.eW
-		case formTwoPart:
-			k := float64(w.gain(u.in))
-			e += u.eIn/(k*k) + u.eW
-		case formFloat:
-			if !w.interior(s, u.in) {
-				e += u.eIn
-			}
+		e += w.unitNoise(s, u)
+	}
+	for _, b := range w.blocks {
+		if !w.blockFloat(s, b) {
+			e += b.extra
 		}
 	}
 	return e
+}
+
+// unitNoise is the noise Conv u adds at its rung in s. Block extras come on
+// top (noise).
+func (w *widener) unitNoise(s widenState, u *unit) float64 {
+	switch s.form[u.conv] {
+	case formOwn:
+		return u.eOwn
+	case formCarrier:
+		return u.eIn + u.eW
+	case formTwoPart:
+		k := float64(w.gain(u.in))
+		return u.eIn/(k*k) + u.eW
+	}
+	if w.interior(s, u.in) {
+		return 0
+	}
+	return u.eIn
+}
+
+// blockFloat reports whether every member of b is float in s.
+func (w *widener) blockFloat(s widenState, b *block) bool {
+	return !slices.ContainsFunc(b.members, func(m string) bool { return !s.float[m] })
 }
 
 // gain is the two-part gain of value v (16 when unknown).
