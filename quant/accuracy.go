@@ -22,14 +22,17 @@ import (
 // runs once, and every model measured is the rewrite stage run again on
 // the same statistics with another plan.
 //
-// The order of the widenings comes from measurements taken once: the
-// output noise each rung of each Conv adds with that Conv alone quantized
-// (sensitivity, on a few calibration patches) and the kernel time of each
+// The base model is measured first: one within the budget as it is needs
+// nothing else. Otherwise the order of the widenings comes from
+// measurements taken once: the output noise each rung of each Conv adds
+// with that Conv alone quantized, and each block beyond its Convs
+// (sensitivity, on a few calibration patches), and the latency of each
 // rung (latency.go). Greedily, the next widening is the one that removes
 // the most predicted noise per predicted millisecond. That order is then
 // walked by measuring models on the validation images: a prefix of it is
 // a model, and the model returned is the shortest prefix whose measured
-// drop is within the budget. A linear walk would measure every prefix up
+// drop (its confidence bound over the validation tiles, validation.go) is
+// within the budget. A linear walk would measure every prefix up
 // to it — on IMDN, whose W8A8 loss is spread over all 44 Convs, dozens of
 // models — so the walk jumps where the noise model predicts the budget is
 // met (scaled by the last measurement) and then bisects between the
