@@ -30,7 +30,7 @@ func TestQuantizeMaxDrop(t *testing.T) {
 	require.Equal(t, exitOK, code, stderr)
 	assert.Contains(t, stderr, "max-drop step 1, the base model: drop ")
 	assert.NotContains(t, stderr, "timing the rungs", "a model within the budget as it is needs no ranking")
-	assert.Contains(t, stdout, "accuracy  drop at most 5 dB vs ground truth, on 2 validation tiles of 256 px (rocket.jpg: every 4th --calib image, held out of calibration)")
+	assert.Contains(t, stdout, "accuracy  drop at most 5 dB vs ground truth, on 2 validation tiles of 256 HR px (rocket.jpg: every 4th --calib image, held out of calibration)")
 	assert.Contains(t, stdout, "within, written")
 	assert.Contains(t, stdout, "widened   none: the quantized model is within the budget as it is")
 	m, err := onnx.Load(met)

@@ -505,7 +505,7 @@ func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
 	if a.FP32PSNR != nil {
 		fp32 = fmt.Sprintf("; FP32 PSNR-Y there %.2f dB", *a.FP32PSNR)
 	}
-	fmt.Fprintf(w, "accuracy  %s, on %d validation tiles of %d px (%s: %s)%s\n", strings.Join(budget, " and "), len(a.Validation), a.Tile, strings.Join(names, ", "), from, fp32)
+	fmt.Fprintf(w, "accuracy  %s, on %d validation tiles of %d HR px (%s: %s)%s\n", strings.Join(budget, " and "), len(a.Validation), a.Tile, strings.Join(names, ", "), from, fp32)
 	fmt.Fprintf(w, "          %-5s %-11s %-20s %-14s %s\n", "step", "widenings", "drop dB (90% bound)", "vs FP32 dB", "speed-up (est.)")
 	for i, st := range a.Steps {
 		drop := "–"
