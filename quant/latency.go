@@ -41,10 +41,10 @@ import (
 // activation changes), while the sum over a rung's Convs moved by a few
 // percent. A model's latency is predicted as the base model's plus, per
 // widened Conv, its MACs times the difference of the rates, plus the
-// two-part encodings' extra ops. A block made float is predicted as its
-// Convs made float one by one (the conversions it saves inside are not
-// counted); the speed check of the written model and srq verify measure
-// it.
+// two-part encodings' extra ops, plus, for a block made float, its other
+// nodes' float cost per element (measured as the FP32 model's wall time
+// against the every-Conv-float model's); the speed check of the written
+// model and srq verify measure the result.
 //
 // Timings on a shared machine are not repeatable, and a ranking that
 // moved with them would make two runs write different models. So the
@@ -63,7 +63,7 @@ const (
 	latencyRuns = 5
 	// latencyVersion changes when the table's meaning does, so that old
 	// cache entries are not read.
-	latencyVersion = "srq-latency-v4"
+	latencyVersion = "srq-latency-v5"
 )
 
 // latencyTable is the measured latency of the rungs. Times are in
@@ -81,6 +81,13 @@ type latencyTable struct {
 	// Split is the time of a two-part encoding's extra ops per element of
 	// the value.
 	Split float64 `json:"split_per_element_ms"`
+	// NonConv is what running a quantized node other than a Conv float
+	// adds, per element of its output: the FP32 model's wall time minus
+	// that of the model with every Conv float (where those nodes are
+	// int8), over all of them. A block made float pays it for its other
+	// nodes; with it, a model with every block float is predicted to run
+	// as the FP32 model does.
+	NonConv float64 `json:"non_conv_per_element_ms"`
 	// Cached says the table was read from Config.LatencyCache.
 	Cached bool `json:"-"`
 }
@@ -97,6 +104,11 @@ func (t *latencyTable) estimate(w *widener, s widenState) float64 {
 	for _, v := range sortedKeys(s.split) {
 		if !w.start.split[v] {
 			ms += t.Split * w.elems[v]
+		}
+	}
+	for _, n := range sortedKeys(s.float) {
+		if v, ok := w.nonConv[n]; ok {
+			ms += t.NonConv * w.elems[v]
 		}
 	}
 	return ms
@@ -193,6 +205,13 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 	if macs > 0 {
 		t.PerMAC[formFloat.String()] = (base + t.Base*lfl/lb - t.Base) / macs
 	}
+	var elems float64
+	for _, v := range w.nonConv {
+		elems += w.elems[v]
+	}
+	if elems > 0 {
+		t.NonConv = (t.FP32 - t.Base*lfl/lb) / elems
+	}
 	return t, nil
 }
 
@@ -282,6 +301,9 @@ func (w *widener) sizes(ctx context.Context, cal *calibration) error {
 	}
 	for _, sv := range w.values {
 		values = append(values, sv.v)
+	}
+	for _, v := range w.nonConv {
+		values = append(values, v)
 	}
 	values = slices.Compact(slices.Sorted(slices.Values(values)))
 	dims, err := calib.Shapes(ctx, w.float, values, cal.batches, cal.shape, calib.CaptureOptions{Session: ort.Options{Threads: w.cfg.Threads}})

@@ -144,6 +144,11 @@ type widener struct {
 	lat    *latencyTable
 	macs   map[string]float64 // per unit, on a calibration patch
 	elems  map[string]float64 // per value, on a calibration patch
+	// nonConv maps the quantized nodes other than Convs and the Relus
+	// they absorb to their (first) output.
+	nonConv map[string]string
+	// keep is the Conv the order leaves int8 (keepInt8).
+	keep string
 }
 
 // newWidener lists the units, values and blocks of the base plan.
@@ -202,6 +207,12 @@ func newWidener(pr *prepared, cfg Config, base *passes.Plan, qs *quantizers, flo
 		w.values = append(w.values, sv)
 	}
 	w.blocks = blocksOf(base, w.units)
+	w.nonConv = map[string]string{}
+	for _, n := range base.Nodes {
+		if _, conv := w.byConv[n.Name]; !conv && len(n.Outputs) > 0 && n.Outputs[0] != "" {
+			w.nonConv[n.Name] = n.Outputs[0]
+		}
+	}
 	return w, nil
 }
 
@@ -439,34 +450,44 @@ func (w *widener) gain(v string) int {
 
 // order ranks the widenings greedily: from the base model, each time the
 // next rung (of a Conv, a value or a block) whose predicted noise removed
-// per predicted millisecond added is largest, until no rung removes
-// noise. A rung that costs less than costFloor of the base model's time
-// (or saves time) is ranked as if it cost that much, by the noise it
-// removes: per-kernel times are not more precise than that. Accuracy
-// control then measures prefixes of this order.
+// per predicted millisecond added is largest. A rung that costs less than
+// costFloor of the base model's time (or saves time) is ranked as if it
+// cost that much, by the noise it removes: per-rung times are not more
+// precise than that. Once no rung is predicted to remove noise, the
+// rest follow, the least harmful first, until every ladder is at its top
+// but one Conv stays int8 (keepInt8): predictions err (a block's noise is measured
+// with the block alone quantized), and the measured search (accuracy.go)
+// may still find what it needs at the widest forms. Accuracy control then
+// measures prefixes of this order.
 func (w *widener) order() []ranked {
+	w.keep = w.keepInt8()
 	s := w.start
 	floor := costFloor * w.lat.Base
 	var out []ranked
 	for {
 		n0, t0 := w.noise(s), w.lat.estimate(w, s)
-		var best *ranked
-		var bestState widenState
-		bestScore := math.Inf(-1)
+		var best, fallback *ranked
+		var bestState, fallbackState widenState
+		bestScore, fallbackGain := math.Inf(-1), math.Inf(-1)
 		for _, c := range w.candidates(s) {
 			s2 := w.apply(s, c)
-			if w.allFloat(s2) {
+			if w.allFloat(s2) || w.keep != "" && s2.form[w.keep] == formFloat {
 				continue // the FP32 model, not a quantized one
 			}
-			n := w.noise(s2)
+			n, t := w.noise(s2), w.lat.estimate(w, s2)
 			g := n0 - n
 			if !(g > 1e-12*max(n0, 1e-30)) {
+				if g > fallbackGain {
+					fallback, fallbackGain, fallbackState = &ranked{widening: c, noise: n, timeMS: t}, g, s2
+				}
 				continue
 			}
-			t := w.lat.estimate(w, s2)
 			if score := g / max(t-t0, floor); score > bestScore {
 				best, bestScore, bestState = &ranked{widening: c, noise: n, timeMS: t}, score, s2
 			}
+		}
+		if best == nil {
+			best, bestState = fallback, fallbackState
 		}
 		if best == nil {
 			return out
@@ -474,6 +495,26 @@ func (w *widener) order() []ranked {
 		out = append(out, *best)
 		s = bestState
 	}
+}
+
+// keepInt8 picks the Conv that stays int8 when everything else is widened
+// (a model with none is the FP32 model): of the Convs in no block, the one
+// whose quantization adds the least noise, so that every block can still
+// go float; "" when every Conv is in some block.
+func (w *widener) keepInt8() string {
+	inBlock := map[string]bool{}
+	for _, b := range w.blocks {
+		for _, c := range b.convs {
+			inBlock[c] = true
+		}
+	}
+	keep, least := "", math.Inf(1)
+	for _, u := range w.units {
+		if e := w.unitNoise(w.start, u); !inBlock[u.conv] && e < least {
+			keep, least = u.conv, e
+		}
+	}
+	return keep
 }
 
 // allFloat reports whether no Conv runs int8 in s.
