@@ -52,7 +52,7 @@ const (
 	// patches): the noises differ by orders of magnitude, and a few
 	// patches rank them; three measurements per Conv must stay cheap.
 	accuracyPatches   = 4
-	accuracyPatchSide = 32
+	accuracyPatchSide = 24
 )
 
 // AccuracyStep is one model accuracy control measured.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/internal/atomicfile"
@@ -59,8 +60,9 @@ const (
 	// speed check's, where the Convs rather than per-run overheads decide.
 	latencySize = 96
 	// latencyRuns is the number of profiled runs of each model (the first
-	// warms up; the per-node means leave it out).
-	latencyRuns = 5
+	// warms up; the per-node means leave it out), and of timed runs after
+	// a warm-up.
+	latencyRuns = 4
 	// latencyVersion changes when the table's meaning does, so that old
 	// cache entries are not read.
 	latencyVersion = "srq-latency-v5"
@@ -215,8 +217,9 @@ func measureLatency(ctx context.Context, w *widener, cal *calibration, in *ort.T
 	return t, nil
 }
 
-// timePair times models a and b on in, alternating (verify.LatencyPair),
-// and returns their median wall times in milliseconds.
+// timePair times models a and b on in, alternating after one warm-up run
+// each, and returns their median wall times in milliseconds over
+// latencyRuns runs.
 func timePair(ctx context.Context, a, b *onnx.ModelProto, in *ort.Tensor, threads int) (float64, float64, error) {
 	var ss [2]*ort.Session
 	for i, m := range []*onnx.ModelProto{a, b} {
@@ -229,11 +232,26 @@ func timePair(ctx context.Context, a, b *onnx.ModelProto, in *ort.Tensor, thread
 		}
 		defer ss[i].Close()
 	}
-	la, lb, err := verify.LatencyPair(ctx, ss[0], ss[1], in, latencyRuns)
-	if err != nil {
-		return 0, 0, err
+	var times [2][]float64
+	for i := range latencyRuns + 1 {
+		for k, s := range ss {
+			t0 := time.Now()
+			if _, err := s.RunContext(ctx, in); err != nil {
+				return 0, 0, fmt.Errorf("latency: %w", err)
+			}
+			if i > 0 {
+				times[k] = append(times[k], float64(time.Since(t0).Nanoseconds())/1e6)
+			}
+		}
 	}
-	return la.MedianMS, lb.MedianMS, nil
+	med := func(t []float64) float64 {
+		slices.Sort(t)
+		if len(t)%2 == 0 {
+			return (t[len(t)/2-1] + t[len(t)/2]) / 2
+		}
+		return t[len(t)/2]
+	}
+	return med(times[0]), med(times[1]), nil
 }
 
 // rate sets t.PerMAC[f] from a profile: the kernel time of the Convs keep

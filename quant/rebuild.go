@@ -133,6 +133,7 @@ func (w *widener) quantizersFor(pl *passes.Plan, s widenState) *quantizers {
 			qs.layers = append(qs.layers, l)
 		}
 	}
+	w.cachedWeights(pl, qs)
 	for _, v := range pl.Split {
 		if w.start.split[v] {
 			continue
@@ -290,4 +291,49 @@ func setOf(xs []string) map[string]bool {
 		m[x] = true
 	}
 	return m
+}
+
+// cachedWeights gives every quantized Conv of pl without a weight grid in
+// qs the grid InsertQDQ would search for it (qdq.WeightParams on its float
+// weights at its width), searched once per Conv and width for all the
+// models accuracy control builds: the MSE clip search over every output
+// channel is most of a rewrite. A Conv reading a value in two parts is
+// left to InsertQDQ: its weights are widened first.
+func (w *widener) cachedWeights(pl *passes.Plan, qs *quantizers) {
+	if w.wcache == nil {
+		w.wcache = map[string][]qdq.Params{}
+	}
+	for _, n := range pl.Nodes {
+		if n.OpType != "Conv" || qs.weights[n.Name] != nil || slices.Contains(pl.Split, n.Inputs[0]) {
+			continue
+		}
+		bits := w.cfg.Bits.W
+		if b, ok := qs.weightBits[n.Name]; ok {
+			bits = b
+		}
+		if pl.Wide[n] {
+			bits = 8
+		}
+		key := fmt.Sprintf("%s@%d", n.Name, bits)
+		ps, ok := w.wcache[key]
+		if !ok {
+			f := nodeNamed(w.float, n.Name)
+			if f == nil {
+				continue
+			}
+			wt, ok := w.float.Const(f.Inputs[1])
+			if !ok || len(wt.Dims) < 1 {
+				continue
+			}
+			v, err := wt.Float32()
+			if err != nil {
+				continue
+			}
+			if ps, err = qdq.WeightParams(v, int(wt.Dims[0]), bits, !w.cfg.PerTensorWeights, w.cfg.WeightMethod); err != nil {
+				continue // InsertQDQ will say why
+			}
+			w.wcache[key] = ps
+		}
+		qs.weights[n.Name] = slices.Clone(ps) // InsertQDQ adjusts scales for the bias in place
+	}
 }

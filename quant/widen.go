@@ -149,6 +149,8 @@ type widener struct {
 	nonConv map[string]string
 	// keep is the Conv the order leaves int8 (keepInt8).
 	keep string
+	// wcache holds weight grids by Conv and width (cachedWeights).
+	wcache map[string][]qdq.Params
 }
 
 // newWidener lists the units, values and blocks of the base plan.
