@@ -238,7 +238,7 @@ func (a *accuracyRun) rank(ctx context.Context, data []byte, calImgs []string, f
 		w.lat, ok = loadLatency(cfg.LatencyCache, key)
 	}
 	if !ok {
-		ev.log(fmt.Sprintf("max-drop: timing every rung on a %dx%d LR input (ORT's profiler, alternated runs)", latencySize, latencySize))
+		ev.log(fmt.Sprintf("max-drop: timing every rung on a %dx%d LR input (whole models, alternated in pairs)", latencySize, latencySize))
 		if w.lat, err = measureLatency(ctx, w, cal, in); err != nil {
 			return fmt.Errorf("latency: %w", err)
 		}

@@ -57,12 +57,23 @@ func (w *widener) build(ctx context.Context, s widenState, cal *calibration) (*b
 			pl.Split = append(pl.Split, v)
 		}
 	}
+	qs := w.quantizersFor(pl, s)
 	for _, v := range pl.Values {
-		if _, ok := w.qs.act[v]; !ok {
+		if _, ok := qs.act[v]; ok {
+			continue
+		}
+		// A value that shared its producer's grid in the base plan (the
+		// output of a pixel shuffle) needs one of its own once that
+		// producer is float: the same values, so the same grid.
+		src, ok := w.base.Shared[v]
+		q, has := qs.act[src]
+		if !ok || !has {
 			return nil, fmt.Errorf("value %q has no calibrated range", v)
 		}
+		qs.act[v] = q
+		lo, hi := q.Range()
+		qs.ranges = append(qs.ranges, Range{Value: v, Lo: lo, Hi: hi, Scale: q.Scale, Zero: q.ZeroPoint, Reason: "grid of " + src})
 	}
-	qs := w.quantizersFor(pl, s)
 	if w.cfg.Tune {
 		w.restoreWeights(g, s)
 	}
