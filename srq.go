@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
@@ -158,6 +159,7 @@ type QuantizeResult struct {
 	// found wrong and padded.
 	Kernels     *kernelcheck.Report
 	KernelFixed []string
+	KernelTime  time.Duration
 	// CPU is the processor the checks ran on.
 	CPU verify.CPU
 }
@@ -221,9 +223,11 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 func writeQuantized(ctx context.Context, o QuantizeOptions, data []byte, res *quant.Result) (*QuantizeResult, error) {
 	out := &QuantizeResult{Result: res, CPU: verify.HostCPU()}
 	if o.KernelCheck > 0 {
+		t0 := time.Now()
 		if err := checkKernels(ctx, o, out); err != nil {
 			return nil, err
 		}
+		out.KernelTime = time.Since(t0)
 	}
 	if o.Out == "" {
 		return out, nil

@@ -3,6 +3,7 @@ package srq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,7 +66,6 @@ func TestQuantizeSpeedCheck(t *testing.T) {
 	assert.Equal(t, SpeedCheckRuns, sp.Quantized.Runs)
 	assert.Greater(t, sp.Quantized.MedianMS, 0.0)
 	assert.InDelta(t, sp.FP32.MedianMS/sp.Quantized.MedianMS, sp.Speedup, 1e-9)
-	assert.Equal(t, sp.Speedup < 1, sp.Slower())
 	assert.FileExists(t, out)
 
 	for _, tc := range []struct {
@@ -86,6 +86,24 @@ func TestQuantizeSpeedCheck(t *testing.T) {
 	}
 }
 
+// TestSpeedCheckSlower: a quantized model is slower only when its speed-up
+// is below 1 (the CLI warns then); equal speed is not slower, and no check
+// is not slower.
+func TestSpeedCheckSlower(t *testing.T) {
+	for _, tc := range []struct {
+		s    *SpeedCheck
+		want bool
+	}{
+		{&SpeedCheck{Speedup: 0.5}, true},
+		{&SpeedCheck{Speedup: 0.999}, true},
+		{&SpeedCheck{Speedup: 1}, false},
+		{&SpeedCheck{Speedup: 3.1}, false},
+		{nil, false},
+	} {
+		assert.Equal(t, tc.want, tc.s.Slower(), "%+v", tc.s)
+	}
+}
+
 // TestQuantizeCancel: a quantization whose context ends stops promptly with
 // the context's error and leaves nothing in the output folder.
 func TestQuantizeCancel(t *testing.T) {
@@ -97,20 +115,69 @@ func TestQuantizeCancel(t *testing.T) {
 	cfg := quant.DefaultConfig()
 	cfg.Threads = 1
 	ctx, cancel := context.WithCancel(context.Background())
-	var stopped time.Time
+	// One calibration batch (8 patches) is timed in this run, under this
+	// machine's load; stopping must take less than two of them, where
+	// ignoring the cancel until the end of calibration would take six.
+	var first, stopped time.Time
 	progress := func(stage string, done, total int) {
-		if stage == "calibration" && done == 8 {
+		switch {
+		case stage != "calibration":
+		case done == 8:
+			first = time.Now()
+		case done == 16:
 			cancel() // mid-calibration
 			stopped = time.Now()
 		}
 	}
 	_, err = Quantize(ctx, QuantizeOptions{Model: edsrX2, Images: imgs, Out: out, Config: cfg, Progress: progress})
+	took := time.Since(stopped)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.Canceled), "%v", err)
-	assert.Less(t, time.Since(stopped), time.Second)
+	batch := stopped.Sub(first)
+	t.Logf("stopped %s after the cancel; one calibration batch took %s", took.Round(time.Millisecond), batch.Round(time.Millisecond))
+	assert.Less(t, took, max(2*batch, 500*time.Millisecond))
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "no model, no temporary file")
+}
+
+// TestVerifyCancel: a verification whose context ends after its first
+// image stops with the context's error, before the other images and the
+// latency runs, and writes no report.
+func TestVerifyCancel(t *testing.T) {
+	requireORT(t)
+	src, err := img.Read(filepath.Join(images, "chelsea.png"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	var imgs []string
+	for i := range 8 {
+		p := filepath.Join(dir, fmt.Sprintf("crop%d.png", i))
+		require.NoError(t, img.WritePNG(p, img.Crop(src, 20*i, 40, 112, 96)))
+		imgs = append(imgs, p)
+	}
+	report := filepath.Join(t.TempDir(), "report")
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	var stopped time.Time
+	var seen []int
+	progress := func(stage string, done, total int) {
+		seen = append(seen, done)
+		if stage == "verify" && done == 1 {
+			cancel()
+			stopped = time.Now()
+		}
+	}
+	// The FP32 model against itself on eight 112×96 crops, each about as
+	// long as the first.
+	_, err = Verify(ctx, VerifyOptions{Model: edsrX2, Quantized: edsrX2, Images: imgs, Progress: progress, Report: report,
+		Config: verify.Config{Threads: 1, Size: 64, Runs: 10}})
+	took := time.Since(stopped)
+	require.ErrorIs(t, err, context.Canceled)
+	first := stopped.Sub(start)
+	t.Logf("stopped %s after the cancel; the first image (with opening both sessions) took %s", took.Round(time.Millisecond), first.Round(time.Millisecond))
+	assert.Equal(t, []int{1}, seen, "no image after the cancel")
+	assert.Less(t, took, max(first/2, 500*time.Millisecond), "stops long before the seven other images are done")
+	assert.NoDirExists(t, report, "no report")
 }
 
 func TestQuantizeRefusesToOverwriteTheModel(t *testing.T) {

@@ -23,6 +23,11 @@ type CaptureOptions struct {
 	Session ort.Options
 	// Progress, if set, is called after each batch with the patches done.
 	Progress func(done, total int)
+	// MaxBytes, if positive, bounds the memory of one batch's captured
+	// tensors: when Batch patches would need more, fewer are run at once
+	// (measured on one patch first). A window transformer captures
+	// hundreds of tensors, and CRAFT's 870 at Batch 8 held 10 GB.
+	MaxBytes int64
 }
 
 // Capture runs the float graph g in ONNX Runtime on the patches and returns
@@ -118,6 +123,23 @@ func capture(ctx context.Context, g *graph.Graph, values []string, patches [][]f
 		defer sess.Close()
 	}
 	per := shape[0] * shape[1] * shape[2]
+	if sess != nil && o.MaxBytes > 0 && o.Batch > 1 && len(patches) > 1 {
+		// One patch alone tells how much a patch's tensors take.
+		if len(patches[0]) != per {
+			return fmt.Errorf("capture: patch of %d values, want %d (%dx%dx%d)", len(patches[0]), per, shape[0], shape[1], shape[2])
+		}
+		res, err := sess.RunContext(ctx, &ort.Tensor{Shape: []int64{1, int64(shape[0]), int64(shape[1]), int64(shape[2])}, Data: patches[0]})
+		if err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+		var bytes int64
+		for _, t := range res {
+			bytes += 4 * int64(len(t.Data))
+		}
+		if bytes > 0 {
+			o.Batch = int(min(int64(o.Batch), max(1, o.MaxBytes/bytes)))
+		}
+	}
 	buf := make([]float32, 0, o.Batch*per)
 	var last []*ort.Tensor
 	var lastDims []int64

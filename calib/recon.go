@@ -1,14 +1,11 @@
 package calib
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"runtime"
 	"sync"
 
-	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/qdq"
 )
 
@@ -20,41 +17,35 @@ import (
 // cause is (W − Ŵ)·x̂. Both are measured on a few thousand windows sampled
 // from the calibration patches, not on whole tensors: enough to rank
 // candidate quantizers, small enough to search in seconds on a CPU.
+//
+// A grouped Conv (depthwise included) is G independent Convs side by side:
+// a window holds all C input channels, channel-major, so group g's
+// (C/G)·kh·kw columns are one contiguous run of it, and output channel o
+// (group o/(O/G)) reads only that run. Windows are therefore cut the same
+// way for every group count, and ConvWeights says which run each row of
+// the weight reads.
 
-// ConvGeom is what the window of a 2-D Conv needs: input channels, kernel,
-// padding (top, left), strides and dilations. Groups are not supported
-// (group = 1).
-type ConvGeom struct {
-	C, KH, KW        int
-	PadT, PadL       int
-	StrideH, StrideW int
-	DilH, DilW       int
+// ConvWeights is a Conv's float weight as reconstruction reads it: Out
+// rows, one per output channel, of D/Groups values each (OIHW order), D
+// being the window length. Row o belongs to group g = o/(Out/Groups) and
+// reads columns [g·D/Groups, (g+1)·D/Groups) of a window.
+type ConvWeights struct {
+	W           []float32
+	Out, Groups int
 }
 
-// ConvGeomOf reads the geometry of a group-1 2-D Conv node with a constant
-// OIHW weight of dims w; ok is false for anything else (grouped, 1-D,
-// auto_pad), which reconstruction then leaves alone.
-func ConvGeomOf(n *graph.Node, w []int64) (ConvGeom, bool) {
-	if len(w) != 4 || n.AttrInt("group", 1) != 1 || n.AttrString("auto_pad", "NOTSET") != "NOTSET" {
-		return ConvGeom{}, false
+// rowLen checks w against windows of length d and returns the length of
+// one row (the columns of one group).
+func (w ConvWeights) rowLen(d int) (int, error) {
+	g := max(w.Groups, 1)
+	if w.Out <= 0 || w.Out%g != 0 || d <= 0 || d%g != 0 || len(w.W) != w.Out*(d/g) {
+		return 0, fmt.Errorf("%d weights in %d output channels and %d groups do not fit windows of %d values (want %d×%d/%d)", len(w.W), w.Out, g, d, w.Out, d, g)
 	}
-	g := ConvGeom{C: int(w[1]), KH: int(w[2]), KW: int(w[3]), StrideH: 1, StrideW: 1, DilH: 1, DilW: 1}
-	if p := n.AttrInts("pads"); len(p) == 4 {
-		g.PadT, g.PadL = int(p[0]), int(p[1])
-	} else if len(p) != 0 {
-		return ConvGeom{}, false
-	}
-	if s := n.AttrInts("strides"); len(s) == 2 {
-		g.StrideH, g.StrideW = int(s[0]), int(s[1])
-	}
-	if d := n.AttrInts("dilations"); len(d) == 2 {
-		g.DilH, g.DilW = int(d[0]), int(d[1])
-	}
-	return g, true
+	return d / g, nil
 }
 
-// D is the window length C·KH·KW.
-func (g ConvGeom) D() int { return g.C * g.KH * g.KW }
+// col returns the first window column row o reads, for rows of length dg.
+func (w ConvWeights) col(o, dg int) int { return o / (w.Out / max(w.Groups, 1)) * dg }
 
 // Windows is a sample of a Conv's input windows: K rows of D values.
 type Windows struct {
@@ -65,114 +56,28 @@ type Windows struct {
 // Row returns window k.
 func (w *Windows) Row(k int) []float32 { return w.X[k*w.D : (k+1)*w.D] }
 
-// windowSampler draws positions and cuts windows out of captured tensors.
-type windowSampler struct {
-	geom ConvGeom
-	per  int // windows per patch
-	rng  *rand.Rand
-	out  *Windows
+// columns returns the windows' columns [lo, lo+n) as windows of n values.
+func (w *Windows) columns(lo, n int) *Windows {
+	if lo == 0 && n == w.D {
+		return w
+	}
+	out := &Windows{K: w.K, D: n, X: make([]float32, w.K*n)}
+	for k := range w.K {
+		copy(out.X[k*n:(k+1)*n], w.X[k*w.D+lo:k*w.D+lo+n])
+	}
+	return out
 }
 
-// add cuts per windows out of each patch of the NCHW batch x (dims
-// [N, C, H, W]) at output positions drawn uniformly, zero outside the
-// image (the Conv's zero padding).
-func (s *windowSampler) add(x []float32, dims []int64) {
-	g := s.geom
-	if len(dims) != 4 || int(dims[1]) != g.C {
-		return
-	}
-	n, c, h, w := int(dims[0]), int(dims[1]), int(dims[2]), int(dims[3])
-	oh := (h+2*g.PadT-g.DilH*(g.KH-1)-1)/g.StrideH + 1
-	ow := (w+2*g.PadL-g.DilW*(g.KW-1)-1)/g.StrideW + 1
-	if oh <= 0 || ow <= 0 {
-		return
-	}
-	d := g.D()
-	for i := range n {
-		img := x[i*c*h*w : (i+1)*c*h*w]
-		for range s.per {
-			oy, ox := s.rng.IntN(oh), s.rng.IntN(ow)
-			row := make([]float32, d)
-			k := 0
-			for ch := range c {
-				plane := img[ch*h*w : (ch+1)*h*w]
-				for ky := range g.KH {
-					y := oy*g.StrideH - g.PadT + ky*g.DilH
-					for kx := range g.KW {
-						xx := ox*g.StrideW - g.PadL + kx*g.DilW
-						if y >= 0 && y < h && xx >= 0 && xx < w {
-							row[k] = plane[y*w+xx]
-						}
-						k++
-					}
-				}
-			}
-			s.out.X = append(s.out.X, row...)
-			s.out.K++
-		}
-	}
-}
-
-// SampleWindows runs the float graph g on the patches and samples, for each
-// Conv input value named in geoms, perPatch windows from every patch
-// (positions drawn from a PCG seeded with seed: the same inputs give the
-// same windows). It stops with ctx's error when ctx ends.
-func SampleWindows(ctx context.Context, g *graph.Graph, geoms map[string]ConvGeom, patches [][]float32, shape [3]int, perPatch int, seed int64, o CaptureOptions) (map[string]*Windows, error) {
-	samplers := map[string]*windowSampler{}
-	var values []string
-	for v, geom := range geoms {
-		values = append(values, v)
-		var h uint64
-		for _, c := range v {
-			h = h*131 + uint64(c)
-		}
-		samplers[v] = &windowSampler{geom: geom, per: perPatch, rng: rand.New(rand.NewPCG(uint64(seed), h)),
-			out: &Windows{D: geom.D()}}
-	}
-	sortStrings(values)
-	err := capture(ctx, g, values, patches, shape, o, func(v string, dims []int64, data []float32) {
-		if s, ok := samplers[v]; ok {
-			s.add(data, dims)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]*Windows, len(samplers))
-	for v, s := range samplers {
-		if s.out.K == 0 {
-			return nil, fmt.Errorf("no windows of %q: its shape does not match the Conv's %d input channels", v, s.geom.C)
-		}
-		out[v] = s.out
-	}
-	return out, nil
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-// OutputError returns Σ_k Σ_o (W_o · e_k)², the squared error the input
-// errors e (one window per row) cause at the Conv's outputs, with W the
-// O×D weight (row o, output channel o). Rows are spread over the cores.
-func OutputError(w []float32, out int, e *Windows) float64 {
-	d := e.D
-	workers := min(runtime.GOMAXPROCS(0), max(1, e.K/64))
+// parallelSum spreads k rows over the cores and sums f over them.
+func parallelSum(k int, f func(row int) float64) float64 {
+	workers := min(runtime.GOMAXPROCS(0), max(1, k/64))
 	parts := make([]float64, workers)
 	var wg sync.WaitGroup
 	for p := range workers {
 		wg.Go(func() {
 			var s float64
-			for k := p; k < e.K; k += workers {
-				row := e.X[k*d : (k+1)*d]
-				for o := range out {
-					v := float64(Dot(w[o*d:(o+1)*d], row))
-					s += v * v
-				}
+			for i := p; i < k; i += workers {
+				s += f(i)
 			}
 			parts[p] = s
 		})
@@ -183,6 +88,49 @@ func OutputError(w []float32, out int, e *Windows) float64 {
 		s += v
 	}
 	return s
+}
+
+// OutputError returns Σ_k Σ_o (W_o · e_k)², the squared error the input
+// errors e (one window per row) cause at the Conv's outputs, each row of
+// w reading its group's columns. Rows are spread over the cores. It fails
+// when w does not fit windows of e's length.
+func OutputError(w ConvWeights, e *Windows) (float64, error) {
+	dg, err := w.rowLen(e.D)
+	if err != nil {
+		return 0, fmt.Errorf("calib: output error: %w", err)
+	}
+	return parallelSum(e.K, func(k int) float64 {
+		row := e.Row(k)
+		var s float64
+		for o := range w.Out {
+			c := w.col(o, dg)
+			v := float64(Dot(w.W[o*dg:(o+1)*dg], row[c:c+dg]))
+			s += v * v
+		}
+		return s
+	}), nil
+}
+
+// ReconError returns Σ_k Σ_o (W_o·x_k − Ŵ_o·x̂_k)²: the output error of
+// weights wq (w's layout) on inputs xq against the float weights on x.
+func ReconError(w ConvWeights, wq []float32, x, xq *Windows) (float64, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return 0, fmt.Errorf("calib: reconstruction error: %w", err)
+	}
+	if len(wq) != len(w.W) || xq.D != x.D || xq.K != x.K {
+		return 0, fmt.Errorf("calib: %d quantized weights on %d×%d windows, want %d on %d×%d", len(wq), xq.K, xq.D, len(w.W), x.K, x.D)
+	}
+	return parallelSum(x.K, func(k int) float64 {
+		a, b := x.Row(k), xq.Row(k)
+		var s float64
+		for o := range w.Out {
+			c := w.col(o, dg)
+			v := float64(Dot(w.W[o*dg:(o+1)*dg], a[c:c+dg]) - Dot(wq[o*dg:(o+1)*dg], b[c:c+dg]))
+			s += v * v
+		}
+		return s
+	}), nil
 }
 
 // Dot is a float32 dot product with four accumulators.
@@ -232,22 +180,47 @@ func mapWindows(x *Windows, f func(float32) float32) *Windows {
 	return e
 }
 
-// GPTQ quantizes the O×D weight w (row o: output channel o) on the
-// symmetric grids ps (one per row, or one for all) so that the Conv's output
-// on the windows x stays close to the float one: column by column, each
-// rounding error is pushed onto the columns not yet quantized in proportion
-// to the inverse Hessian H⁻¹, H = XᵀX/K + λI (Frantar et al., GPTQ,
-// 2023; the layer-wise objective of OBQ). λ is damp times the mean of H's
-// diagonal. It returns the weights on the grid (float, exactly
+// GPTQ quantizes the weight w on the symmetric grids ps (one per output
+// channel, or one for all) so that the Conv's output on the windows x
+// stays close to the float one: column by column, each rounding error is
+// pushed onto the columns not yet quantized in proportion to the inverse
+// Hessian H⁻¹, H = XᵀX/K + λI (Frantar et al., GPTQ, 2023; the layer-wise
+// objective of OBQ). λ is damp times the mean of H's diagonal. A grouped
+// Conv is one such problem per group, over the group's rows and its
+// (C/G)·kh·kw columns of the windows (a depthwise 3×3 Conv: C problems of
+// 9 columns). It returns the weights on the grid (float, exactly
 // ps[o].Dequantize of their codes). With H = I it is round-to-nearest.
-func GPTQ(w []float32, out int, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
+func GPTQ(w ConvWeights, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return nil, fmt.Errorf("calib: gptq: %w", err)
+	}
+	if len(ps) != w.Out && len(ps) != 1 {
+		return nil, fmt.Errorf("calib: gptq: %d weight quantizers for %d output channels", len(ps), w.Out)
+	}
+	groups := max(w.Groups, 1)
+	per := w.Out / groups
+	res := make([]float32, len(w.W))
+	for g := range groups {
+		pg := ps
+		if len(ps) != 1 {
+			pg = ps[g*per : (g+1)*per]
+		}
+		q, err := gptq(w.W[g*per*dg:(g+1)*per*dg], per, pg, x.columns(g*dg, dg), damp)
+		if err != nil {
+			if groups > 1 {
+				return nil, fmt.Errorf("calib: gptq: group %d of %d: %w", g, groups, err)
+			}
+			return nil, fmt.Errorf("calib: gptq: %w", err)
+		}
+		copy(res[g*per*dg:], q)
+	}
+	return res, nil
+}
+
+// gptq is GPTQ for one group: out rows of x.D weights.
+func gptq(w []float32, out int, ps []qdq.Params, x *Windows, damp float64) ([]float32, error) {
 	d := x.D
-	if len(w) != out*d {
-		return nil, fmt.Errorf("calib: gptq: %d weights, want %d×%d", len(w), out, d)
-	}
-	if len(ps) != out && len(ps) != 1 {
-		return nil, fmt.Errorf("calib: gptq: %d weight quantizers for %d output channels", len(ps), out)
-	}
 	h := hessian(x)
 	var mean float64
 	for i := range d {
@@ -399,17 +372,24 @@ func cholesky(h []float64, d int) ([]float64, error) {
 // MeanOutputShift returns, per output channel, the mean over the windows of
 // W·x − Ŵ·x̂: what bias correction adds to the bias so that the quantized
 // Conv's output has the float one's mean.
-func MeanOutputShift(w, wq []float32, out int, x, xq *Windows) []float64 {
-	d := x.D
-	shift := make([]float64, out)
+func MeanOutputShift(w ConvWeights, wq []float32, x, xq *Windows) ([]float64, error) {
+	dg, err := w.rowLen(x.D)
+	if err != nil {
+		return nil, fmt.Errorf("calib: mean output shift: %w", err)
+	}
+	if len(wq) != len(w.W) || xq.D != x.D || xq.K != x.K {
+		return nil, fmt.Errorf("calib: %d quantized weights on %d×%d windows, want %d on %d×%d", len(wq), xq.K, xq.D, len(w.W), x.K, x.D)
+	}
+	shift := make([]float64, w.Out)
 	for k := range x.K {
-		a, b := x.X[k*d:(k+1)*d], xq.X[k*d:(k+1)*d]
-		for o := range out {
-			shift[o] += float64(Dot(w[o*d:(o+1)*d], a) - Dot(wq[o*d:(o+1)*d], b))
+		a, b := x.Row(k), xq.Row(k)
+		for o := range w.Out {
+			c := w.col(o, dg)
+			shift[o] += float64(Dot(w.W[o*dg:(o+1)*dg], a[c:c+dg]) - Dot(wq[o*dg:(o+1)*dg], b[c:c+dg]))
 		}
 	}
 	for o := range shift {
 		shift[o] /= float64(max(x.K, 1))
 	}
-	return shift
+	return shift, nil
 }

@@ -142,3 +142,23 @@ func TestGrid(t *testing.T) {
 	assert.Greater(t, res[0].WrongShare, 0.0)
 	assert.True(t, res[1].OK(), "the untouched case")
 }
+
+// TestCheckShapeOfMember: shape arithmetic on a group's own output (a
+// Reshape to the Shape of the Conv it follows, as PyTorch exports write a
+// window partition) is computed from the reference's value in isolation.
+func TestCheckShapeOfMember(t *testing.T) {
+	orttest.Require(t)
+	const size = 12
+	b := &builder{g: graph.New("shape", map[string]int64{"": 17}), rng: rand.New(rand.NewPCG(5, 6)), size: size}
+	x := b.input([]int64{1, 3, size, size}, 1.0/255, 0)
+	y, s := b.conv(x, 1.0/255, 3, 8, 3, 1, 1)
+	shape := b.node("Shape", []string{y}, nil)
+	r := b.node("Reshape", []string{y, shape}, nil)
+	b.output(b.node("Relu", []string{r}, nil), s, 128)
+	m, err := b.g.ToModel()
+	require.NoError(t, err)
+	rep, err := Check(context.Background(), m, b.feeds[0], Options{Threads: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 1, rep.Groups)
+	assert.True(t, rep.OK(), rep.Summary())
+}

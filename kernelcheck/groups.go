@@ -81,18 +81,21 @@ func (a *analysis) activationDQ(v string) *graph.Node {
 	return p
 }
 
-// compute reports whether n computes on activations (not a quantizer, not a
-// constant subgraph).
+// compute reports whether n computes float activations: not a quantizer,
+// not a constant subgraph, and not shape arithmetic (a Shape of an
+// activation writes int64; the groups that need it compute it as support).
 func (a *analysis) compute(n *graph.Node) bool {
 	if isQuant(n) {
 		return false
 	}
+	float := false
 	for _, out := range n.Outputs {
 		if out != "" && a.static[out] {
 			return false
 		}
+		float = float || (out != "" && graph.IsFloat(a.types[out]))
 	}
-	return true
+	return float
 }
 
 // groups partitions the compute nodes of g into groups: union over float
@@ -118,15 +121,6 @@ func (a *analysis) groups() []*group {
 		}
 	}
 	for _, n := range computes {
-		if !slices.ContainsFunc(n.Outputs, func(v string) bool { return v != "" && graph.IsFloat(a.types[v]) }) {
-			// Shape arithmetic (a Shape of an activation) is no float
-			// operator: groups that read it take it as support, computed
-			// from the activation fed as it is. Joined to the group of
-			// the float operator it reads, the support of another group
-			// would read a value only that group's renamed copy writes
-			// (a float pixel shuffle's Shape → Slice in EDSR's tail).
-			continue
-		}
 		for _, in := range n.Inputs {
 			if in == "" || !graph.IsFloat(a.types[in]) {
 				continue
@@ -185,20 +179,12 @@ func (a *analysis) complete(gr *group) {
 			return
 		}
 		p := g.Producer(v)
-		if p != nil && !member && gr.members[p] && graph.IsFloat(a.types[v]) {
-			// Support reads a member's float output (the Shape of a
-			// float Conv's output): support nodes are not renamed, so
-			// it is fed from the full model's run like any activation.
-			if !seenSup[v] {
-				seenSup[v] = true
-				gr.supportInputs = append(gr.supportInputs, v)
-			}
+		if p != nil && (support[p] || (member && gr.members[p])) {
 			return
 		}
-		if p != nil && (gr.members[p] || support[p]) {
-			return
-		}
-		if p == nil || a.activationDQ(v) != nil || (graph.IsFloat(a.types[v]) && !a.static[v]) {
+		// Support is computed once for all groups, from the reference's
+		// values: a support node reads a member's output as an input.
+		if p == nil || a.activationDQ(v) != nil || (graph.IsFloat(a.types[v]) && !a.static[v]) || gr.members[p] {
 			switch {
 			case member && !seenIn[v]:
 				seenIn[v] = true

@@ -633,6 +633,12 @@ type calibration struct {
 	set     Calibration
 }
 
+// captureBytes bounds the memory of one calibration batch's captured
+// tensors (calib.CaptureOptions.MaxBytes): every CNN here fits 8 patches of
+// 64² under it (RCAN x4, 283 tensors, about 2.3 GB), while CRAFT's 870
+// tensors held 10 GB at 8 patches and now run fewer at a time.
+const captureBytes = 4 << 30
+
 // cutPatches cuts the calibration patches from the images and records
 // which images they came from.
 func cutPatches(pr *prepared, imgs []string, cfg Config, log func(string)) (*calibration, error) {
@@ -669,7 +675,7 @@ func calibrate(ctx context.Context, pr *prepared, pl *passes.Plan, c *calibratio
 	log(fmt.Sprintf("calibrating %d activation tensors on %d patches of %dx%d", len(pl.Values), len(c.batches), c.shape[2], c.shape[1]))
 	var err error
 	c.stats, err = calib.Capture(ctx, pr.g, pl.Values, c.batches, c.shape, calib.CaptureOptions{
-		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads},
+		Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}, MaxBytes: captureBytes,
 		Progress: func(done, total int) { ev.Progress.Report("calibration", done, total) },
 	})
 	if err != nil {

@@ -10,7 +10,10 @@ import (
 func TestSpearman(t *testing.T) {
 	assert.InDelta(t, 1, spearman([]float64{1, 2, 3, 4}, []float64{10, 20, 30, 400}), 1e-12, "monotone")
 	assert.InDelta(t, -1, spearman([]float64{1, 2, 3}, []float64{3, 2, 1}), 1e-12)
-	assert.InDelta(t, 0.5, spearman([]float64{1, 2, 3, 4}, []float64{1, 3, 2, 4}), 0.31)
+	// One swapped pair of four: Σd² = 2, ρ = 1 − 6·2/(4·(16−1)) = 0.8.
+	assert.InDelta(t, 0.8, spearman([]float64{1, 2, 3, 4}, []float64{1, 3, 2, 4}), 1e-12)
+	// With ties (average ranks): Pearson of ranks [1 2.5 2.5 4] and [1 2 3 4] = 4.5/√(4.5·5) = 0.9487.
+	assert.InDelta(t, 4.5/math.Sqrt(4.5*5), spearman([]float64{1, 5, 5, 9}, []float64{1, 2, 3, 4}), 1e-12)
 	assert.Equal(t, []float64{1, 2.5, 2.5, 4}, ranks([]float64{1, 5, 5, 9}), "ties share the average rank")
 	assert.Zero(t, spearman([]float64{1, 1}, []float64{2, 3}), "constant: no correlation")
 }

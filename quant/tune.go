@@ -13,6 +13,7 @@ import (
 	"github.com/srquant/srq/calib"
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
@@ -32,6 +33,13 @@ import (
 //
 // Layers are tuned one at a time, the most damaged first, until
 // Config.TimeBudget runs out.
+//
+// Every Conv shape a model can hold is tuned or left as calibrated with a
+// logged reason, never a failed run: windows are cut per Conv with its own
+// kernel, strides, padding and dilations (ESA's strided 3x3 and its 1x1
+// read one value, and windows keyed by the value once gave one of them the
+// other's windows), and a grouped or depthwise Conv is one GPTQ problem per
+// group (calib.ConvWeights).
 //
 // Every change must carry over: the calibration patches are split, the
 // windows come from the first part, and the deploy model's output error
@@ -62,9 +70,13 @@ const (
 
 // Tuning reports what tuning did.
 type Tuning struct {
-	Layers  int           `json:"layers"`  // Convs tuned
-	Skipped int           `json:"skipped"` // Convs left as calibrated (time budget, grouped)
-	Time    time.Duration `json:"time_ns"`
+	Layers  int `json:"layers"`  // Convs tuned
+	Skipped int `json:"skipped"` // Convs left as calibrated
+	// Untuned says why each skipped Conv was left as calibrated (the time
+	// budget, a shape reconstruction cannot model, a Hessian that is not
+	// positive definite...), by node name.
+	Untuned map[string]string `json:"untuned,omitempty"`
+	Time    time.Duration     `json:"time_ns"`
 	// HeldOut is the mean PSNR-Y against FP32 on the held-out patches of
 	// each variant measured, and Kept the one shipped.
 	HeldOut map[string]float64 `json:"held_out_psnr_db"`
@@ -76,11 +88,10 @@ type tuneLayer struct {
 	n       *graph.Node
 	input   string // the value it reads
 	geom    calib.ConvGeom
-	out     int
-	wbits   int       // weight width
-	w, b    []float32 // float weight (O×D) and bias (nil: none)
+	wbits   int               // weight width
+	w       calib.ConvWeights // float weight
+	b       []float32         // float bias (nil: none)
 	q       qdq.Quantizer
-	stats   *calib.Stats
 	x       *calib.Windows
 	before  float64 // output error of the calibrated quantizers
 	damaged float64 // relative output error, for the order
@@ -96,61 +107,112 @@ type tuneLayer struct {
 
 // tune runs the tuner on the calibrated quantizers qs and updates them, the
 // graph's weights and biases (weights on their grids, biases corrected) and
-// qs.weights (the grids InsertQDQ must keep).
+// qs.weights (the grids InsertQDQ must keep): each Conv tuned on its own
+// (tuneConvs), then the stages kept that the held-out patches agree with
+// (keepTuning).
 func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, res *Result, ev Events) error {
 	start := time.Now()
-	log := ev.log
 	if len(cal.batches) < tuneMinPatches {
 		return fmt.Errorf("tuning needs at least %d calibration patches (%d held out), got %d", tuneMinPatches, tuneHoldout, len(cal.batches))
 	}
-	train, held := cal.batches[:len(cal.batches)-tuneHoldout], cal.batches[len(cal.batches)-tuneHoldout:]
-	layers, skipped, err := tuneLayers(pr, pl, cal, qs, cfg)
+	res.Tuning = &Tuning{HeldOut: map[string]float64{}, Untuned: map[string]string{}}
+	layers, err := tuneConvs(ctx, pr, pl, cal, qs, cfg, res.Tuning, ev)
 	if err != nil {
 		return err
 	}
-	t := &Tuning{HeldOut: map[string]float64{}}
-	res.Tuning = t
+	if err := keepTuning(ctx, pr, pl, cal, qs, cfg, layers, res.Tuning, ev); err != nil {
+		return err
+	}
+	res.Tuning.Time = time.Since(start)
+	ev.log(fmt.Sprintf("tuning: kept %q, %d Convs tuned, %d left as calibrated, %s", res.Tuning.Kept, res.Tuning.Layers, res.Tuning.Skipped, res.Tuning.Time.Round(time.Millisecond)))
+	return nil
+}
+
+// tuneConvs tunes each Conv tuning can improve on windows of its input
+// from the training patches (all but the last tuneHoldout), most damaged
+// first, and returns them; the ones left as calibrated, and why, go into
+// t.Untuned (their results stay nil).
+func tuneConvs(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, t *Tuning, ev Events) ([]*tuneLayer, error) {
+	start := time.Now()
+	log := ev.log
+	train, held := cal.batches[:len(cal.batches)-tuneHoldout], cal.batches[len(cal.batches)-tuneHoldout:]
+	skip := func(n *graph.Node, why string) {
+		t.Untuned[n.Name] = why
+		log(fmt.Sprintf("tuning: %s left as calibrated: %s", n.Name, why))
+	}
+	budget := fmt.Sprintf("time budget (%s) spent", cfg.TimeBudget)
+	layers, err := tuneLayers(pr, pl, qs, cfg, skip)
+	if err != nil {
+		return nil, err
+	}
 	log(fmt.Sprintf("tuning %d Convs: windows from %d patches, %d patches held out", len(layers), len(train), len(held)))
 
 	perPatch := max(1, tuneWindows/len(train))
 	// Sample and tune in chunks of layers so that the windows fit in memory.
 	var chunk []*tuneLayer
 	var bytes int
-	done := 0
+	done, seen, late := 0, 0, 0
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
-		geoms := map[string]calib.ConvGeom{}
+		// Windows per Conv (by node name), not per input value: Convs
+		// reading one value may differ in kernel, stride or groups.
+		specs := map[string]calib.WindowSpec{}
 		for _, l := range chunk {
-			geoms[l.input] = l.geom
+			specs[l.n.Name] = calib.WindowSpec{Value: l.input, Geom: l.geom}
 		}
-		ws, err := calib.SampleWindows(ctx, pr.g, geoms, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
+		ws, missing, err := calib.SampleWindows(ctx, pr.g, specs, train, cal.shape, perPatch, cfg.Seed, calib.CaptureOptions{Batch: cfg.Batch, Session: ort.Options{Threads: cfg.Threads}})
 		if err != nil {
 			return err
 		}
+		var ready []*tuneLayer
 		for _, l := range chunk {
-			l.x = ws[l.input]
-			l.before = calib.OutputError(l.w, l.out, calib.InputErrors(l.x, l.q))
-			l.damaged = l.before / max(calib.OutputError(l.w, l.out, l.x), 1e-30)
+			if why, ok := missing[l.n.Name]; ok {
+				seen++
+				skip(l.n, "no input windows: "+why)
+				continue
+			}
+			l.x = ws[l.n.Name]
+			var full float64
+			if l.before, err = calib.OutputError(l.w, calib.InputErrors(l.x, l.q)); err == nil {
+				full, err = calib.OutputError(l.w, l.x)
+			}
+			if err != nil {
+				l.x = nil
+				seen++
+				skip(l.n, err.Error())
+				continue
+			}
+			l.damaged = l.before / max(full, 1e-30)
+			ready = append(ready, l)
 		}
 		// Most damaged first, so that a short budget goes where it pays.
-		sort.SliceStable(chunk, func(i, j int) bool { return chunk[i].damaged > chunk[j].damaged })
-		for _, l := range chunk {
+		sort.SliceStable(ready, func(i, j int) bool { return ready[i].damaged > ready[j].damaged })
+		for _, l := range ready {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			seen++
 			if cfg.TimeBudget > 0 && time.Since(start) > cfg.TimeBudget*3/4 {
+				// One line for all of them, below: the rest of a long
+				// network would be a line each.
 				l.x = nil
-				skipped++
+				t.Untuned[l.n.Name] = budget
+				late++
 				continue
 			}
-			if err := tuneOne(l, cfg); err != nil {
-				return fmt.Errorf("node %q: %w", l.n.Name, err)
+			if err := tuneOne(ctx, l, cfg); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				l.reset()
+				skip(l.n, err.Error())
+			} else {
+				done++
 			}
 			l.x = nil // free the windows
-			done++
-			ev.Progress.Report("tuning", done, len(layers))
+			ev.Progress.Report("tuning", seen, len(layers))
 		}
 		chunk, bytes = chunk[:0], 0
 		return nil
@@ -159,17 +221,27 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 		need := perPatch * len(train) * l.geom.D() * 4
 		if bytes+need > tuneChunkBytes {
 			if err := flush(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		chunk = append(chunk, l)
 		bytes += need
 	}
 	if err := flush(); err != nil {
-		return err
+		return nil, err
 	}
+	if late > 0 {
+		log(fmt.Sprintf("tuning: %d Convs left as calibrated: %s", late, budget))
+	}
+	t.Layers, t.Skipped = done, len(t.Untuned)
+	return layers, nil
+}
 
-	// Which stages carry over to the held-out patches?
+// keepTuning measures which stages of the tuned layers carry over to the
+// held-out patches (the deploy model's PSNR-Y against FP32 on them), and
+// applies the best variant to pr.g and qs.
+func keepTuning(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config, layers []*tuneLayer, t *Tuning, ev Events) error {
+	held := cal.batches[len(cal.batches)-tuneHoldout:]
 	ref, err := runPatches(ctx, pr.g, held, cal.shape, pr.rng, cfg)
 	if err != nil {
 		return err
@@ -191,7 +263,7 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 			return err
 		}
 		t.HeldOut[v.name] = p
-		log(fmt.Sprintf("  held-out PSNR-Y vs FP32, %s: %.3f dB", v.name, p))
+		ev.log(fmt.Sprintf("  held-out PSNR-Y vs FP32, %s: %.3f dB", v.name, p))
 		if p > bestPSNR {
 			best, bestPSNR = i, p
 		}
@@ -210,136 +282,160 @@ func tune(ctx context.Context, pr *prepared, pl *passes.Plan, cal *calibration, 
 			}
 		}
 	}
-	t.Layers, t.Skipped, t.Time = done, skipped, time.Since(start)
-	log(fmt.Sprintf("tuning: kept %q, %d Convs tuned, %d left as calibrated, %s", v.name, done, skipped, t.Time.Round(time.Millisecond)))
 	return nil
 }
 
 // tuneLayers lists the Convs tuning can improve: quantized, not kept at 8
-// bits, a group-1 2-D Conv with constant float weights.
-func tuneLayers(pr *prepared, pl *passes.Plan, cal *calibration, qs *quantizers, cfg Config) ([]*tuneLayer, int, error) {
+// bits, a 2-D Conv (any strides, pads, dilations, groups) with constant
+// float weights. Others are passed to skip with the reason.
+func tuneLayers(pr *prepared, pl *passes.Plan, qs *quantizers, cfg Config, skip func(*graph.Node, string)) ([]*tuneLayer, error) {
 	var out []*tuneLayer
-	skipped := 0
 	for _, n := range pl.Nodes {
 		if n.OpType != "Conv" || pl.Wide[n] {
 			continue
 		}
 		wt, ok := pr.g.Const(n.Inputs[1])
-		if !ok {
-			skipped++
+		if !ok || wt.DType != onnx.TensorProto_FLOAT {
+			skip(n, "the weight is not a constant float tensor")
 			continue
 		}
-		geom, ok := calib.ConvGeomOf(n, wt.Dims)
-		if !ok {
-			skipped++
+		geom, err := calib.ConvGeomOf(n, wt.Dims)
+		if err != nil {
+			skip(n, err.Error())
 			continue
 		}
 		w, err := wt.Float32()
 		if err != nil {
-			return nil, 0, fmt.Errorf("weight %q: %w", wt.Name, err)
+			return nil, fmt.Errorf("weight %q: %w", wt.Name, err)
 		}
-		l := &tuneLayer{n: n, input: n.Inputs[0], geom: geom, out: int(wt.Dims[0]), w: w, wbits: cfg.Bits.W}
+		l := &tuneLayer{n: n, input: n.Inputs[0], geom: geom, w: calib.ConvWeights{W: w, Out: int(wt.Dims[0]), Groups: geom.Groups}, wbits: cfg.Bits.W}
 		if b, ok := qs.weightBits[n.Name]; ok {
 			l.wbits = b
 		}
 		if len(n.Inputs) > 2 && n.Inputs[2] != "" {
 			bt, ok := pr.g.Const(n.Inputs[2])
-			if !ok {
-				skipped++
+			if !ok || bt.DType != onnx.TensorProto_FLOAT {
+				skip(n, "the bias is not a constant float tensor")
 				continue
 			}
 			if l.b, err = bt.Float32(); err != nil {
-				return nil, 0, fmt.Errorf("bias %q: %w", bt.Name, err)
+				return nil, fmt.Errorf("bias %q: %w", bt.Name, err)
+			}
+			if len(l.b) != l.w.Out {
+				skip(n, fmt.Sprintf("%d biases for %d output channels", len(l.b), l.w.Out))
+				continue
 			}
 		}
 		src := l.input
 		if s, ok := pl.Shared[src]; ok {
 			src = s
 		}
-		l.stats = cal.stats[src]
 		if q, ok := qs.convIn[n.Name]; ok {
 			l.q = q
+		} else if p, ok := qs.act[src]; ok {
+			l.q = qdq.UniformOf(p, 8)
 		} else {
-			l.q = qdq.UniformOf(qs.act[src], 8)
+			skip(n, fmt.Sprintf("its input %q has no quantizer", src))
+			continue
 		}
 		out = append(out, l)
 	}
-	return out, skipped, nil
+	return out, nil
+}
+
+// reset drops what tuneOne computed, leaving l as calibrated.
+func (l *tuneLayer) reset() {
+	l.ps, l.wq, l.bias, l.qTuned, l.wqTuned, l.biasTun, l.describe = nil, nil, nil, nil, nil, nil, nil
 }
 
 // tuneOne rounds l's weights with GPTQ on the inputs the quantized Conv
 // sees, looks for a better input quantizer, and measures the bias
-// correction of both.
-func tuneOne(l *tuneLayer, cfg Config) error {
-	ps, err := qdq.WeightParams(l.w, l.out, l.wbits, !cfg.PerTensorWeights, cfg.WeightMethod)
+// correction of both. It returns ctx's error when ctx ends, checked
+// between its steps and candidates: one layer of a large Conv takes
+// seconds on a loaded machine, and Ctrl-C must not wait for it. Another
+// error leaves l partly computed: the caller resets it.
+func tuneOne(ctx context.Context, l *tuneLayer, cfg Config) error {
+	ps, err := qdq.WeightParams(l.w.W, l.w.Out, l.wbits, !cfg.PerTensorWeights, cfg.WeightMethod)
 	if err != nil {
 		return err
 	}
 	l.ps = ps
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	xq := calib.Quantized(l.x, l.q)
-	if l.wq, err = calib.GPTQ(l.w, l.out, ps, xq, gptqDamp); err != nil {
+	if l.wq, err = calib.GPTQ(l.w, ps, xq, gptqDamp); err != nil {
 		return err
 	}
-	rtn := make([]float32, len(l.w))
-	if err := qdq.FakeQuantPerChannel(rtn, l.w, expandParams(ps, l.out)); err != nil {
+	rtn := make([]float32, len(l.w.W))
+	if err := qdq.FakeQuantPerChannel(rtn, l.w.W, expandParams(ps, l.w.Out)); err != nil {
 		return err
 	}
-	before := weightOutputError(l, rtn, xq)
-	after := weightOutputError(l, l.wq, xq)
+	before, err := calib.ReconError(l.w, rtn, l.x, xq)
+	if err != nil {
+		return err
+	}
+	after, err := calib.ReconError(l.w, l.wq, l.x, xq)
+	if err != nil {
+		return err
+	}
 	l.describe = append(l.describe, fmt.Sprintf("GPTQ weights (output error −%.0f%%)", 100*(1-after/max(before, 1e-30))))
-	l.bias = correctedBias(l, l.wq, xq)
+	if l.bias, err = correctedBias(l, l.wq, xq); err != nil {
+		return err
+	}
 
 	// Input quantizer: the candidate with the least output error, keeping
 	// the form (a quantizer that ran on one 8-bit grid keeps doing so).
 	best, bestErr := l.q, l.before
 	_, fits := l.q.Fine()
 	for _, c := range l.q.Neighbours() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if _, ok := c.Fine(); fits && !ok {
 			continue
 		}
-		if e := calib.OutputError(l.w, l.out, calib.InputErrors(l.x, c)); e < bestErr {
+		e, err := calib.OutputError(l.w, calib.InputErrors(l.x, c))
+		if err != nil {
+			return err
+		}
+		if e < bestErr {
 			best, bestErr = c, e
 		}
 	}
 	if best == l.q {
 		return nil
 	}
-	l.qTuned = best
-	xt := calib.Quantized(l.x, best)
-	if l.wqTuned, err = calib.GPTQ(l.w, l.out, ps, xt, gptqDamp); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	l.biasTun = correctedBias(l, l.wqTuned, xt)
+	l.qTuned = best
+	xt := calib.Quantized(l.x, best)
+	if l.wqTuned, err = calib.GPTQ(l.w, ps, xt, gptqDamp); err != nil {
+		return err
+	}
+	if l.biasTun, err = correctedBias(l, l.wqTuned, xt); err != nil {
+		return err
+	}
 	l.describe = append(l.describe, fmt.Sprintf("input %s (output error −%.0f%%)", best, 100*(1-bestErr/l.before)))
 	return nil
 }
 
 // correctedBias is l's bias plus the mean output shift of weights wq on
 // inputs xq (nil when the Conv has no bias).
-func correctedBias(l *tuneLayer, wq []float32, xq *calib.Windows) []float32 {
+func correctedBias(l *tuneLayer, wq []float32, xq *calib.Windows) ([]float32, error) {
 	if l.b == nil {
-		return nil
+		return nil, nil
 	}
-	shift := calib.MeanOutputShift(l.w, wq, l.out, l.x, xq)
+	shift, err := calib.MeanOutputShift(l.w, wq, l.x, xq)
+	if err != nil {
+		return nil, err
+	}
 	b := make([]float32, len(l.b))
 	for o := range l.b {
 		b[o] = l.b[o] + float32(shift[o])
 	}
-	return b
-}
-
-// weightOutputError is Σ ||W·x − Ŵ·x̂||² over l's windows.
-func weightOutputError(l *tuneLayer, wq []float32, xq *calib.Windows) float64 {
-	var s float64
-	d := l.x.D
-	for k := range l.x.K {
-		a, b := l.x.X[k*d:(k+1)*d], xq.X[k*d:(k+1)*d]
-		for o := range l.out {
-			v := float64(calib.Dot(l.w[o*d:(o+1)*d], a) - calib.Dot(wq[o*d:(o+1)*d], b))
-			s += v * v
-		}
-	}
-	return s
+	return b, nil
 }
 
 // expandParams repeats a per-tensor quantizer once per channel.

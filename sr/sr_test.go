@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -297,4 +298,48 @@ func TestSplitsAndWindow(t *testing.T) {
 	assert.Equal(t, 6, window(10, 4, 12, 30))
 	assert.Equal(t, 18, window(25, 4, 12, 30))
 	assert.Equal(t, 0, window(3, 4, 10, 10))
+}
+
+// TestUpscaleCancel: Upscale returns the context's error when its context
+// has ended before it starts, and abandons a running ORT call when the
+// context ends during it: the stop comes after one node, not after the
+// rest of the network.
+func TestUpscaleCancel(t *testing.T) {
+	requireORT(t)
+	m, err := Open(readFile(t, edsrX2), "edsr_x2", ort.Options{Threads: 1}, ProbeOptions{})
+	require.NoError(t, err)
+	defer m.Close()
+	src, err := img.Read(chelsea)
+	require.NoError(t, err)
+	lr := img.Crop(src, 100, 40, 128, 96)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = m.Upscale(ctx, lr, 0, 0)
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = m.Upscale(ctx, lr, 32, 8)
+	require.ErrorIs(t, err, context.Canceled, "tiled")
+
+	// A whole run, timed under this machine's load, then one cancelled a
+	// quarter of the way through.
+	_, err = m.Upscale(context.Background(), lr, 0, 0) // warm-up: the first run at a shape plans its memory
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = m.Upscale(context.Background(), lr, 0, 0)
+	require.NoError(t, err)
+	whole := time.Since(start)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	cancelled := make(chan time.Time, 1)
+	time.AfterFunc(whole/4, func() { cancelled <- time.Now(); cancel() })
+	_, err = m.Upscale(ctx, lr, 0, 0)
+	stop := time.Now()
+	require.ErrorIs(t, err, context.Canceled, "a run of %s cancelled after %s", whole, whole/4)
+	took := stop.Sub(<-cancelled)
+	t.Logf("a whole run takes %s; stopped %s after the cancel", whole.Round(time.Millisecond), took.Round(time.Millisecond))
+	assert.Less(t, took, whole/2, "ORT stops between two nodes (EDSR x2 has about 70)")
+
+	out, err := m.Upscale(context.Background(), img.Crop(lr, 0, 0, 8, 8), 0, 0)
+	require.NoError(t, err, "the model stays usable")
+	assert.Equal(t, [3]int{3, 16, 16}, [3]int{out.C, out.H, out.W})
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/internal/htmlpage"
+	"github.com/srquant/srq/kernelcheck"
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
@@ -46,6 +49,11 @@ type benchRow struct {
 	Forms   map[string]int    `json:"forms,omitempty"`
 	Skipped map[string]string `json:"skipped,omitempty"`
 	Failure string            `json:"failure,omitempty"`
+	// Kernels is the kernel check of the quantized model on this machine
+	// (kernelcheck.Check on a verify.KernelCheckSize crop): its summary,
+	// and whether every fused group agreed with the QDQ graph.
+	Kernels   string `json:"kernel_check,omitempty"`
+	KernelsOK bool   `json:"kernel_check_ok"`
 }
 
 // benchSetting is one quantization setting of the grid.
@@ -97,6 +105,7 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	variantsFor := fs.StringSlice("variants-for", []string{"edsr_x4.onnx"}, "models that also get the variant rows (strict accounting, per-tensor weights, simulate encoding, breakpoint search, the tuning ablation)")
 	tuneEvery := fs.Bool("tune-every-model", true, "also run W4A4 dual + tune on every model")
 	sizes := fs.IntSlice("sizes", []int{256}, "LR sizes for latency")
+	sizeFor := fs.StringSlice("size-for", []string{"craft_x4.onnx=128"}, "per-model LR size for latency instead of --sizes, NAME=SIZE,... (a window transformer's FP32 run at 256² takes seconds on 2 cores)")
 	threads := fs.Int("threads", 2, "intra-op threads for every session")
 	runs := fs.Int("runs", verify.RecommendedRuns, "timed runs per latency measurement")
 	patches := fs.Int("patches", quant.DefaultConfig().Patches, "calibration patches per quantization")
@@ -163,6 +172,15 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err != nil {
 			return err
 		}
+		perModel := map[string][]int{}
+		for _, kv := range nonEmpty(*sizeFor) {
+			name, v, ok := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(v)
+			if !ok || err != nil || n < 1 {
+				return fmt.Errorf("--size-for %q: want NAME=SIZE with a positive size", kv)
+			}
+			perModel[name] = []int{n}
+		}
 		if err := a.initORT(); err != nil {
 			return err
 		}
@@ -175,7 +193,11 @@ func benchFlags(fs *pflag.FlagSet) func(*app, []string) error {
 					settings = append(settings, v)
 				}
 			}
-			r, err := benchModel(a, p, calibImgs, *data, *sets, settings, *sizes, *threads, *runs, *patches)
+			sz := *sizes
+			if s, ok := perModel[filepath.Base(p)]; ok {
+				sz = s
+			}
+			r, err := benchModel(a, p, calibImgs, *data, *sets, settings, sz, *threads, *runs, *patches)
 			if err != nil {
 				return err
 			}
@@ -338,6 +360,19 @@ func benchQuantized(ctx context.Context, row *benchRow, fm *sr.Model, qdata []by
 		return err
 	}
 	row.Coverage = verify.Coverage(opt)
+	qmodel, err := onnx.LoadBytes(qdata, label, "")
+	if err != nil {
+		return err
+	}
+	kin, err := verify.LatencyInput(sets[0].lr[0], verify.KernelCheckSize, fm.Range)
+	if err != nil {
+		return err
+	}
+	kr, err := kernelcheck.Check(ctx, qmodel, kin, kernelcheck.Options{Threads: threads, Range: fm.Range})
+	if err != nil {
+		return err
+	}
+	row.Kernels, row.KernelsOK = kr.Summary(), kr.OK()
 	for _, s := range sets {
 		var gt, vs float64
 		for i, lr := range s.lr {
@@ -436,6 +471,9 @@ func benchTables(rows []*benchRow, sets []string, sizes []int) []benchTable {
 		}
 	}
 	var tables []benchTable
+	if t, ok := defaultsTable(w8, sets); ok {
+		tables = append(tables, t)
+	}
 	if len(w8) > 0 {
 		t := benchTable{Title: "W8A8", Header: []string{"model", "method"}}
 		for _, s := range sets {
@@ -457,7 +495,11 @@ func benchTables(rows []*benchRow, sets []string, sizes []int) []benchTable {
 			}
 			row = append(row, fmt.Sprintf("%.1f", r.QuantizeS))
 			for _, sz := range sizes {
-				l := r.Latency[sz]
+				l, ok := r.Latency[sz]
+				if !ok { // timed at its own size (--size-for): see the defaults table
+					row = append(row, "–", "–")
+					continue
+				}
 				row = append(row, fmt.Sprintf("%.0f", l[0]), fmt.Sprintf("%.0f (%.2fx)", l[1], l[0]/l[1]))
 			}
 			t.Rows = append(t.Rows, append(row, fmt.Sprintf("%d/%d", r.Coverage.Int8, r.Coverage.Total), formsCell(r.Forms)))
@@ -489,8 +531,11 @@ func benchTables(rows []*benchRow, sets []string, sizes []int) []benchTable {
 			for _, s := range sets {
 				row = append(row, fmt.Sprintf("%.2f", r.FP32[s]), fmt.Sprintf("%.2f (%+.2f)", r.Quantized[s], r.Quantized[s]-r.FP32[s]))
 			}
-			l := r.Latency[sz]
-			row = append(row, fmt.Sprintf("%.2f", r.VsFP32[sets[0]]), fmt.Sprintf("%.1f", r.QuantizeS), fmt.Sprintf("%.2fx", l[0]/l[1]),
+			speed := "–"
+			if l, ok := r.Latency[sz]; ok {
+				speed = fmt.Sprintf("%.2fx", l[0]/l[1])
+			}
+			row = append(row, fmt.Sprintf("%.2f", r.VsFP32[sets[0]]), fmt.Sprintf("%.1f", r.QuantizeS), speed,
 				fmt.Sprintf("%d/%d", r.Coverage.Int8, r.Coverage.Total), formsCell(r.Forms))
 			t.Rows = append(t.Rows, row)
 		}
@@ -499,6 +544,45 @@ func benchTables(rows []*benchRow, sets []string, sizes []int) []benchTable {
 	lowTable("Low bits", low, false)
 	lowTable("Variants", variants, true)
 	return tables
+}
+
+// defaultsTable is every model at srq quantize's defaults (W8A8,
+// percentile ranges): the change against ground truth per set, PSNR-Y
+// against FP32 on the first set, the speed-up at the model's latency size,
+// int8 coverage and the kernel check, one row per model. ok is false when
+// no row has the defaults.
+func defaultsTable(w8 []*benchRow, sets []string) (benchTable, bool) {
+	def := quant.DefaultConfig()
+	t := benchTable{Title: "W8A8 defaults, every model", Header: []string{"model"}}
+	for _, s := range sets {
+		t.Header = append(t.Header, s+" Δ")
+	}
+	t.Header = append(t.Header, sets[0]+" vs FP32", "speed-up", "int8 Convs", "kernel check")
+	for _, r := range w8 {
+		if r.Method != string(def.Method) {
+			continue
+		}
+		row := []string{strings.TrimSuffix(r.Model, ".onnx")}
+		if r.Failure != "" {
+			t.Rows = append(t.Rows, append(row, "failed: "+oneLine(r.Failure)))
+			continue
+		}
+		for _, s := range sets {
+			row = append(row, fmt.Sprintf("%+.3f", r.Quantized[s]-r.FP32[s]))
+		}
+		speed := "–"
+		for _, sz := range slices.Sorted(maps.Keys(r.Latency)) {
+			l := r.Latency[sz]
+			speed = fmt.Sprintf("%.2fx at %d²", l[0]/l[1], sz)
+		}
+		kernels := "agree"
+		if !r.KernelsOK {
+			kernels = "WRONG: " + r.Kernels
+		}
+		row = append(row, fmt.Sprintf("%.2f", r.VsFP32[sets[0]]), speed, fmt.Sprintf("%d/%d", r.Coverage.Int8, r.Coverage.Total), kernels)
+		t.Rows = append(t.Rows, row)
+	}
+	return t, len(t.Rows) > 0
 }
 
 // formsCell renders the count of Conv inputs per form, e.g. "35 shared-grid".

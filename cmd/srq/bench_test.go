@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq/verify"
 )
 
 // benchFixture lays out a bench in a temporary folder: models/ with the
@@ -66,6 +68,8 @@ func TestBenchLowBit(t *testing.T) {
 		assert.Positive(t, r.Quantized["Tiny"], r.Method)
 		assert.Less(t, r.Quantized["Tiny"], r.FP32["Tiny"], "%s: 4 bits cost something", r.Method)
 		assert.Equal(t, 36, r.Coverage.Int8, r.Method)
+		assert.True(t, r.KernelsOK, "%s: %s", r.Method, r.Kernels)
+		assert.Contains(t, r.Kernels, "fused groups agree with the QDQ graph", r.Method)
 	}
 	assert.Greater(t, got[1].VsFP32["Tiny"], got[0].VsFP32["Tiny"], "dual closer to FP32 than percentile at W4A4")
 }
@@ -125,4 +129,28 @@ func TestBenchMerge(t *testing.T) {
 	code, _, errOut = runSRQ(append(args, "--merge", filepath.Join(dir, "missing.json"))...)
 	assert.Equal(t, exitFailure, code)
 	assert.Contains(t, errOut, "--merge")
+}
+
+// TestBenchDefaultsTable: the defaults table has one row per model at
+// srq quantize's defaults, each timed at its own size, with its kernel
+// check; other methods are left to the W8A8 table.
+func TestBenchDefaultsTable(t *testing.T) {
+	row := func(model, method string, size int, ok bool) *benchRow {
+		return &benchRow{Model: model, Bits: "w8a8", Method: method, FP32: map[string]float64{"Set5": 32}, Quantized: map[string]float64{"Set5": 31.9},
+			VsFP32: map[string]float64{"Set5": 45}, Latency: map[int][2]float64{size: {300, 100}}, Coverage: verify.ConvCoverage{Int8: 5, Total: 6},
+			Kernels: "5 fused groups ...", KernelsOK: ok}
+	}
+	tables := benchTables([]*benchRow{row("edsr_x2.onnx", "percentile", 256, true), row("edsr_x2.onnx", "mse", 256, true),
+		row("craft_x4.onnx", "percentile", 128, false)}, []string{"Set5"}, []int{256})
+	require.NotEmpty(t, tables)
+	d := tables[0]
+	assert.Equal(t, "W8A8 defaults, every model", d.Title)
+	assert.Equal(t, []string{"model", "Set5 Δ", "Set5 vs FP32", "speed-up", "int8 Convs", "kernel check"}, d.Header)
+	assert.Equal(t, [][]string{
+		{"edsr_x2", "-0.100", "45.00", "3.00x at 256²", "5/6", "agree"},
+		{"craft_x4", "-0.100", "45.00", "3.00x at 128²", "5/6", "WRONG: 5 fused groups ..."},
+	}, d.Rows)
+	w8 := tables[1]
+	assert.Equal(t, "W8A8", w8.Title)
+	assert.Contains(t, w8.Rows[2], "–", "CRAFT was timed at 128², not 256²")
 }

@@ -39,7 +39,7 @@ func doctorFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			return fmt.Errorf("--threads %d: want 0 (ORT's default) or more", *threads)
 		}
 		if *jsonPath != "" {
-			if err := checkReportPath(*jsonPath, nil); err != nil {
+			if err := checkReportPath("--json", *jsonPath, nil); err != nil {
 				return err
 			}
 		}

@@ -374,7 +374,7 @@ func printKernels(w io.Writer, res *srq.QuantizeResult) {
 		fmt.Fprintln(w, "kernels   not checked (--kernel-check 0)")
 		return
 	}
-	fmt.Fprintf(w, "kernels   %s; ORT %s on %s\n", k.Summary(), k.ORTVersion, res.CPU)
+	fmt.Fprintf(w, "kernels   %s; ORT %s on %s (%s)\n", k.Summary(), k.ORTVersion, res.CPU, res.KernelTime.Round(time.Millisecond))
 	fmt.Fprintf(w, "          whole model, int8 kernels vs QDQ graph on the check input: up to %d levels apart, %.2f%% of values by more than 1 (rounding grown through the network)\n",
 		k.Output.MaxDiff, 100*k.Output.Over1)
 }
@@ -460,6 +460,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 			parts[i] = fmt.Sprintf("%s %.2f dB", k, t.HeldOut[k])
 		}
 		fmt.Fprintf(w, "tuned     %d Convs (%d left as calibrated), kept %q; held-out PSNR-Y vs FP32: %s\n", t.Layers, t.Skipped, t.Kept, strings.Join(parts, ", "))
+		printUntuned(w, t.Untuned)
 	}
 	printAccuracy(w, res.Accuracy, o.verbose)
 	printRanges(w, res.Ranges, o.verbose)
@@ -600,5 +601,22 @@ func printLayers(w io.Writer, ls []quant.Layer, cfg quant.Config, all bool) {
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+}
+
+// printUntuned says why Convs were left as calibrated, one line per reason
+// with the Convs it applies to (the first three named).
+func printUntuned(w io.Writer, untuned map[string]string) {
+	byWhy := map[string][]string{}
+	for n, why := range untuned {
+		byWhy[why] = append(byWhy[why], n)
+	}
+	for _, why := range slices.Sorted(maps.Keys(byWhy)) {
+		names := slices.Sorted(slices.Values(byWhy[why]))
+		more := ""
+		if len(names) > 3 {
+			names, more = names[:3], fmt.Sprintf(" and %d more", len(names)-3)
+		}
+		fmt.Fprintf(w, "          %d left as calibrated: %s (%s%s)\n", len(byWhy[why]), why, strings.Join(names, ", "), more)
 	}
 }

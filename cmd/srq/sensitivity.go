@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/srquant/srq/chart"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/internal/progress"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/qdq"
 	"github.com/srquant/srq/quant"
 )
@@ -115,16 +117,21 @@ func (a *app) sensitivity(o *sensitivityOpts) error {
 	if err != nil {
 		return err
 	}
-	inputs := []string{o.model, o.calib}
-	for _, p := range []string{o.jsonPath, o.plot} {
-		if p != "-" {
-			if err := checkReportPath(p, inputs); err != nil {
-				return err
-			}
-		}
-	}
 	imgs, err := calibImages(o.calib)
 	if err != nil {
+		return err
+	}
+	inputs := append([]string{o.model, o.calib}, imgs...)
+	if err := checkReportPath("--json", o.jsonPath, inputs); err != nil {
+		return err
+	}
+	switch {
+	case o.plot == "-":
+		return errors.New("--plot -: a PNG chart goes to a file, not to stdout")
+	case o.plot != "" && o.jsonPath != "" && (filepath.Clean(o.plot) == filepath.Clean(o.jsonPath) || onnx.SameFile(o.plot, o.jsonPath)):
+		return fmt.Errorf("--plot %s: same file as --json; give each its own", o.plot)
+	}
+	if err := checkReportPath("--plot", o.plot, inputs); err != nil {
 		return err
 	}
 	m, data, err := srq.LoadModel(o.model)

@@ -77,7 +77,7 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 			return err
 		}
 		inputs := append([]string{*model, *quantized, *images}, paths...)
-		if err := checkReportPath(*jsonPath, inputs); err != nil {
+		if err := checkReportPath("--json", *jsonPath, inputs); err != nil {
 			return err
 		}
 		var calibPaths []string
@@ -164,24 +164,26 @@ func verifyFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	}
 }
 
-// checkReportPath refuses a --json path that is one of the inputs (the
-// report would replace a model or an image) or that cannot be written, so
-// that a long verification does not fail only at its very end.
-func checkReportPath(path string, inputs []string) error {
+// checkReportPath refuses a report path given by flag (--json, --plot)
+// that is one of the inputs (the report would replace a model or an image)
+// or that cannot be written, so that a long run does not fail only at its
+// very end. Errors name the flag the path came from. "" and "-" (stdout)
+// pass.
+func checkReportPath(flag, path string, inputs []string) error {
 	if path == "" || path == "-" {
 		return nil
 	}
 	for _, in := range inputs {
 		if onnx.SameFile(path, in) {
-			return fmt.Errorf("--json %s: is the same file as the input %s; refusing to overwrite it", path, in)
+			return fmt.Errorf("%s %s: is the same file as the input %s; refusing to overwrite it", flag, path, in)
 		}
 	}
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return fmt.Errorf("--json %s: not a regular file; refusing to replace it", path)
+		return fmt.Errorf("%s %s: not a regular file; refusing to replace it", flag, path)
 	}
 	dir := filepath.Dir(path)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("--json %s: folder %s does not exist", path, dir)
+		return fmt.Errorf("%s %s: folder %s does not exist", flag, path, dir)
 	}
 	return nil
 }
