@@ -96,7 +96,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.val, "val", "", "with --max-drop: folder of validation images, HR unless --calib-lr (default: every 4th --calib image by sorted name is held out of calibration)")
 	fs.IntVar(&o.maxSteps, "max-steps", def.MaxSteps, "with --max-drop: most models measured on the validation images")
 	fs.BoolVar(&o.keepBest, "keep-best", false, "with --max-drop: when no model meets it, write the best one measured anyway (still exit 1)")
-	fs.StringVar(&o.latencyCache, "latency-cache", defaultLatencyCache(), "with --max-drop: folder that keeps the per-Conv kernel times measured for a model, setting and machine, so that a later run ranks the Convs, and writes the model, exactly as the first ('' to time every run)")
+	fs.StringVar(&o.latencyCache, "latency-cache", defaultLatencyCache(), "with --max-drop: folder that keeps the latencies measured for a model, setting and machine, so that a later run ranks the widenings, and writes the model, exactly as the first ('' to time every run)")
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
 	return func(a *app, args []string) error {
@@ -535,8 +535,11 @@ func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
 		list = append(slices.Clone(list[:widenedShown]), fmt.Sprintf("… (%d more; -v lists all)", len(a.Widened)-widenedShown))
 	}
 	fmt.Fprintf(w, "widened   %d, in the order ranked: %s\n", len(a.Widened), strings.Join(list, ", "))
+	if a.Speedup > 0 && a.Latency != nil {
+		fmt.Fprintf(w, "          the model chosen timed against FP32 at %dx%d: %.2fx\n", a.Latency.Size, a.Latency.Size, a.Speedup)
+	}
 	if a.Latency != nil && a.Latency.Cached {
-		fmt.Fprintln(w, "          (speed-ups estimated from the kernel times in --latency-cache)")
+		fmt.Fprintln(w, "          (speed-ups estimated from the latencies in --latency-cache)")
 	}
 }
 
