@@ -17,6 +17,15 @@
 //		Model: "edsr_x4.onnx", Quantized: "edsr_x4_w4a4.onnx", Images: set5, Config: vcfg})
 //	if err := rep.Check(verify.Gates{MaxDrop: &maxDrop}); err != nil { ... } // gate the pipeline
 //
+// Or ask quantization for the guarantee itself (accuracy control, `srq
+// quantize --max-drop`): with cfg.MaxDrop set, Quantize widens the model
+// (a Conv to 8 bits, a value read in two int8 parts, a Conv or a block
+// float) where accuracy is cheapest per millisecond, until its drop on
+// validation images calibration did not use is within the budget; when
+// no model is, it returns a *quant.DropNotMetError and writes nothing
+// (QuantizeOptions.KeepBest: the best model measured). res.Accuracy lists
+// every model it measured.
+//
 // Every function takes a context: when it ends (a deadline, Ctrl-C) the
 // running ONNX Runtime call is abandoned within a node or two, every session
 // is closed, nothing is written (files are written to a temporary name and
@@ -111,6 +120,12 @@ type QuantizeOptions struct {
 	// *kernelcheck.Error. DefaultKernelCheck is what the CLI uses.
 	KernelCheck int
 
+	// KeepBest writes the best model accuracy control measured even when
+	// none meets Config.MaxDrop (or MaxDropVsFP32); Quantize still returns
+	// the *quant.DropNotMetError, with the result. Off, nothing is written
+	// then.
+	KeepBest bool
+
 	// simulateDefect, set by tests only, edits every model the kernel
 	// check runs on so that its fused and unfused forms differ where a
 	// real defect would: a stand-in for a runtime that computes some
@@ -189,9 +204,23 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*QuantizeResult, error) {
 		return nil, err
 	}
 	res, err := quant.Quantize(ctx, m, data, o.Model, o.Images, o.Config, quant.Events{Log: o.Log, Progress: progress.Func(o.Progress)})
+	var notMet *quant.DropNotMetError
+	if errors.As(err, &notMet) && o.KeepBest && res != nil {
+		out, werr := writeQuantized(ctx, o, data, res)
+		if werr != nil {
+			return nil, werr
+		}
+		return out, err
+	}
 	if err != nil {
 		return nil, err
 	}
+	return writeQuantized(ctx, o, data, res)
+}
+
+// writeQuantized checks the kernels of res's model, writes it to o.Out
+// (if set), reloads it in ORT and runs the speed check.
+func writeQuantized(ctx context.Context, o QuantizeOptions, data []byte, res *quant.Result) (*QuantizeResult, error) {
 	out := &QuantizeResult{Result: res, CPU: verify.HostCPU()}
 	if o.KernelCheck > 0 {
 		t0 := time.Now()

@@ -15,6 +15,14 @@ type NodeTime struct {
 	Op      string  `json:"op"`
 	Calls   int     `json:"calls"`
 	TotalUS float64 `json:"total_us"`
+	// SteadyUS is the mean time of one call after the first (which
+	// allocates and fills caches): what a node costs in a session that
+	// keeps running. Not the median: on a machine other jobs share, a
+	// short kernel is interrupted less often than a long one, so medians
+	// favour models of many short kernels (an int8 IMDN's node medians
+	// summed to 114 ms of its 220 ms runs, its FP32 model's to 442 of
+	// 555), while means keep every kernel's share of the run.
+	SteadyUS float64 `json:"steady_us"`
 }
 
 // profileEvent is one entry of ORT's profile (Chrome trace format).
@@ -40,6 +48,7 @@ func ParseProfile(path string) ([]NodeTime, error) {
 		return nil, fmt.Errorf("ORT profile %s: %w", path, err)
 	}
 	byNode := map[string]*NodeTime{}
+	durs := map[string][]float64{}
 	for _, e := range events {
 		if e.Cat != "Node" || !strings.HasSuffix(e.Name, "_kernel_time") {
 			continue
@@ -52,9 +61,19 @@ func ParseProfile(path string) ([]NodeTime, error) {
 		}
 		nt.Calls++
 		nt.TotalUS += e.Dur
+		durs[name] = append(durs[name], e.Dur)
 	}
 	out := make([]NodeTime, 0, len(byNode))
-	for _, nt := range byNode {
+	for name, nt := range byNode {
+		d := durs[name]
+		nt.SteadyUS = d[0]
+		if len(d) > 1 {
+			var s float64
+			for _, v := range d[1:] {
+				s += v
+			}
+			nt.SteadyUS = s / float64(len(d)-1)
+		}
 		out = append(out, *nt)
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -244,32 +244,19 @@ type split struct {
 // 2 or more, or when a Conv reading v is grouped or has no constant float
 // weight.
 func widenForSplit(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.Node]bool) (split, bool) {
-	s := split{k: SplitGain(q.ZeroPoint, q.QMin, q.QMax)}
-	if s.k < 2 || g.IsGraphOutput(v) {
-		return s, false
-	}
-	var weights []*graph.Tensor
-	for _, c := range g.Consumers(v) {
-		if !quantized[c] || !isOp(c, "Conv") {
-			continue
-		}
-		wt, ok := g.Const(input(c, 1))
-		if c.Inputs[0] != v || slices.Contains(c.Inputs[1:], v) || c.AttrInt("group", 1) != 1 || !ok || wt.DType != onnx.TensorProto_FLOAT || len(wt.Dims) < 3 {
-			return s, false
-		}
-		s.convs = append(s.convs, c)
-		weights = append(weights, wt)
-	}
-	if len(s.convs) == 0 {
+	convs, k, ok := SplitReaders(g, v, q, func(n *graph.Node) bool { return quantized[n] })
+	s := split{k: k, convs: convs}
+	if !ok {
 		return s, false
 	}
 	inv := 1 / float32(s.k)
-	for i, c := range s.convs {
-		w, err := weights[i].Float32()
+	for _, c := range s.convs {
+		wt, _ := g.Const(input(c, 1))
+		w, err := wt.Float32()
 		if err != nil {
 			return s, false
 		}
-		dims := slices.Clone(weights[i].Dims)
+		dims := slices.Clone(wt.Dims)
 		o := int(dims[0])
 		row := len(w) / o
 		wide := make([]float32, 0, 2*len(w))
@@ -286,6 +273,31 @@ func widenForSplit(g *graph.Graph, v string, q qdq.Params, quantized map[*graph.
 		g.ReplaceInput(c, 1, name)
 	}
 	return s, true
+}
+
+// SplitReaders returns the quantized Convs (quantized says which nodes
+// are) that read v, and the gain k, when v on grid q can be written in the
+// two-part encoding (Plan.Split): the zero point leaves room for a gain of
+// 2 or more, v is not a graph output, and every quantized Conv reading it
+// reads it as its data input only, ungrouped, with a constant float
+// weight. Accuracy control asks it before offering the encoding.
+func SplitReaders(g *graph.Graph, v string, q qdq.Params, quantized func(*graph.Node) bool) ([]*graph.Node, int, bool) {
+	k := SplitGain(q.ZeroPoint, q.QMin, q.QMax)
+	if k < 2 || g.IsGraphOutput(v) {
+		return nil, k, false
+	}
+	var convs []*graph.Node
+	for _, c := range g.Consumers(v) {
+		if !quantized(c) || !isOp(c, "Conv") {
+			continue
+		}
+		wt, ok := g.Const(input(c, 1))
+		if c.Inputs[0] != v || slices.Contains(c.Inputs[1:], v) || c.AttrInt("group", 1) != 1 || !ok || wt.DType != onnx.TensorProto_FLOAT || len(wt.Dims) < 3 {
+			return nil, k, false
+		}
+		convs = append(convs, c)
+	}
+	return convs, k, len(convs) > 0
 }
 
 // insertSplit writes the two-part encoding of v for the Convs in s:

@@ -31,6 +31,9 @@ const (
 	// MetaSensitivity is the per-layer sensitivity (LayerSensitivity) when
 	// a run measured it (mixed precision); reports chart it.
 	MetaSensitivity = verify.MetaSensitivity
+	// MetaAccuracy is what accuracy control did (Accuracy): the budget,
+	// the validation images and every model measured.
+	MetaAccuracy = verify.MetaAccuracy
 )
 
 // Setting is the JSON of MetaSetting: every choice that decides a model's
@@ -54,6 +57,9 @@ type Setting struct {
 	Rotate         bool              `json:"rotate,omitempty"`
 	Equalize       string            `json:"equalize,omitempty"`
 	BudgetBits     float64           `json:"budget_bits,omitempty"`
+	MaxDrop        float64           `json:"max_drop_db,omitempty"`
+	MaxDropVsFP32  float64           `json:"max_drop_vs_fp32_db,omitempty"`
+	MaxSteps       int               `json:"max_steps,omitempty"`
 	// Carriers says at what width the values that are not Conv inputs
 	// (residual Adds, Conv outputs, the model output) are quantized.
 	Carriers string `json:"carriers"`
@@ -64,6 +70,9 @@ func SettingOf(cfg Config) Setting {
 	s := Setting{Bits: cfg.Bits.String(), Method: string(cfg.Method), Encoding: string(cfg.Encoding),
 		FirstLast: string(cfg.FirstLast), LongSkip: string(cfg.LongSkip), Carriers: "8-bit uniform",
 		Skip: cfg.Skip, FloatOps: cfg.FloatOps, Tune: cfg.Tune, BiasCorrection: cfg.BiasCorrection, Rotate: cfg.rotates(), BudgetBits: cfg.BudgetBits}
+	if cfg.accuracy() {
+		s.MaxDrop, s.MaxDropVsFP32, s.MaxSteps = cfg.MaxDrop, cfg.MaxDropVsFP32, cfg.MaxSteps
+	}
 	if cfg.Equalize != EqualizeOff {
 		s.Equalize = string(cfg.Equalize)
 	}
@@ -126,27 +135,31 @@ func calibrationOf(imgs []string, cfg Config) (Calibration, error) {
 	return c, nil
 }
 
+// setMeta sets metadata entry k of m to v (a string as it is, anything
+// else as JSON).
+func setMeta(m *onnx.ModelProto, k string, v any) error {
+	val, ok := v.(string)
+	if !ok {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("metadata %s: %w", k, err)
+		}
+		val = string(b)
+	}
+	for _, p := range m.MetadataProps {
+		if p.Key == k {
+			p.Value = val
+			return nil
+		}
+	}
+	m.MetadataProps = append(m.MetadataProps, &onnx.StringStringEntryProto{Key: k, Value: val})
+	return nil
+}
+
 // setMetadata records srq's version, the setting, the calibration set and
 // the per-layer choices in m.
 func setMetadata(m *onnx.ModelProto, cfg Config, cal Calibration, qs *quantizers) error {
-	set := func(k string, v any) error {
-		val, ok := v.(string)
-		if !ok {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return fmt.Errorf("metadata %s: %w", k, err)
-			}
-			val = string(b)
-		}
-		for _, p := range m.MetadataProps {
-			if p.Key == k {
-				p.Value = val
-				return nil
-			}
-		}
-		m.MetadataProps = append(m.MetadataProps, &onnx.StringStringEntryProto{Key: k, Value: val})
-		return nil
-	}
+	set := func(k string, v any) error { return setMeta(m, k, v) }
 	entries := []struct {
 		key string
 		v   any

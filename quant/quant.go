@@ -6,6 +6,7 @@ package quant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -185,6 +186,27 @@ type Config struct {
 	// against 15 s with 2 threads, same model written.
 	Threads int
 	Probe   sr.ProbeOptions // scale / input range overrides
+
+	// MaxDrop, if positive, turns on accuracy control (see accuracy.go):
+	// the written model's mean PSNR-Y drop against the ground truth, on
+	// validation images calibration did not use, must be at most MaxDrop
+	// dB, and the model is widened (a Conv to 8 bits, a value read in two
+	// int8 parts, a Conv or block float) where that buys the most accuracy
+	// per millisecond until it is. MaxDropVsFP32, if positive, is a floor
+	// in dB on the PSNR-Y of the quantized output against the FP32 output
+	// on the same images, for images without ground truth (--calib-lr).
+	MaxDrop       float64
+	MaxDropVsFP32 float64
+	// Validation are the validation images (--val); none: every 4th
+	// calibration image, by sorted name, is held out for it.
+	Validation []string
+	// MaxSteps bounds the models accuracy control measures.
+	MaxSteps int
+	// LatencyCache, if set, is a folder where the per-Conv kernel times
+	// accuracy control measures are kept, per model, setting, calibration
+	// and machine: a later run reads them instead of timing again, so it
+	// ranks, and writes, exactly as the first run did.
+	LatencyCache string
 }
 
 // DefaultConfig returns the defaults of `srq quantize`. The range method is
@@ -212,7 +234,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Bits: Bits{8, 8}, Method: Percentile, Percentile: 99.999, WeightMethod: qdq.MSE, FirstLast: passes.FirstLast8, Rotate: RotateAuto,
 		LongSkip: passes.LongSkipPrecise, Accounting: qdq.Reference, Breakpoint: Breakpoint{Method: calib.BPPercentile, Percentile: 99},
-		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU(), AvoidKernelDefects: true, Equalize: EqualizeAuto}
+		Encoding: passes.EncodingInt8, Patches: 64, PatchSize: 64, Seed: 1, Batch: 8, Threads: runtime.NumCPU(), AvoidKernelDefects: true, Equalize: EqualizeAuto,
+		MaxSteps: DefaultMaxSteps}
 }
 
 // Breakpoint is the rule that places the dual-region breakpoints.
@@ -311,6 +334,9 @@ type Result struct {
 	// Padded lists the Convs given zero filters so that ORT's int8 kernel
 	// runs a shape it computes right (Config.AvoidKernelDefects).
 	Padded []string
+	// Accuracy says what accuracy control did (nil when it did not run);
+	// RewriteTime then includes it.
+	Accuracy *Accuracy
 }
 
 // Events receives what a quantization run reports; both may be nil.
@@ -352,8 +378,18 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err != nil {
 		return nil, err
 	}
+	calImgs, valImgs, heldOut, err := splitValidation(imgs, cfg)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var val *validation
+	if cfg.accuracy() {
+		if val, err = loadValidation(ctx, data, name, valImgs, pr, cfg); err != nil {
+			return nil, wrap(err)
+		}
+	}
 	t0 := time.Now()
-	cal, err := cutPatches(pr, imgs, cfg, log)
+	cal, err := cutPatches(pr, calImgs, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +434,10 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	}
 	qs.sensitivity = sens
 	res.Ranges, res.Layers = qs.ranges, qs.layers
+	float := pr.g
+	if cfg.accuracy() && cfg.Tune {
+		float = pr.g.Clone() // tuning rounds pr.g's weights
+	}
 	if cfg.Tune {
 		if err := tune(ctx, pr, pl, cal, qs, cfg, res, ev); err != nil {
 			return nil, wrap(fmt.Errorf("tuning: %w", err))
@@ -405,8 +445,27 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 		res.Layers = qs.layers
 		t1 = time.Now()
 	}
+	if cfg.accuracy() {
+		b, acc, err := accuracyControl(ctx, pr, pl, cal, qs, float, data, calImgs, val, cfg, ev)
+		if b == nil {
+			return nil, wrap(err)
+		}
+		acc.HeldOut = heldOut
+		if err := setMeta(b.model, MetaAccuracy, acc); err != nil {
+			return nil, err
+		}
+		res.Model, res.Padded, res.Ranges, res.Layers, res.Accuracy = b.model, b.padded, b.qs.ranges, b.qs.layers, acc
+		res.ConvsInt8, res.Convs = b.convs[0], b.convs[1]
+		for _, n := range b.skipped {
+			if own[n] {
+				res.Skipped[n] = "kept float by --max-drop"
+			}
+		}
+		res.RewriteTime = time.Since(t1)
+		return res, err
+	}
 	res.ConvsInt8, res.Convs = pl.Convs(pr.g)
-	if res.Model, res.Padded, err = rewrite(pr, pl, qs, cal.set, cfg); err != nil {
+	if res.Model, res.Padded, err = rewrite(pr.g, pr, pl, qs, cal.set, cfg); err != nil {
 		return nil, wrap(err)
 	}
 	res.RewriteTime = time.Since(t1)
@@ -442,6 +501,18 @@ func (c Config) check() error {
 	}
 	if c.BudgetBits != 0 && !(c.BudgetBits >= MinBits && c.BudgetBits <= MaxBits) {
 		return fmt.Errorf("--budget-bits %g: want a mean width in %d..%d", c.BudgetBits, MinBits, MaxBits)
+	}
+	if !(c.MaxDrop >= 0) || math.IsInf(c.MaxDrop, 0) {
+		return fmt.Errorf("--max-drop %g: want a drop in dB, 0 for none", c.MaxDrop)
+	}
+	if !(c.MaxDropVsFP32 >= 0) || math.IsInf(c.MaxDropVsFP32, 0) {
+		return fmt.Errorf("--max-drop-vs-fp32 %g: want a PSNR-Y floor in dB against the FP32 output, 0 for none", c.MaxDropVsFP32)
+	}
+	if c.accuracy() && c.MaxSteps < 1 {
+		return fmt.Errorf("--max-steps %d: accuracy control measures at least one model", c.MaxSteps)
+	}
+	if !c.accuracy() && len(c.Validation) > 0 {
+		return errors.New("--val images are for --max-drop or --max-drop-vs-fp32")
 	}
 	return nil
 }
@@ -507,13 +578,29 @@ func prepare(m *onnx.ModelProto, data []byte, name string, cfg Config) (*prepare
 // plan decides which nodes run quantized. Low-bit Convs read the long-skip
 // sum through their own quantizer, so it gets no two-part encoding then.
 func plan(pr *prepared, cfg Config) (*passes.Plan, error) {
-	pl, err := passes.PlanQDQ(pr.g, pr.pol)
+	return planGraph(pr.g, pr.pol, cfg, nil)
+}
+
+// planGraph plans g under pol as plan does. The Convs named in carrier
+// read their input's 8-bit carrier with 8-bit weights (Plan.Wide)
+// whatever the setting: accuracy control widens low-bit Convs so, and
+// their --layer-encoding no longer applies.
+func planGraph(g *graph.Graph, pol passes.Policy, cfg Config, carrier map[string]bool) (*passes.Plan, error) {
+	pl, err := passes.PlanQDQ(g, pol)
 	if err != nil {
 		return nil, err
+	}
+	for _, n := range pl.Nodes {
+		if carrier[n.Name] {
+			pl.Wide[n] = true
+		}
 	}
 	if len(cfg.LayerEncoding) > 0 {
 		var missing []string
 		for name := range cfg.LayerEncoding {
+			if carrier[name] || slices.Contains(pol.Skip, name) && !slices.Contains(cfg.Skip, name) {
+				continue
+			}
 			i := slices.IndexFunc(pl.Nodes, func(n *graph.Node) bool { return n.Name == name })
 			if !cfg.ownInputs() || i < 0 || pl.Nodes[i].OpType != "Conv" || pl.Wide[pl.Nodes[i]] {
 				missing = append(missing, name)
@@ -526,7 +613,7 @@ func plan(pr *prepared, cfg Config) (*passes.Plan, error) {
 	}
 	if cfg.ownInputs() {
 		pl.Split = slices.DeleteFunc(pl.Split, func(v string) bool {
-			for _, c := range pr.g.Consumers(v) {
+			for _, c := range g.Consumers(v) {
 				if pl.Quantized(c) && !pl.Wide[c] && c.OpType == "Conv" {
 					return true
 				}
@@ -753,8 +840,9 @@ func weightConfig(cfg Config) passes.WeightConfig {
 	return passes.WeightConfig{Bits: cfg.Bits.W, PerChannel: !cfg.PerTensorWeights, Method: cfg.WeightMethod}
 }
 
-// rewrite writes the deploy model and records the setting in its metadata.
-func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, []string, error) {
+// rewrite writes the deploy model of g (pr.g, or a copy accuracy control
+// plans its own way) and records the setting in its metadata.
+func rewrite(g *graph.Graph, pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg Config) (*onnx.ModelProto, []string, error) {
 	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits,
 		Centers: pr.centers}
 	ps := []passes.Pass{ins}
@@ -762,10 +850,10 @@ func rewrite(pr *prepared, pl *passes.Plan, qs *quantizers, cal Calibration, cfg
 	if cfg.AvoidKernelDefects {
 		ps = append(ps, passes.AvoidKernelDefects{Padded: &padded})
 	}
-	if err := passes.Run(pr.g, ps...); err != nil {
+	if err := passes.Run(g, ps...); err != nil {
 		return nil, nil, err
 	}
-	m, err := pr.g.ToModel()
+	m, err := g.ToModel()
 	if err != nil {
 		return nil, nil, err
 	}

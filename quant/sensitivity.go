@@ -11,6 +11,7 @@ import (
 	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
+	"github.com/srquant/srq/verify"
 )
 
 // LayerSensitivity is what quantizing one Conv alone costs, by two measures.
@@ -209,37 +210,84 @@ func measureWhole(ctx context.Context, m *outputMeter, lqs []layerQuant) (WholeS
 }
 
 // outputMeter measures a rewritten graph's output against the float one
-// on the first sensitivityPatches calibration patches.
+// on a few patches (the first sensitivityPatches calibration patches).
 type outputMeter struct {
+	g       *graph.Graph // the float graph candidates are rewritten from
 	pr      *prepared
-	cal     *calibration
 	cfg     Config
 	batches [][]float32
+	shape   [3]int
 	ref     []*img.Image
 }
 
 func newOutputMeter(ctx context.Context, pr *prepared, cal *calibration, cfg Config) (*outputMeter, error) {
-	m := &outputMeter{pr: pr, cal: cal, cfg: cfg, batches: cal.batches[:min(len(cal.batches), sensitivityPatches)]}
+	return newOutputMeterOn(ctx, pr, pr.g, cal.batches[:min(len(cal.batches), sensitivityPatches)], cal.shape, cfg)
+}
+
+// newOutputMeterOn measures rewrites of the float graph g on batches of
+// the given shape.
+func newOutputMeterOn(ctx context.Context, pr *prepared, g *graph.Graph, batches [][]float32, shape [3]int, cfg Config) (*outputMeter, error) {
+	m := &outputMeter{g: g, pr: pr, cfg: cfg, batches: batches, shape: shape}
 	var err error
-	m.ref, err = runPatches(ctx, pr.g, m.batches, cal.shape, pr.rng, cfg)
+	m.ref, err = runPatches(ctx, g, m.batches, shape, pr.rng, cfg)
 	return m, err
+}
+
+// run returns the outputs of the graph rewritten by ps.
+func (m *outputMeter) run(ctx context.Context, ps ...passes.Pass) ([]*img.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	g := m.g.Clone()
+	if err := passes.Run(g, ps...); err != nil {
+		return nil, err
+	}
+	return runPatches(ctx, g, m.batches, m.shape, m.pr.rng, m.cfg)
+}
+
+// noiseOf is noise for a graph given whole (a deploy model accuracy
+// control built).
+func (m *outputMeter) noiseOf(ctx context.Context, g *graph.Graph) (float64, error) {
+	outs, err := runPatches(ctx, g, m.batches, m.shape, m.pr.rng, m.cfg)
+	if err != nil {
+		return 0, err
+	}
+	return m.noiseOfOutputs(outs)
 }
 
 // psnr is the mean PSNR-Y against the float output of the graph rewritten
 // by ps.
 func (m *outputMeter) psnr(ctx context.Context, ps ...passes.Pass) (float64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	g := m.pr.g.Clone()
-	if err := passes.Run(g, ps...); err != nil {
-		return 0, err
-	}
-	outs, err := runPatches(ctx, g, m.batches, m.cal.shape, m.pr.rng, m.cfg)
+	outs, err := m.run(ctx, ps...)
 	if err != nil {
 		return 0, err
 	}
 	return meanPSNRY(outs, m.ref, m.pr.scale)
+}
+
+// noise is the mean output noise against the float output of the graph
+// rewritten by ps: the MSE on Y in units of full scale, 10^(−PSNR/10) per
+// patch (PSNR capped at verify.MaxPSNR), averaged. Noises of independent
+// sources add, which mean PSNRs do not.
+func (m *outputMeter) noise(ctx context.Context, ps ...passes.Pass) (float64, error) {
+	outs, err := m.run(ctx, ps...)
+	if err != nil {
+		return 0, err
+	}
+	return m.noiseOfOutputs(outs)
+}
+
+// noiseOfOutputs is noise's mean over the patches of outputs outs.
+func (m *outputMeter) noiseOfOutputs(outs []*img.Image) (float64, error) {
+	var e float64
+	for i, o := range outs {
+		p, err := verify.PSNRY(o, m.ref[i], m.pr.scale)
+		if err != nil {
+			return 0, err
+		}
+		e += math.Pow(10, -min(p, verify.MaxPSNR)/10) / float64(len(outs))
+	}
+	return e, nil
 }
 
 // nonDual is the uniform method that stands in for Dual on 8-bit layers.

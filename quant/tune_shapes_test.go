@@ -315,7 +315,7 @@ func tuneAndMeasure(t *testing.T, data []byte, imgs []string, cfg Config, convs 
 		assert.LessOrEqual(t, kept, before*1.0001, "%s: the kept variant made the layer's held-out output error worse", name)
 	}
 
-	model, _, err := rewrite(pr, pl, qs, cal.set, cfg)
+	model, _, err := rewrite(pr.g, pr, pl, qs, cal.set, cfg)
 	require.NoError(t, err)
 	require.NoError(t, onnx.Validate(model))
 	b, err := onnx.Marshal(model)

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,6 +33,9 @@ const (
 	// MetaKernels is KernelsMeta: where srq checked the model's int8
 	// kernels against its QDQ graph before writing it.
 	MetaKernels = "srq.kernels"
+	// MetaAccuracy is quant.Accuracy: what accuracy control (--max-drop)
+	// measured, step by step; the report draws its drop-vs-speed curve.
+	MetaAccuracy = "srq.accuracy"
 )
 
 // HTMLExtras is what the HTML report shows beyond the Report: what the
@@ -125,6 +129,7 @@ type htmlPage struct {
 	Calibration []kv
 	Layers      *chartFigure
 	Sensitivity *chartFigure
+	Accuracy    *chartFigure
 	MetaNotes   []string // metadata that could not be read
 	Activations []Figure
 	Images      []htmlImage
@@ -193,6 +198,13 @@ func newHTMLPage(r *Report, x HTMLExtras) (*htmlPage, error) {
 			p.MetaNotes = append(p.MetaNotes, fmt.Sprintf("%s: %v", MetaLayers, err))
 		}
 		p.Layers = fig
+	}
+	if v, ok := md[MetaAccuracy]; ok {
+		fig, err := accuracyChart(v)
+		if err != nil {
+			p.MetaNotes = append(p.MetaNotes, fmt.Sprintf("%s: %v", MetaAccuracy, err))
+		}
+		p.Accuracy = fig
 	}
 	if v, ok := md[MetaSensitivity]; ok {
 		fig, err := sensitivityChart(v)
@@ -325,6 +337,132 @@ func sensitivityChart(v string) (*chartFigure, error) {
 	fig.PNG = png
 	fig.Caption = fmt.Sprintf("%d layers: the output noise (−PSNR-Y against the FP32 output) with each layer alone quantized; bars start at %g dB so that their differences show, and the longest bar is the most sensitive layer.", len(ss), b.Base)
 	return fig, nil
+}
+
+// metaAccuracy is srq.accuracy (quant.Accuracy's JSON, the fields the
+// chart uses).
+type metaAccuracy struct {
+	MaxDrop       float64 `json:"max_drop_db"`
+	MaxDropVsFP32 float64 `json:"min_psnr_vs_fp32_db"`
+	Validation    []string
+	Candidates    int            `json:"candidates"`
+	Chosen        int            `json:"chosen"`
+	Met           bool           `json:"met"`
+	Steps         []accuracyStep `json:"steps"`
+}
+
+// accuracyStep is an element of srq.accuracy's steps.
+type accuracyStep struct {
+	Widened    int      `json:"widened"`
+	Drop       *float64 `json:"drop_db"`
+	DropHigh   *float64 `json:"drop_high_db"`
+	PSNRvsFP32 float64  `json:"psnr_vs_fp32_db"`
+	Speedup    float64  `json:"speedup_est"`
+	Within     bool     `json:"within"`
+	Added      []string `json:"added"`
+	Removed    []string `json:"removed"`
+}
+
+// accuracyChart draws srq.accuracy: every model accuracy control measured
+// as a point, drop on the validation images (or PSNR-Y against FP32 when
+// they had no ground truth) against its estimated speed-up, joined in the
+// order of the widenings, with the budget as a level and the model
+// written marked.
+func accuracyChart(v string) (*chartFigure, error) {
+	var a metaAccuracy
+	if err := json.Unmarshal([]byte(v), &a); err != nil {
+		return nil, fmt.Errorf("not a JSON object of accuracy control: %w", err)
+	}
+	if len(a.Steps) == 0 {
+		return nil, nil
+	}
+	if a.Chosen < 0 || a.Chosen >= len(a.Steps) {
+		return nil, fmt.Errorf("chosen step %d of %d", a.Chosen, len(a.Steps))
+	}
+	gt := a.Steps[0].Drop != nil
+	y := func(i int) float64 {
+		if gt {
+			return *a.Steps[i].Drop
+		}
+		return a.Steps[i].PSNRvsFP32
+	}
+	order := make([]int, len(a.Steps))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return a.Steps[i].Widened - a.Steps[j].Widened })
+	l := chart.Lines{Title: "Accuracy control: every model measured (srq.accuracy)", XLabel: "speed-up over FP32, estimated from each rung's measured latency (srq.accuracy)"}
+	measured := chart.Series{Name: "models measured, in the order of the widenings"}
+	for _, i := range order {
+		measured.X, measured.Y = append(measured.X, a.Steps[i].Speedup), append(measured.Y, y(i))
+	}
+	chosen := chart.Series{Name: "the model written", X: []float64{a.Steps[a.Chosen].Speedup}, Y: []float64{y(a.Chosen)}}
+	l.Series = []chart.Series{measured, chosen}
+	if gt {
+		l.YLabel = "PSNR-Y drop vs ground truth on the validation images, dB"
+		if a.MaxDrop > 0 {
+			l.Levels = append(l.Levels, chart.Level{Y: a.MaxDrop, Label: fmt.Sprintf("budget %g dB", a.MaxDrop)})
+		}
+	} else {
+		l.YLabel = "PSNR-Y vs FP32 output on the validation images, dB"
+		if a.MaxDropVsFP32 > 0 {
+			l.Levels = append(l.Levels, chart.Level{Y: a.MaxDropVsFP32, Label: fmt.Sprintf("floor %g dB", a.MaxDropVsFP32)})
+		}
+	}
+	fig := &chartFigure{}
+	if !slices.ContainsFunc(a.Steps, func(s accuracyStep) bool { return s.Speedup <= 0 }) {
+		// Without a speed-up (no latency was measured: the base model met
+		// the budget) there is no curve, only the steps.
+		png, err := chart.PNG(l, chart.Size{W: chartWidth, H: 480})
+		if err != nil {
+			return nil, err
+		}
+		fig.PNG = png
+	}
+	for i, s := range a.Steps {
+		val := fmt.Sprintf("%d of %d widenings, PSNR-Y vs FP32 %.2f dB", s.Widened, a.Candidates, s.PSNRvsFP32)
+		if s.Speedup > 0 {
+			val += fmt.Sprintf(", speed-up %.2fx (est.)", s.Speedup)
+		}
+		if s.Drop != nil {
+			val = fmt.Sprintf("drop %.3f dB", *s.Drop) + optionalBound(s.DropHigh) + ", " + val
+		}
+		if s.Within {
+			val += ", within"
+		}
+		if i == a.Chosen {
+			val += ", written"
+		}
+		switch {
+		case len(s.Added) > 0:
+			val += "; + " + listed(s.Added)
+		case len(s.Removed) > 0:
+			val += "; − " + listed(s.Removed)
+		}
+		fig.Rows = append(fig.Rows, kv{fmt.Sprintf("step %d", i+1), val})
+	}
+	verdict := "met the budget"
+	if !a.Met {
+		verdict = "did not meet the budget (the best model measured was kept)"
+	}
+	fig.Caption = fmt.Sprintf("%d models measured on %d validation tiles that calibration did not use; the widenings (a Conv to 8 bits, a value read in two int8 parts, a Conv or block float) are applied in the order ranked by measured accuracy per millisecond, and the model written, %s, is the first in that order within the budget. The budget is checked on a 90%% upper confidence bound of the mean drop over the tiles.",
+		len(a.Steps), len(a.Validation), verdict)
+	return fig, nil
+}
+
+func optionalBound(v *float64) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (≤ %.3f)", *v)
+}
+
+// listed writes a list for a table cell, at most maxListed items.
+func listed(s []string) string {
+	if len(s) <= maxListed {
+		return strings.Join(s, ", ")
+	}
+	return strings.Join(s[:maxListed], ", ") + fmt.Sprintf(", … (%d more)", len(s)-maxListed)
 }
 
 // maxListed bounds how many elements of a JSON array a table cell lists

@@ -267,8 +267,13 @@ func htmlMetadata() map[string]string {
 		MetaCalibration: `{"files":["a.png","b.png"],"sha256":"abc123","patches":8,"patch_size":32,"seed":1}`,
 		MetaLayers:      js(layers),
 		MetaSensitivity: js(sens),
-		"srq.ranges":    `[{"value":"x","lo":0,"hi":1}]`,
-		"other":         "ignored",
+		MetaAccuracy: `{"max_drop_db":0.05,"validation":["coffee.png@0,0","rocket.jpg@0,0"],"tile":256,"held_out":true,"candidates":12,"chosen":2,"met":true,` +
+			`"steps":[{"widened":0,"drop_db":0.17,"drop_high_db":0.24,"psnr_vs_fp32_db":47.2,"speedup_est":2.5,"within":false},` +
+			`{"widened":9,"added":["/IMDB1: block float","` + strings.ReplaceAll(hostile, `"`, `\"`) + `: float"],"drop_db":0.03,"drop_high_db":0.04,"psnr_vs_fp32_db":52.6,"speedup_est":1.8,"within":true},` +
+			`{"widened":5,"removed":["/IMDB1: block float"],"drop_db":0.04,"drop_high_db":0.045,"psnr_vs_fp32_db":51.6,"speedup_est":2.0,"within":true}],` +
+			`"widened":["/IMDB1/c1/Conv: float"],"latency":{"size":96}}`,
+		"srq.ranges": `[{"value":"x","lo":0,"hi":1}]`,
+		"other":      "ignored",
 	}
 }
 
@@ -288,8 +293,8 @@ func TestHTMLReport(t *testing.T) {
 	imgs := strings.Count(s, "<img ")
 	srcs := dataURI.FindAllStringSubmatch(s, -1)
 	assert.Equal(t, imgs, len(srcs), "every <img> is a data: URI")
-	// 2 images × (3 crops + heat + colour bar + 2 thumbnails) + 2 charts + 1 histogram.
-	assert.Equal(t, 2*7+2+1, imgs)
+	// 2 images × (3 crops + heat + colour bar + 2 thumbnails) + 3 charts + 1 histogram.
+	assert.Equal(t, 2*7+3+1, imgs)
 	for _, m := range srcs {
 		b, err := base64.StdEncoding.DecodeString(m[1])
 		require.NoError(t, err)
@@ -317,6 +322,8 @@ func TestHTMLReport(t *testing.T) {
 		"6 Conv inputs with a quantizer of their own (6× 4-bit dual)", "7 = 30 levels at 4 bits", "output noise per layer", "the longest bar is the most sensitive layer", "39.900 dB, score 1",
 		"window 48×48 at (", "Y levels", `id="image-1"`, `href="#image-2"`,
 		"Histograms of the FP32 model's Conv inputs (1 tensors)",
+		"Accuracy control", "3 models measured on 2 validation tiles", "met the budget",
+		"drop 0.040 dB (≤ 0.045), 5 of 12 widenings, PSNR-Y vs FP32 51.60 dB, speed-up 2.00x (est.), within, written; − /IMDB1: block float",
 	} {
 		assert.Contains(t, s, want)
 	}
@@ -353,6 +360,7 @@ func TestHTMLReportDegrades(t *testing.T) {
 	}
 	page, err := RenderHTML(r, HTMLExtras{Metadata: map[string]string{
 		MetaSetting: "[1, 2]", MetaLayers: "{", MetaSensitivity: `[{"conv": "a"}]`,
+		MetaAccuracy: `{"chosen": 3, "steps": [{"widened": 0, "psnr_vs_fp32_db": 40, "speedup_est": 2}]}`,
 	}})
 	require.NoError(t, err)
 	s := string(page)
@@ -362,6 +370,7 @@ func TestHTMLReportDegrades(t *testing.T) {
 	assert.Contains(t, s, "Metadata not shown: srq.setting: not a JSON object")
 	assert.Contains(t, s, "Metadata not shown: srq.layers: not a JSON array of layers")
 	assert.Contains(t, s, `Metadata not shown: srq.sensitivity: layer 0 (&#34;a&#34;) has no psnr_db`)
+	assert.Contains(t, s, "Metadata not shown: srq.accuracy: chosen step 3 of 1")
 	assert.NotContains(t, s, "SSIM-Y vs ground truth")
 
 	_, err = RenderHTML(nil, HTMLExtras{})

@@ -30,7 +30,7 @@ type LatencyStats struct {
 // Latency runs s on in WarmupRuns times untimed, then runs times timed, and
 // returns the median, min and max wall time of the timed runs.
 func Latency(ctx context.Context, s *ort.Session, in *ort.Tensor, runs int) (LatencyStats, error) {
-	st, err := latencies(ctx, []*ort.Session{s}, in, runs)
+	st, err := latencies(ctx, []*ort.Session{s}, in, WarmupRuns, runs)
 	if err != nil {
 		return LatencyStats{}, err
 	}
@@ -41,14 +41,21 @@ func Latency(ctx context.Context, s *ort.Session, in *ort.Tensor, runs int) (Lat
 // that a change in machine load (other jobs on a shared host) hits both
 // equally and their ratio stays honest.
 func LatencyPair(ctx context.Context, a, b *ort.Session, in *ort.Tensor, runs int) (LatencyStats, LatencyStats, error) {
-	st, err := latencies(ctx, []*ort.Session{a, b}, in, runs)
+	return LatencyPairWarm(ctx, a, b, in, WarmupRuns, runs)
+}
+
+// LatencyPairWarm is LatencyPair with warmup untimed runs of each session
+// instead of WarmupRuns: accuracy control times several pairs of models
+// and keeps them short.
+func LatencyPairWarm(ctx context.Context, a, b *ort.Session, in *ort.Tensor, warmup, runs int) (LatencyStats, LatencyStats, error) {
+	st, err := latencies(ctx, []*ort.Session{a, b}, in, warmup, runs)
 	if err != nil {
 		return LatencyStats{}, LatencyStats{}, err
 	}
 	return st[0], st[1], nil
 }
 
-func latencies(ctx context.Context, ss []*ort.Session, in *ort.Tensor, runs int) ([]LatencyStats, error) {
+func latencies(ctx context.Context, ss []*ort.Session, in *ort.Tensor, warmup, runs int) ([]LatencyStats, error) {
 	if runs < 1 {
 		return nil, fmt.Errorf("latency: %d runs: want at least 1 (%d for a report)", runs, RecommendedRuns)
 	}
@@ -56,7 +63,7 @@ func latencies(ctx context.Context, ss []*ort.Session, in *ort.Tensor, runs int)
 		return nil, errors.New("latency: nil input tensor")
 	}
 	for _, s := range ss {
-		for range WarmupRuns {
+		for range warmup {
 			if _, err := s.RunContext(ctx, in); err != nil {
 				return nil, fmt.Errorf("latency: %w", err)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/srquant/srq"
+	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/atomicfile"
 	"github.com/srquant/srq/internal/progress"
 	"github.com/srquant/srq/kernelcheck"
@@ -45,6 +46,10 @@ type quantizeOpts struct {
 	rotate, equalize                  string
 	timeBudget                        time.Duration
 	verbose                           bool
+	maxDrop, maxDropVsFP32            float64
+	val, latencyCache                 string
+	maxSteps                          int
+	keepBest                          bool
 	probe                             probeFlags
 }
 
@@ -86,6 +91,12 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.IntVar(&o.speedCheck, "speed-check", srq.DefaultSpeedCheck, fmt.Sprintf("after writing, time the model against FP32 on an S×S LR input (%d runs each; 0: skip) and warn when it is slower; srq verify measures speed for a report", srq.SpeedCheckRuns))
 	fs.IntVar(&o.kernelCheck, "kernel-check", srq.DefaultKernelCheck, "before writing, run every fused int8 group on its own at ORT's levels basic (the QDQ graph's meaning) and all (its int8 kernels) on an S×S LR input, and refuse (exit 1) a model this machine's ORT computes wrong (0: skip)")
 	fs.BoolVar(&o.avoidKernelDefects, "avoid-kernel-defects", def.AvoidKernelDefects, "pad int8 Convs whose shape ORT 1.24's kernel computes wrong on AMX CPUs (17–31 outputs), or that the kernel check finds wrong, to a shape it computes right (same codes)")
+	fs.Float64Var(&o.maxDrop, "max-drop", 0, "accuracy control: widen the model (a Conv to 8 bits, a value read in two int8 parts, a Conv or block float), where that buys the most PSNR per millisecond, until its PSNR-Y drop against the ground truth on validation images calibration did not use is at most D dB; exit 1 when no model is (0: off)")
+	fs.Float64Var(&o.maxDropVsFP32, "max-drop-vs-fp32", 0, "accuracy control against the FP32 output instead of the ground truth (images without it, --calib-lr): a floor P in dB on the PSNR-Y of the quantized output vs the FP32 output on the validation images (0: off)")
+	fs.StringVar(&o.val, "val", "", "with --max-drop: folder of validation images, HR unless --calib-lr (default: every 4th --calib image by sorted name is held out of calibration)")
+	fs.IntVar(&o.maxSteps, "max-steps", def.MaxSteps, "with --max-drop: most models measured on the validation images")
+	fs.BoolVar(&o.keepBest, "keep-best", false, "with --max-drop: when no model meets it, write the best one measured anyway (still exit 1)")
+	fs.StringVar(&o.latencyCache, "latency-cache", defaultLatencyCache(), "with --max-drop: folder that keeps the latencies measured for a model, setting and machine, so that a later run ranks the widenings, and writes the model, exactly as the first ('' to time every run)")
 	fs.BoolVar(&o.externalData, "external-data", false, "store the weights in OUT.data beside the model")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "list every activation range, not just the first and last few")
 	return func(a *app, args []string) error {
@@ -215,7 +226,28 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if cfg.Probe, err = o.probe.options(); err != nil {
 		return cfg, err
 	}
+	cfg.MaxDrop, cfg.MaxDropVsFP32, cfg.MaxSteps, cfg.LatencyCache = o.maxDrop, o.maxDropVsFP32, o.maxSteps, o.latencyCache
+	accuracy := o.maxDrop != 0 || o.maxDropVsFP32 != 0
+	if !accuracy && (o.val != "" || o.keepBest) {
+		return cfg, errors.New("--val and --keep-best are part of --max-drop (or --max-drop-vs-fp32)")
+	}
+	if o.val != "" {
+		if cfg.Validation, err = img.List(o.val); err != nil {
+			return cfg, fmt.Errorf("--val: %w", err)
+		}
+	}
 	return cfg, nil
+}
+
+// defaultLatencyCache is where --latency-cache keeps kernel times unless
+// told otherwise: the user's cache folder ($XDG_CACHE_HOME or ~/.cache),
+// or none when there is no home.
+func defaultLatencyCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "srq", "latency")
 }
 
 // nonEmpty trims the items of a comma-separated flag and drops empty ones,
@@ -290,15 +322,26 @@ func (a *app) quantize(o *quantizeOpts) error {
 		fmt.Fprintln(a.stderr, s)
 	}
 	res, err := srq.Quantize(a.ctx, srq.QuantizeOptions{Model: o.model, Images: imgs, Out: o.out, ExternalData: o.externalData,
-		Config: cfg, Log: log, Progress: bar.Report, SpeedCheck: o.speedCheck, KernelCheck: o.kernelCheck})
+		Config: cfg, Log: log, Progress: bar.Report, SpeedCheck: o.speedCheck, KernelCheck: o.kernelCheck, KeepBest: o.keepBest})
 	bar.Done()
 	var kerr *kernelcheck.Error
 	if errors.As(err, &kerr) {
 		return &gateError{msg: err.Error()}
 	}
-	if err != nil {
+	var notMet *quant.DropNotMetError
+	if errors.As(err, &notMet) {
+		msg := err.Error()
+		if res == nil {
+			return &gateError{msg: msg + "; nothing written (--keep-best writes it)"}
+		}
+		defer func() {
+			fmt.Fprintf(a.stderr, "kept the best model measured (--keep-best) in %s, though it is not within the budget\n", o.out)
+		}()
+		err = &gateError{msg: msg}
+	} else if err != nil {
 		return err
 	}
+	gate := err
 	if o.rangesJSON != "" {
 		if err := writeRangesJSON(o.rangesJSON, o, cfg, res.Result); err != nil {
 			return err
@@ -314,7 +357,7 @@ func (a *app) quantize(o *quantizeOpts) error {
 				o.out, sp.Speedup, sp.Size, sp.Size)
 		}
 	}
-	return nil
+	return gate
 }
 
 // printKernels reports the kernel check and any Conv padded for ORT's
@@ -398,8 +441,16 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		}
 		sort.Strings(names)
 		fmt.Fprintf(w, "skipped   %d:\n", len(names))
+		widened := 0
 		for _, n := range names {
+			if res.Accuracy != nil && !o.verbose && strings.HasSuffix(res.Skipped[n], "--max-drop") {
+				widened++
+				continue
+			}
 			fmt.Fprintf(w, "  %s (%s)\n", n, res.Skipped[n])
+		}
+		if widened > 0 {
+			fmt.Fprintf(w, "  %d nodes kept float by --max-drop (-v lists them)\n", widened)
 		}
 	}
 	if t := res.Tuning; t != nil {
@@ -411,6 +462,7 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 		fmt.Fprintf(w, "tuned     %d Convs (%d left as calibrated), kept %q; held-out PSNR-Y vs FP32: %s\n", t.Layers, t.Skipped, t.Kept, strings.Join(parts, ", "))
 		printUntuned(w, t.Untuned)
 	}
+	printAccuracy(w, res.Accuracy, o.verbose)
 	printRanges(w, res.Ranges, o.verbose)
 	tuning := ""
 	if res.Tuning != nil {
@@ -419,6 +471,76 @@ func printQuantizeSummary(w io.Writer, o *quantizeOpts, cfg quant.Config, res *q
 	fmt.Fprintf(w, "time      calibration %s (%d patches of %dx%d)%s, rewrite %s, total %s (with loading, saving, ORT's check of the written model and the speed check)\n",
 		res.CalibTime.Round(time.Millisecond), res.Patches, cfg.PatchSize, cfg.PatchSize, tuning,
 		res.RewriteTime.Round(time.Millisecond), total.Round(time.Millisecond))
+}
+
+// widenedShown is how many widenings the summary lists without -v.
+const widenedShown = 8
+
+// printAccuracy prints what --max-drop did: the budget, every model
+// measured, the one written and its widenings.
+func printAccuracy(w io.Writer, a *quant.Accuracy, all bool) {
+	if a == nil {
+		return
+	}
+	var budget []string
+	if a.MaxDrop > 0 {
+		budget = append(budget, fmt.Sprintf("drop at most %g dB vs ground truth", a.MaxDrop))
+	}
+	if a.MaxDropVsFP32 > 0 {
+		budget = append(budget, fmt.Sprintf("PSNR-Y at least %g dB vs FP32", a.MaxDropVsFP32))
+	}
+	images := map[string]bool{}
+	var names []string
+	for _, v := range a.Validation {
+		n, _, _ := strings.Cut(v, "@")
+		if !images[n] {
+			images[n] = true
+			names = append(names, n)
+		}
+	}
+	from := "--val"
+	if a.HeldOut {
+		from = "every 4th --calib image, held out of calibration"
+	}
+	fp32 := ""
+	if a.FP32PSNR != nil {
+		fp32 = fmt.Sprintf("; FP32 PSNR-Y there %.2f dB", *a.FP32PSNR)
+	}
+	fmt.Fprintf(w, "accuracy  %s, on %d validation tiles of %d HR px (%s: %s)%s\n", strings.Join(budget, " and "), len(a.Validation), a.Tile, strings.Join(names, ", "), from, fp32)
+	fmt.Fprintf(w, "          %-5s %-11s %-20s %-14s %s\n", "step", "widenings", "drop dB (90% bound)", "vs FP32 dB", "speed-up (est.)")
+	for i, st := range a.Steps {
+		drop := "–"
+		if st.Drop != nil {
+			drop = fmt.Sprintf("%.3f (%.3f)", *st.Drop, *st.DropHigh)
+		}
+		mark := ""
+		if st.Within {
+			mark = "within"
+		}
+		if i == a.Chosen {
+			mark += ", written"
+		}
+		speed := "–"
+		if st.Speedup > 0 {
+			speed = fmt.Sprintf("%.2fx", st.Speedup)
+		}
+		fmt.Fprintf(w, "          %-5d %-11s %-20s %-14.2f %-7s %s\n", i+1, fmt.Sprintf("%d/%d", st.Widened, a.Candidates), drop, st.PSNRvsFP32, speed, strings.TrimPrefix(mark, ", "))
+	}
+	if len(a.Widened) == 0 {
+		fmt.Fprintln(w, "widened   none: the quantized model is within the budget as it is")
+		return
+	}
+	list := a.Widened
+	if !all && len(list) > widenedShown {
+		list = append(slices.Clone(list[:widenedShown]), fmt.Sprintf("… (%d more; -v lists all)", len(a.Widened)-widenedShown))
+	}
+	fmt.Fprintf(w, "widened   %d, in the order ranked: %s\n", len(a.Widened), strings.Join(list, ", "))
+	if a.Speedup > 0 && a.Latency != nil {
+		fmt.Fprintf(w, "          the model chosen timed against FP32 at %dx%d: %.2fx\n", a.Latency.Size, a.Latency.Size, a.Speedup)
+	}
+	if a.Latency != nil && a.Latency.Cached {
+		fmt.Fprintln(w, "          (speed-ups estimated from the latencies in --latency-cache)")
+	}
 }
 
 // printRanges prints the chosen activation ranges as a table: all of them

@@ -114,6 +114,12 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"output is a directory", []string{"--out", fixtures}, "output path is a directory"},
 		{"output folder missing", []string{"--out", filepath.Join(fixtures, "nope", "q.onnx")}, "output folder " + filepath.Join(fixtures, "nope") + " does not exist"},
 		{"ranges json is the output", []string{"--ranges-json", "SAME"}, "--ranges-json"},
+		{"negative max drop", []string{"--max-drop", "-0.1"}, "--max-drop -0.1: want a drop in dB"},
+		{"validation without a budget", []string{"--val", tdImages}, "--val and --keep-best are part of --max-drop"},
+		{"keep-best without a budget", []string{"--keep-best"}, "--val and --keep-best are part of --max-drop"},
+		{"missing validation folder", []string{"--max-drop", "0.1", "--val", filepath.Join(fixtures, "nope")}, "--val: "},
+		{"no steps", []string{"--max-drop", "0.1", "--max-steps", "0"}, "--max-steps 0: accuracy control measures at least one model"},
+		{"drop without ground truth", []string{"--max-drop", "0.1", "--calib-lr"}, "--max-drop measures the drop against the ground truth, and --calib-lr images are LR inputs without it; use --max-drop-vs-fp32"},
 	}
 	// These errors need the calibration statistics, so the progress lines
 	// come first; the error is still one line.
