@@ -167,8 +167,72 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 	}
+	if err := keepFloatConvsFloat(g, quantized); err != nil {
+		return err
+	}
 	shapeOfQuantized(g)
 	g.RemoveDead()
+	return nil
+}
+
+// keepFloatConvsFloat makes every Conv srq leaves float (--skip, a float
+// first/last Conv, accuracy control's float rung) that reads a dequantized
+// value read it through a DequantizeLinear of its own with one scale per
+// channel (all equal: the same values). ORT (1.24) runs its
+// WeightBiasQuantization at every optimisation level, basic included: a
+// Conv whose input comes from a DequantizeLinear with a per-tensor scale
+// and whose weight is a float initializer gets its weight quantized to
+// per-tensor symmetric int8 and its bias to int32, and then runs on the
+// int8 kernels, so the Conv the user kept float was quantized coarser than
+// srq's own per-channel weights (EDSR x2 with one Conv skipped still ran
+// 36/37 Convs int8). A per-channel input scale is outside that rewrite and
+// outside the int8 Conv fusion, so the Conv stays float.
+func keepFloatConvsFloat(g *graph.Graph, quantized map[*graph.Node]bool) error {
+	for _, n := range slices.Clone(g.Nodes) {
+		if !isOp(n, "Conv") || quantized[n] || len(n.Inputs) < 2 {
+			continue
+		}
+		dq := g.Producer(n.Inputs[0])
+		if dq == nil || !isOp(dq, "DequantizeLinear") || len(dq.Inputs) < 3 {
+			continue
+		}
+		scale, ok1 := g.Const(dq.Inputs[1])
+		zp, ok2 := g.Const(dq.Inputs[2])
+		w, ok3 := g.Const(n.Inputs[1])
+		if !ok1 || !ok2 || !ok3 || scale.NumElements() != 1 || zp.NumElements() != 1 || len(w.Dims) < 2 {
+			continue
+		}
+		c := int(w.Dims[1] * n.AttrInt("group", 1))
+		sv, err := scale.Float32()
+		if err != nil {
+			return fmt.Errorf("node %q: input scale: %w", n.Name, err)
+		}
+		base := n.Name + "_float_input"
+		s := g.UniqueName(base + "_scale")
+		g.SetInitializer(graph.NewFloat32(s, []int64{int64(c)}, slices.Repeat(sv[:1], c)))
+		z := g.UniqueName(base + "_zero_point")
+		switch zp.DType {
+		case onnx.TensorProto_UINT8:
+			zv, err := zp.Uint8()
+			if err != nil {
+				return fmt.Errorf("node %q: input zero point: %w", n.Name, err)
+			}
+			g.SetInitializer(graph.NewUint8(z, []int64{int64(c)}, slices.Repeat(zv[:1], c)))
+		case onnx.TensorProto_INT8:
+			zv, err := zp.Int8()
+			if err != nil {
+				return fmt.Errorf("node %q: input zero point: %w", n.Name, err)
+			}
+			g.SetInitializer(graph.NewInt8(z, []int64{int64(c)}, slices.Repeat(zv[:1], c)))
+		default:
+			continue
+		}
+		out := g.UniqueName(base)
+		own := &graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{dq.Inputs[0], s, z}, Outputs: []string{out}}
+		own.SetAttrInt("axis", 1)
+		g.AddNode(own)
+		g.ReplaceInput(n, 0, out)
+	}
 	return nil
 }
 

@@ -61,7 +61,7 @@ const (
 	latencyRuns = 4
 	// latencyVersion changes when the table's meaning does, so that old
 	// cache entries are not read.
-	latencyVersion = "srq-latency-v6"
+	latencyVersion = "srq-latency-v7"
 )
 
 // latencyTable is the measured latency of the rungs. Times are in

@@ -617,3 +617,20 @@ func TestRotation(t *testing.T) {
 	_, err := quant.ParseRotation("yes")
 	assert.EqualError(t, err, `rotation "yes": want auto, on or off`)
 }
+
+// TestSkipStaysFloat: a Conv kept float between quantized values stays
+// float in ORT. ORT's WeightBiasQuantization (at every optimisation level)
+// quantizes the float weights of a Conv that reads a per-tensor
+// DequantizeLinear and fuses it into QLinearConv; srq gives such a Conv a
+// per-channel DequantizeLinear of its own, outside that rewrite.
+func TestSkipStaysFloat(t *testing.T) {
+	requireORT(t)
+	const skipped = "/body/body.3/body/body.2/Conv"
+	cfg := smallConfig()
+	cfg.Skip = []string{skipped}
+	res, model := quantizeFile(t, edsrX2, images, cfg)
+	assert.Equal(t, 35, res.ConvsInt8, "the head copy and the skipped Conv are float")
+	cov := verify.Coverage(orttest.Optimized(t, model))
+	assert.Equal(t, 37, cov.Total)
+	assert.Equal(t, 35, cov.Int8, "ORT runs the skipped Conv float too: %v", cov.Ops)
+}
