@@ -863,6 +863,9 @@ func rewrite(g *graph.Graph, pr *prepared, pl *passes.Plan, qs *quantizers, cal 
 	if err := setMetadata(m, cfg, cal, qs); err != nil {
 		return nil, nil, err
 	}
+	if err := setMeta(m, sr.MetaIO, sr.IO{Scale: pr.scale, InputRange: pr.rng}); err != nil {
+		return nil, nil, err
+	}
 	return m, padded, nil
 }
 

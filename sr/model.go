@@ -7,7 +7,9 @@
 package sr
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,6 +43,39 @@ type ProbeOptions struct {
 	Range float32 // 0 = detect; else 1 or 255
 }
 
+// MetaIO is the metadata key under which srq records, in the models it
+// writes, the scale and input range it quantized the model for (IO, JSON).
+// Open takes them from there instead of detecting them: a quantized model
+// whose input Conv stays float (accuracy control widened it) feeds a
+// 255× input through float layers into saturating int8 ones, and probing
+// it took IMDN x4 (0..1) for a 0..255 model.
+const MetaIO = "srq.io"
+
+// IO is MetaIO's value.
+type IO struct {
+	Scale      int     `json:"scale"`
+	InputRange float32 `json:"input_range"`
+}
+
+// ReadIO returns the IO recorded in m's metadata, if any; a malformed
+// record is an error.
+func ReadIO(m *onnx.ModelProto) (IO, bool, error) {
+	for _, kv := range m.GetMetadataProps() {
+		if kv.GetKey() != MetaIO {
+			continue
+		}
+		var io IO
+		if err := json.Unmarshal([]byte(kv.GetValue()), &io); err != nil {
+			return IO{}, false, fmt.Errorf("metadata %s: %w", MetaIO, err)
+		}
+		if io.Scale < 1 || io.InputRange != 1 && io.InputRange != 255 {
+			return IO{}, false, fmt.Errorf("metadata %s: scale %d, input range %g: want a positive scale and a range of 1 or 255", MetaIO, io.Scale, io.InputRange)
+		}
+		return io, true, nil
+	}
+	return IO{}, false, nil
+}
+
 // Open creates a session for the model and probes it (see probe.go). name
 // (usually the file path) prefixes every error. The caller closes the Model.
 func Open(model []byte, name string, o ort.Options, p ProbeOptions) (*Model, error) {
@@ -53,6 +88,14 @@ func Open(model []byte, name string, o ort.Options, p ProbeOptions) (*Model, err
 	mp, err := onnx.LoadBytes(model, name, "")
 	if err != nil {
 		return nil, err
+	}
+	if p.Scale == 0 || p.Range == 0 {
+		if io, ok, err := ReadIO(mp); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		} else if ok {
+			p.Scale = cmp.Or(p.Scale, io.Scale)
+			p.Range = cmp.Or(p.Range, io.InputRange)
+		}
 	}
 	s, err := ort.NewSession(model, name, o)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
 )
@@ -342,4 +343,47 @@ func TestUpscaleCancel(t *testing.T) {
 	out, err := m.Upscale(context.Background(), img.Crop(lr, 0, 0, 8, 8), 0, 0)
 	require.NoError(t, err, "the model stays usable")
 	assert.Equal(t, [3]int{3, 16, 16}, [3]int{out.C, out.H, out.W})
+}
+
+// TestOpenReadsIO: the scale and input range srq recorded in a model's
+// metadata (MetaIO) replace detection — the bundled EDSR x2 takes 0..255,
+// and a record saying 0..1 wins, as it must for a quantized model that
+// probing misjudges — and explicit options still replace the record. A
+// malformed record is an error naming the key.
+func TestOpenReadsIO(t *testing.T) {
+	orttest.Require(t)
+	withIO := func(t *testing.T, value string) []byte {
+		m, err := onnx.LoadBytes(readFile(t, edsrX2), edsrX2, "")
+		require.NoError(t, err)
+		m.MetadataProps = append(m.MetadataProps, &onnx.StringStringEntryProto{Key: MetaIO, Value: value})
+		b, err := onnx.Marshal(m)
+		require.NoError(t, err)
+		return b
+	}
+	for _, tc := range []struct {
+		name      string
+		value     string
+		p         ProbeOptions
+		wantRange float32
+		wantErr   string
+	}{
+		{"recorded", `{"scale":2,"input_range":1}`, ProbeOptions{}, 1, ""},
+		{"option wins", `{"scale":2,"input_range":1}`, ProbeOptions{Range: 255}, 255, ""},
+		{"wrong scale", `{"scale":3,"input_range":255}`, ProbeOptions{}, 0, "scale 3 requested"},
+		{"malformed", `{"scale":2,"input_range":7}`, ProbeOptions{}, 0, "metadata srq.io: scale 2, input range 7"},
+		{"not JSON", `x`, ProbeOptions{}, 0, "metadata srq.io: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Open(withIO(t, tc.value), edsrX2, ort.Options{Threads: 1}, tc.p)
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			defer m.Close()
+			assert.Equal(t, 2, m.Scale)
+			assert.Equal(t, tc.wantRange, m.Range)
+		})
+	}
 }
