@@ -1,6 +1,8 @@
 package passes_test
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -75,6 +77,34 @@ func mlp(g *graph.Graph) {
 	outputs(g, "y")
 }
 
+// residual builds x → linear layer lin → residual Add res (x + lin) →
+// norm → linear layer fc → y. norm "ln" is a LayerNormalization; else it
+// is r − ReduceMean(r) over the comma-separated axes norm names.
+func residual(g *graph.Graph, norm string) {
+	weight(g, "w_lin", 0.5, 8, 8)
+	weight(g, "w_fc", 0.5, 8, 8)
+	node(g, "lin", "MatMul", "x,w_lin", "l")
+	node(g, "res", "Add", "x,l", "r")
+	if norm == "ln" {
+		weight(g, "gamma", 1, 8)
+		weight(g, "beta", 0.1, 8)
+		node(g, "ln", "LayerNormalization", "r,gamma,beta", "z", intAttr("axis", -1))
+	} else {
+		var axes []int64
+		for _, a := range strings.Split(norm, ",") {
+			v, err := strconv.ParseInt(a, 10, 64)
+			if err != nil {
+				panic(err)
+			}
+			axes = append(axes, v)
+		}
+		node(g, "mean", "ReduceMean", "r", "m", ints("axes", axes...))
+		node(g, "centre", "Sub", "r,m", "z")
+	}
+	node(g, "fc", "MatMul", "z,w_fc", "y")
+	outputs(g, "y")
+}
+
 func TestPlanQDQMatMul(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -108,6 +138,31 @@ func TestPlanQDQMatMul(t *testing.T) {
 			values:   []string{"x", "gl"},
 			floatOut: []string{"fc1", "fc2"},
 			skipped:  map[string]string{"gelu": "GELU kept float"},
+		},
+		{
+			name:  "residual Add read by a LayerNormalization stays float",
+			build: func(g *graph.Graph) { residual(g, "ln") },
+			nodes: []string{"lin", "fc"},
+			// lin's output is read by the float residual Add only.
+			values:   []string{"x", "z"},
+			floatOut: []string{"lin", "fc"},
+			skipped:  map[string]string{"res": "residual stream of a normalization kept float"},
+		},
+		{
+			name:     "residual Add read by a norm spelled out (x − mean over the features) stays float",
+			build:    func(g *graph.Graph) { residual(g, "-1") },
+			nodes:    []string{"lin", "fc"},
+			values:   []string{"x", "z"},
+			floatOut: []string{"lin", "fc"},
+			skipped:  map[string]string{"res": "residual stream of a normalization kept float"},
+		},
+		{
+			name:  "an Add read by a mean over several axes is no residual stream",
+			build: func(g *graph.Graph) { residual(g, "1,2") },
+			nodes: []string{"lin", "res", "fc"},
+			// res is int8, and so is lin's output it reads.
+			values:   []string{"x", "l", "r", "z"},
+			floatOut: []string{"fc"},
 		},
 		{
 			name: "constant first input and batched weights stay float",
