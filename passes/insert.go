@@ -445,8 +445,10 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 
 // quantizeMatMulWeight replaces a linear layer's constant float B [K, M]
 // with int8 codes behind DequantizeLinear, per output column (axis 1) under
-// WeightConfig.PerChannel: ORT 1.24's QLinearMatMul and QGemm take a
-// per-column B scale, and a column is what one output feature sums over.
+// WeightConfig.PerChannel: ORT 1.24's QLinearMatMul, MatMulIntegerToFloat
+// and QGemm all fuse a per-column B scale (measured: the fused output
+// equals the QDQ graph's at level basic), and a column is what one output
+// feature sums over.
 // The width is always 8 bits: srq's low-bit settings are defined on Convs.
 // A MatMul of two activations has no constant and is left as it is.
 func (p InsertQDQ) quantizeMatMulWeight(g *graph.Graph, n *graph.Node) error {
