@@ -83,6 +83,12 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 	for _, n := range pl.Nodes {
 		quantized[n] = true
 	}
+	// An absorbed bias Add writes the value the linear layer's output
+	// quantizer sits on: every reader of it gets the dequantized value, as
+	// from any quantized node, so that ORT sees MatMul → Add → Q alone.
+	for _, add := range pl.BiasOf {
+		quantized[add] = true
+	}
 	done := p.elideCarriers(g, params, quantized)
 	for v, src := range pl.Shared {
 		params[v] = params[src]
@@ -135,6 +141,14 @@ func (p InsertQDQ) Run(g *graph.Graph) error {
 			in = inputGrid(p.ConvIn[n.Name], f, in)
 		}
 		if err := p.quantizeConvParams(g, n, in); err != nil {
+			return fmt.Errorf("node %q: %w", n.Name, err)
+		}
+	}
+	for _, n := range pl.Nodes {
+		if !isOp(n, "MatMul") {
+			continue
+		}
+		if err := p.quantizeMatMulWeight(g, n); err != nil {
 			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 	}
@@ -505,6 +519,68 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 	return nil
 }
 
+// quantizeMatMulWeight replaces a linear layer's constant float B [K, M]
+// with int8 codes behind DequantizeLinear, per output column (axis 1) under
+// WeightConfig.PerChannel: ORT 1.24's QLinearMatMul, MatMulIntegerToFloat
+// and QGemm all fuse a per-column B scale (measured: the fused output
+// equals the QDQ graph's at level basic), and a column is what one output
+// feature sums over.
+// The width is always 8 bits: srq's low-bit settings are defined on Convs.
+// A MatMul of two activations has no constant and is left as it is.
+func (p InsertQDQ) quantizeMatMulWeight(g *graph.Graph, n *graph.Node) error {
+	wt, ok := g.Const(input(n, 1))
+	if !ok {
+		return nil
+	}
+	if len(wt.Dims) != 2 {
+		return fmt.Errorf("weight %q has %d dimensions, want a matrix [K, M]", wt.Name, len(wt.Dims))
+	}
+	w, err := wt.Float32()
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", wt.Name, err)
+	}
+	k, m := int(wt.Dims[0]), int(wt.Dims[1])
+	// Columns as rows, the layout qdq.WeightParams reads channels in.
+	wT := make([]float32, len(w))
+	for i := range k {
+		for j := range m {
+			wT[j*k+i] = w[i*m+j]
+		}
+	}
+	ps, err := qdq.WeightParams(wT, m, 8, p.Weights.PerChannel, p.Weights.Method)
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", wt.Name, err)
+	}
+	qT := make([]int8, len(wT))
+	if len(ps) == 1 {
+		err = qdq.QuantizeSlice(qT, wT, ps[0])
+	} else {
+		err = qdq.QuantizePerChannel(qT, wT, ps)
+	}
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", wt.Name, err)
+	}
+	qw := make([]int8, len(w))
+	for i := range k {
+		for j := range m {
+			qw[i*m+j] = qT[j*k+i]
+		}
+	}
+	scales := make([]float32, len(ps))
+	for i, q := range ps {
+		scales[i] = q.Scale
+	}
+	base := wt.Name
+	if g.Initializer(base) == nil || len(g.Consumers(base)) > 1 {
+		base = n.Name + ".weight"
+	}
+	qName := g.UniqueName(base + "_quantized")
+	g.SetInitializer(graph.NewInt8(qName, wt.Dims, qw))
+	n.Inputs[1] = dequantizeConstAxis(g, qName, base, scales, make([]int8, len(scales)), nil, 1)
+	g.Invalidate()
+	return nil
+}
+
 // centreBias returns bias (nil: zeros) minus, per output channel, the
 // weights' rounding error applied to the input's centre c (one value per
 // input channel): Σ (DQ(qw) − w)·c over the channel's inputs and taps.
@@ -544,6 +620,12 @@ func centreBias(bias, w []float32, qw []int8, ps []qdq.Params, c []float32) ([]f
 // dequantizeConst adds DequantizeLinear(q, scales, zero points) and returns
 // its output. More than one scale means per-channel on axis 0.
 func dequantizeConst(g *graph.Graph, q, base string, scales []float32, zp8 []int8, zp32 []int32) string {
+	return dequantizeConstAxis(g, q, base, scales, zp8, zp32, 0)
+}
+
+// dequantizeConstAxis is dequantizeConst with the per-channel axis given
+// (1: the columns of a MatMul's B).
+func dequantizeConstAxis(g *graph.Graph, q, base string, scales []float32, zp8 []int8, zp32 []int32, axis int64) string {
 	var dims []int64
 	if len(scales) > 1 {
 		dims = []int64{int64(len(scales))}
@@ -559,7 +641,7 @@ func dequantizeConst(g *graph.Graph, q, base string, scales []float32, zp8 []int
 	out := g.UniqueName(base + "_dequantized")
 	dn := &graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{q, s, z}, Outputs: []string{out}}
 	if len(scales) > 1 {
-		dn.SetAttrInt("axis", 0)
+		dn.SetAttrInt("axis", axis)
 	}
 	g.AddNode(dn)
 	return out

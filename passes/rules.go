@@ -17,12 +17,20 @@ type opRule struct {
 }
 
 // rules lists the operators srq quantizes, chosen from what ORT's CPU
-// provider fuses into int8 kernels (QLinearConv, QLinearAdd, QLinearMul,
-// QLinearLeakyRelu, QLinearSigmoid, QLinearGlobalAveragePool,
-// QLinearConcat) or runs directly on uint8 (DepthToSpace, Resize, MaxPool,
-// Reshape, Transpose...).
+// provider fuses into int8 kernels (QLinearConv, QLinearMatMul, QGemm,
+// QLinearAdd, QLinearMul, QLinearLeakyRelu, QLinearSigmoid,
+// QLinearGlobalAveragePool, QLinearConcat) or runs directly on uint8
+// (DepthToSpace, Resize, MaxPool, Reshape, Transpose...).
 var rules = map[string]opRule{
-	"Conv":              {acts: []int{0}, weight: 1, bias: 2},
+	"Conv": {acts: []int{0}, weight: 1, bias: 2},
+	// MatMul: a linear layer (constant B, int8 per output column) or an
+	// activation product (Q·Kᵀ, attention·V: both inputs uint8). ORT 1.24
+	// fuses DQ → MatMul → Q into QLinearMatMul (per-column B included) and
+	// DQ → MatMul with a float output into com.microsoft
+	// MatMulIntegerToFloat; srq leaves the output float where no int8
+	// op reads it (Plan.FloatOut) and quantizes a linear layer after its
+	// bias Add (Plan.BiasOf).
+	"MatMul":            {weight: 1, bias: -1},
 	"Add":               {weight: -1, bias: -1},
 	"Mul":               {weight: -1, bias: -1},
 	"Concat":            {weight: -1, bias: -1},
@@ -44,6 +52,12 @@ var rules = map[string]opRule{
 	// codes (IMDN's channel distillation) instead of dequantizing, splitting
 	// in float and quantizing every part again on its own grid.
 	"Split": {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
+	// Slice and Gather (on data, not shapes): a transformer cuts q, k and v
+	// out of one linear layer's output and its windows out of the image
+	// with them. ORT 1.24 drops DQ → Slice/Gather → Q with equal
+	// parameters and cuts the uint8 codes.
+	"Slice":  {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
+	"Gather": {acts: []int{0}, weight: -1, bias: -1, passThrough: true},
 }
 
 // ruleFor returns the rule for n, if srq quantizes its op type.

@@ -22,6 +22,21 @@ type ConvCoverage struct {
 	// Ops counts the convolution nodes by "domain:op_type" (domain "" is
 	// written as "ai.onnx"), e.g. {"com.microsoft:QLinearConv": 37}.
 	Ops map[string]int `json:"ops"`
+	// MatMuls is the same count for matrix products (a transformer's
+	// linear layers, Q·Kᵀ, attention·V); nil when the graph has none, so
+	// a CNN's report reads as before.
+	MatMuls *MatMulCoverage `json:"matmul,omitempty"`
+}
+
+// MatMulCoverage counts the matrix products of ORT's optimized graph that
+// run on int8 kernels (QLinearMatMul, com.microsoft MatMulIntegerToFloat,
+// QGemm, MatMulInteger, DynamicQuantizeMatMul) and those that stay float
+// (MatMul, Gemm, com.microsoft FusedMatMul).
+type MatMulCoverage struct {
+	Int8  int `json:"int8"`
+	Total int `json:"total"`
+	// Ops counts them by "domain:op_type", as ConvCoverage.Ops.
+	Ops map[string]int `json:"ops"`
 }
 
 // convKind classifies a node of ORT's optimized graph: int8 convolutions
@@ -34,6 +49,18 @@ func convKind(opType string) (isConv, int8 bool) {
 	case "QLinearConv", "NhwcQLinearConv", "ConvInteger":
 		return true, true
 	case "Conv", "FusedConv", "NhwcFusedConv":
+		return true, false
+	}
+	return false, false
+}
+
+// matMulKind classifies a node of ORT's optimized graph as convKind does,
+// for matrix products.
+func matMulKind(opType string) (isMatMul, int8 bool) {
+	switch opType {
+	case "QLinearMatMul", "MatMulIntegerToFloat", "QGemm", "MatMulInteger", "DynamicQuantizeMatMul":
+		return true, true
+	case "MatMul", "Gemm", "FusedMatMul", "FusedGemm":
 		return true, false
 	}
 	return false, false
@@ -65,16 +92,22 @@ func (c *ConvCoverage) addGraph(g *onnx.GraphProto, prefix string, depth int) {
 		}
 		name = prefix + name
 		if conv, int8 := convKind(n.GetOpType()); conv {
-			dom := n.GetDomain()
-			if dom == "" {
-				dom = "ai.onnx"
-			}
-			c.Ops[dom+":"+n.GetOpType()]++
+			c.Ops[opKey(n)]++
 			c.Total++
 			if int8 {
 				c.Int8++
 			} else {
 				c.Float = append(c.Float, name)
+			}
+		}
+		if mm, int8 := matMulKind(n.GetOpType()); mm {
+			if c.MatMuls == nil {
+				c.MatMuls = &MatMulCoverage{Ops: map[string]int{}}
+			}
+			c.MatMuls.Ops[opKey(n)]++
+			c.MatMuls.Total++
+			if int8 {
+				c.MatMuls.Int8++
 			}
 		}
 		for _, a := range n.GetAttribute() {
@@ -86,22 +119,41 @@ func (c *ConvCoverage) addGraph(g *onnx.GraphProto, prefix string, depth int) {
 	}
 }
 
+// opKey is "domain:op_type", domain "" written as "ai.onnx".
+func opKey(n *onnx.NodeProto) string {
+	dom := n.GetDomain()
+	if dom == "" {
+		dom = "ai.onnx"
+	}
+	return dom + ":" + n.GetOpType()
+}
+
 // String is the one-line form the table prints, e.g.
-// "37/37 convs in int8 (com.microsoft:QLinearConv 37)".
+// "37/37 convs in int8 (com.microsoft:QLinearConv 37)", followed by
+// "; 144/144 matmuls in int8 (...)" when the graph has matrix products.
 func (c ConvCoverage) String() string {
-	keys := make([]string, 0, len(c.Ops))
-	for k := range c.Ops {
+	s := fmt.Sprintf("%d/%d convs in int8", c.Int8, c.Total) + opList(c.Ops)
+	if m := c.MatMuls; m != nil {
+		s += fmt.Sprintf("; %d/%d matmuls in int8", m.Int8, m.Total) + opList(m.Ops)
+	}
+	return s
+}
+
+// opList is " (op n, op n...)" in op order, or "" for no ops.
+func opList(ops map[string]int) string {
+	keys := make([]string, 0, len(ops))
+	for k := range ops {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	s := fmt.Sprintf("%d/%d convs in int8", c.Int8, c.Total)
+	s := ""
 	for i, k := range keys {
 		if i == 0 {
 			s += " ("
 		} else {
 			s += ", "
 		}
-		s += fmt.Sprintf("%s %d", k, c.Ops[k])
+		s += fmt.Sprintf("%s %d", k, ops[k])
 		if i == len(keys)-1 {
 			s += ")"
 		}

@@ -33,6 +33,13 @@ func TestCoverageCounts(t *testing.T) {
 			"ai.onnx:QLinearConv": 1, "com.microsoft:NhwcQLinearConv": 1, "ai.onnx:ConvInteger": 1,
 			"ai.onnx:Conv": 1, "com.microsoft.nchwc:Conv": 1, "com.microsoft:FusedConv": 1, "com.microsoft:NhwcFusedConv": 1,
 		}}},
+		{"matrix products, int8 and float", []*onnx.NodeProto{
+			n("QLinearConv", "com.microsoft", "conv"),
+			n("QLinearMatMul", "", "av"), n("MatMulIntegerToFloat", "com.microsoft", "qk"), n("QGemm", "com.microsoft", "fc"),
+			n("MatMul", "", "proj"), n("FusedMatMul", "com.microsoft", "fm"),
+		}, ConvCoverage{Int8: 1, Total: 1, Float: []string{}, Ops: map[string]int{"com.microsoft:QLinearConv": 1},
+			MatMuls: &MatMulCoverage{Int8: 3, Total: 5, Ops: map[string]int{"ai.onnx:QLinearMatMul": 1, "com.microsoft:MatMulIntegerToFloat": 1,
+				"com.microsoft:QGemm": 1, "ai.onnx:MatMul": 1, "com.microsoft:FusedMatMul": 1}}}},
 		{"unnamed nodes get op#index", []*onnx.NodeProto{n("Relu", "", ""), n("Conv", "", "")},
 			ConvCoverage{Total: 1, Float: []string{"Conv#1"}, Ops: map[string]int{"ai.onnx:Conv": 1}}},
 		{"subgraphs are counted", []*onnx.NodeProto{{
@@ -56,6 +63,8 @@ func TestCoverageString(t *testing.T) {
 	c := ConvCoverage{Int8: 36, Total: 37, Ops: map[string]int{"com.microsoft:QLinearConv": 36, "ai.onnx:Conv": 1}}
 	assert.Equal(t, "36/37 convs in int8 (ai.onnx:Conv 1, com.microsoft:QLinearConv 36)", c.String())
 	assert.Equal(t, "0/0 convs in int8", ConvCoverage{}.String())
+	c.MatMuls = &MatMulCoverage{Int8: 144, Total: 144, Ops: map[string]int{"ai.onnx:QLinearMatMul": 40, "com.microsoft:MatMulIntegerToFloat": 104}}
+	assert.Equal(t, "36/37 convs in int8 (ai.onnx:Conv 1, com.microsoft:QLinearConv 36); 144/144 matmuls in int8 (ai.onnx:QLinearMatMul 40, com.microsoft:MatMulIntegerToFloat 104)", c.String())
 }
 
 // optimizedCoverage opens model on the CPU EP with ORT writing its
