@@ -479,12 +479,7 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 		}
 	}
 	qw := make([]int8, len(w))
-	if len(ps) == 1 {
-		err = qdq.QuantizeSlice(qw, w, ps[0])
-	} else {
-		err = qdq.QuantizePerChannel(qw, w, ps)
-	}
-	if err != nil {
+	if err := quantizeWeight(qw, w, ps); err != nil {
 		return fmt.Errorf("weight %q: %w", wt.Name, err)
 	}
 	if c, ok := p.Centers[n.Name]; ok {
@@ -495,17 +490,7 @@ func (p InsertQDQ) quantizeConvParams(g *graph.Graph, n *graph.Node, inQ qdq.Par
 			n.Inputs = append(n.Inputs[:2], "")
 		}
 	}
-	scales := make([]float32, len(ps))
-	for i, q := range ps {
-		scales[i] = q.Scale
-	}
-	base := wt.Name
-	if g.Initializer(base) == nil || len(g.Consumers(base)) > 1 {
-		base = n.Name + ".weight"
-	}
-	qName := g.UniqueName(base + "_quantized")
-	g.SetInitializer(graph.NewInt8(qName, wt.Dims, qw))
-	n.Inputs[1] = dequantizeConst(g, qName, base, scales, make([]int8, len(scales)), nil)
+	scales, base := setQuantizedWeight(g, n, wt, qw, ps, 0)
 	if bias != nil {
 		qb, bscales, err := qdq.QuantizeBias(bias, inQ.Scale, scales)
 		if err != nil {
@@ -552,12 +537,7 @@ func (p InsertQDQ) quantizeMatMulWeight(g *graph.Graph, n *graph.Node) error {
 		return fmt.Errorf("weight %q: %w", wt.Name, err)
 	}
 	qT := make([]int8, len(wT))
-	if len(ps) == 1 {
-		err = qdq.QuantizeSlice(qT, wT, ps[0])
-	} else {
-		err = qdq.QuantizePerChannel(qT, wT, ps)
-	}
-	if err != nil {
+	if err := quantizeWeight(qT, wT, ps); err != nil {
 		return fmt.Errorf("weight %q: %w", wt.Name, err)
 	}
 	qw := make([]int8, len(w))
@@ -566,6 +546,26 @@ func (p InsertQDQ) quantizeMatMulWeight(g *graph.Graph, n *graph.Node) error {
 			qw[i*m+j] = qT[j*k+i]
 		}
 	}
+	setQuantizedWeight(g, n, wt, qw, ps, 1)
+	g.Invalidate()
+	return nil
+}
+
+// quantizeWeight writes w's codes on the grids ps into dst: one grid for
+// the whole tensor, or one per channel (w's rows).
+func quantizeWeight(dst []int8, w []float32, ps []qdq.Params) error {
+	if len(ps) == 1 {
+		return qdq.QuantizeSlice(dst, w, ps[0])
+	}
+	return qdq.QuantizePerChannel(dst, w, ps)
+}
+
+// setQuantizedWeight makes n read its weight wt (input 1) as the int8 codes
+// qw behind a DequantizeLinear with ps's scales, per channel on axis when
+// there is more than one, and returns the scales and the name its
+// initializers are based on: the weight's, or n's when another node shares
+// the weight.
+func setQuantizedWeight(g *graph.Graph, n *graph.Node, wt *graph.Tensor, qw []int8, ps []qdq.Params, axis int64) ([]float32, string) {
 	scales := make([]float32, len(ps))
 	for i, q := range ps {
 		scales[i] = q.Scale
@@ -576,9 +576,8 @@ func (p InsertQDQ) quantizeMatMulWeight(g *graph.Graph, n *graph.Node) error {
 	}
 	qName := g.UniqueName(base + "_quantized")
 	g.SetInitializer(graph.NewInt8(qName, wt.Dims, qw))
-	n.Inputs[1] = dequantizeConstAxis(g, qName, base, scales, make([]int8, len(scales)), nil, 1)
-	g.Invalidate()
-	return nil
+	n.Inputs[1] = dequantizeConstAxis(g, qName, base, scales, make([]int8, len(scales)), nil, axis)
+	return scales, base
 }
 
 // centreBias returns bias (nil: zeros) minus, per output channel, the
