@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -216,6 +217,9 @@ func keepFloatConvsFloat(g *graph.Graph, quantized map[*graph.Node]bool) error {
 		if !ok1 || !ok2 || !ok3 || scale.NumElements() != 1 || zp.NumElements() != 1 || len(w.Dims) < 2 {
 			continue
 		}
+		if zp.DType != onnx.TensorProto_UINT8 && zp.DType != onnx.TensorProto_INT8 {
+			continue
+		}
 		c := int(w.Dims[1] * n.AttrInt("group", 1))
 		sv, err := scale.Float32()
 		if err != nil {
@@ -224,23 +228,9 @@ func keepFloatConvsFloat(g *graph.Graph, quantized map[*graph.Node]bool) error {
 		base := n.Name + "_float_input"
 		s := g.UniqueName(base + "_scale")
 		g.SetInitializer(graph.NewFloat32(s, []int64{int64(c)}, slices.Repeat(sv[:1], c)))
+		// An 8-bit zero point is one byte, whichever its sign.
 		z := g.UniqueName(base + "_zero_point")
-		switch zp.DType {
-		case onnx.TensorProto_UINT8:
-			zv, err := zp.Uint8()
-			if err != nil {
-				return fmt.Errorf("node %q: input zero point: %w", n.Name, err)
-			}
-			g.SetInitializer(graph.NewUint8(z, []int64{int64(c)}, slices.Repeat(zv[:1], c)))
-		case onnx.TensorProto_INT8:
-			zv, err := zp.Int8()
-			if err != nil {
-				return fmt.Errorf("node %q: input zero point: %w", n.Name, err)
-			}
-			g.SetInitializer(graph.NewInt8(z, []int64{int64(c)}, slices.Repeat(zv[:1], c)))
-		default:
-			continue
-		}
+		g.SetInitializer(&graph.Tensor{Name: z, DType: zp.DType, Dims: []int64{int64(c)}, Data: bytes.Repeat(zp.Data[:1], c)})
 		out := g.UniqueName(base)
 		own := &graph.Node{Name: g.UniqueName(base + "_DequantizeLinear"), OpType: "DequantizeLinear", Inputs: []string{dq.Inputs[0], s, z}, Outputs: []string{out}}
 		own.SetAttrInt("axis", 1)
