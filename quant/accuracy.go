@@ -190,8 +190,10 @@ type accuracyRun struct {
 	built map[int]*built
 	exc   map[int]float64
 	last  int
-	// in is the LR input the latencies are timed on (set by rank).
-	in *ort.Tensor
+	// in is the LR input the latencies are timed on, and key the latency
+	// cache's key for this model, setting and machine (both set by rank).
+	in  *ort.Tensor
+	key string
 }
 
 // accuracyControl runs the search on the calibrated base (plan pl,
@@ -240,7 +242,7 @@ func accuracyControl(ctx context.Context, pr *prepared, pl *passes.Plan, cal *ca
 		// Convs between float neighbours pays conversions they do not
 		// see (IMDN x4 at 0.05 dB: estimated 1.01x, ran at 0.83x). The
 		// model chosen is timed against FP32 before it is written.
-		if acc.Speedup, err = a.timeChosen(ctx, data, float, b); err != nil {
+		if acc.Speedup, err = a.timeChosen(ctx, float, b); err != nil {
 			return nil, nil, err
 		}
 		if acc.Speedup < 1 && w.lat.FP32 > w.lat.Base && w.macsPerPixel(a.cal.shape) >= minVerdictMACs {
@@ -271,18 +273,14 @@ func (w *widener) macsPerPixel(shape [3]int) float64 {
 // kept in Config.LatencyCache beside the table (the order, so the model
 // chosen, follows from the table and the validation images), so that a
 // second run decides as the first did.
-func (a *accuracyRun) timeChosen(ctx context.Context, data []byte, float *graph.Graph, b *built) (float64, error) {
+func (a *accuracyRun) timeChosen(ctx context.Context, float *graph.Graph, b *built) (float64, error) {
 	cfg := a.cfg
-	key, err := latencyKey(data, cfg, a.cal.set)
-	if err != nil {
-		return 0, err
-	}
 	mb, err := onnx.Marshal(b.model)
 	if err != nil {
 		return 0, err
 	}
 	h := sha256.Sum256(mb)
-	key += "-chosen-" + hex.EncodeToString(h[:8])
+	key := a.key + "-chosen-" + hex.EncodeToString(h[:8])
 	if cfg.LatencyCache != "" {
 		if t, ok := loadLatency(cfg.LatencyCache, key); ok {
 			return round4(t.FP32 / t.Base), nil
@@ -317,11 +315,11 @@ func (a *accuracyRun) rank(ctx context.Context, data []byte, calImgs []string, f
 	if err != nil {
 		return err
 	}
-	a.in = in
 	key, err := latencyKey(data, cfg, cal.set)
 	if err != nil {
 		return err
 	}
+	a.in, a.key = in, key
 	var ok bool
 	if cfg.LatencyCache != "" {
 		w.lat, ok = loadLatency(cfg.LatencyCache, key)
