@@ -1,0 +1,127 @@
+package grad
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Layout ops: the ones an exported graph uses to move values around
+// (PixelShuffle written as Reshape/Transpose, a crop as Slice). Reshape
+// shares nothing with its input but copies it, so that ops keep owning
+// their outputs' Data.
+
+// Reshape is ONNX Reshape to a fully known shape (the caller resolves 0
+// and −1).
+func (t *Tape) Reshape(x *Var, shape []int) (*Var, error) {
+	if err := checkVars("Reshape", x); err != nil {
+		return nil, err
+	}
+	n, err := numel(shape)
+	if err != nil {
+		return nil, err
+	}
+	if n != len(x.Data) {
+		return nil, fmt.Errorf("grad: Reshape of %v (%d values) to %v", x.Shape, len(x.Data), shape)
+	}
+	y := out(slices.Clone(shape), x)
+	copy(y.Data, x.Data)
+	if y.needsGrad {
+		t.record(func() {
+			if y.Grad == nil {
+				return
+			}
+			dx := x.grad()
+			for i, g := range y.Grad {
+				dx[i] += g
+			}
+		})
+	}
+	return y, nil
+}
+
+// Transpose is ONNX Transpose by perm (output axis i is input axis
+// perm[i]).
+func (t *Tape) Transpose(x *Var, perm []int) (*Var, error) {
+	if err := checkVars("Transpose", x); err != nil {
+		return nil, err
+	}
+	r := len(x.Shape)
+	if len(perm) != r {
+		return nil, fmt.Errorf("grad: Transpose of rank %d with perm %v", r, perm)
+	}
+	seen := make([]bool, r)
+	shape := make([]int, r)
+	for i, p := range perm {
+		if p < 0 || p >= r || seen[p] {
+			return nil, fmt.Errorf("grad: Transpose perm %v is not a permutation of %d axes", perm, r)
+		}
+		seen[p] = true
+		shape[i] = x.Shape[p]
+	}
+	strides := rowStrides(x.Shape)
+	src := make([]int32, len(x.Data))
+	idx := make([]int, r)
+	for i := range src {
+		off := 0
+		for a := range r {
+			off += idx[a] * strides[perm[a]]
+		}
+		src[i] = int32(off)
+		for a := r - 1; a >= 0; a-- {
+			idx[a]++
+			if idx[a] < shape[a] {
+				break
+			}
+			idx[a] = 0
+		}
+	}
+	return t.gather(x, shape, src, 0), nil
+}
+
+// Slice is ONNX Slice with resolved starts, ends and steps per axis (ends
+// exclusive, already clamped; steps positive).
+func (t *Tape) Slice(x *Var, starts, ends, steps []int) (*Var, error) {
+	if err := checkVars("Slice", x); err != nil {
+		return nil, err
+	}
+	r := len(x.Shape)
+	if len(starts) != r || len(ends) != r || len(steps) != r {
+		return nil, fmt.Errorf("grad: Slice of rank %d with %d starts, %d ends, %d steps", r, len(starts), len(ends), len(steps))
+	}
+	shape := make([]int, r)
+	for a := range r {
+		if steps[a] < 1 || starts[a] < 0 || ends[a] > x.Shape[a] {
+			return nil, fmt.Errorf("grad: Slice [%d:%d:%d] of axis %d (size %d)", starts[a], ends[a], steps[a], a, x.Shape[a])
+		}
+		shape[a] = max(0, (ends[a]-starts[a]+steps[a]-1)/steps[a])
+	}
+	strides := rowStrides(x.Shape)
+	n, _ := numel(shape)
+	src := make([]int32, n)
+	idx := make([]int, r)
+	for i := range src {
+		off := 0
+		for a := range r {
+			off += (starts[a] + idx[a]*steps[a]) * strides[a]
+		}
+		src[i] = int32(off)
+		for a := r - 1; a >= 0; a-- {
+			idx[a]++
+			if idx[a] < shape[a] {
+				break
+			}
+			idx[a] = 0
+		}
+	}
+	return t.gather(x, shape, src, 0), nil
+}
+
+func rowStrides(shape []int) []int {
+	s := make([]int, len(shape))
+	acc := 1
+	for a := len(shape) - 1; a >= 0; a-- {
+		s[a] = acc
+		acc *= shape[a]
+	}
+	return s
+}

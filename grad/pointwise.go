@@ -1,0 +1,153 @@
+package grad
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// A QDQ graph spends most of its nodes on chains of element-wise steps
+// with constant parameters: QuantizeLinear → Clip → DequantizeLinear, and
+// srq's dual-region form, which is several such pairs joined by LeakyRelus.
+// Recorded one op at a time, each would cost a pass over the tensor and a
+// buffer forward and backward; Pointwise runs a whole chain as one pass,
+// and its backward pass recomputes the chain per element to multiply the
+// steps' local derivatives (the package's straight-through rule for the
+// roundings).
+
+// PointKind is one element-wise step.
+type PointKind uint8
+
+const (
+	// PointQuantize is QuantizeLinear to codes held in float32:
+	// clamp(round_half_even(x/A) + B, Lo, Hi); derivative 1/A inside
+	// [Lo, Hi] (before the clamp), 0 outside.
+	PointQuantize PointKind = iota
+	// PointDequantize is DequantizeLinear of codes: (x − B)·A.
+	PointDequantize
+	// PointClip is Clip to [Lo, Hi]; derivative 1 inside, 0 outside.
+	PointClip
+	// PointLeaky is LeakyRelu with slope A below 0 (Relu: A = 0).
+	PointLeaky
+	// PointAdd, PointMul, PointDiv apply the constant A; PointRSub is A − x.
+	PointAdd
+	PointMul
+	PointDiv
+	PointRSub
+	// PointSigmoid is the logistic function.
+	PointSigmoid
+)
+
+// Point is one step of a Pointwise chain.
+type Point struct {
+	Kind   PointKind
+	A, B   float32
+	Lo, Hi float32
+}
+
+// eval returns the step's output at x and its derivative there.
+func (p Point) eval(x float32) (y, d float32) {
+	switch p.Kind {
+	case PointQuantize:
+		q := float32(math.RoundToEven(float64(x/p.A))) + p.B
+		if q < p.Lo {
+			return p.Lo, 0
+		}
+		if q > p.Hi {
+			return p.Hi, 0
+		}
+		return q, 1 / p.A
+	case PointDequantize:
+		return (x - p.B) * p.A, p.A
+	case PointClip:
+		if x < p.Lo {
+			return p.Lo, 0
+		}
+		if x > p.Hi {
+			return p.Hi, 0
+		}
+		return x, 1
+	case PointLeaky:
+		if x < 0 {
+			return p.A * x, p.A
+		}
+		return x, 1
+	case PointAdd:
+		return x + p.A, 1
+	case PointMul:
+		return x * p.A, p.A
+	case PointDiv:
+		return x / p.A, 1 / p.A
+	case PointRSub:
+		return p.A - x, -1
+	case PointSigmoid:
+		s := sigmoid(x)
+		return s, s * (1 - s)
+	}
+	return x, 1
+}
+
+// Check reports a step that cannot be evaluated (a zero or non-finite
+// scale or divisor, an empty clip).
+func (p Point) Check() error {
+	switch p.Kind {
+	case PointQuantize, PointDequantize, PointDiv:
+		if p.A == 0 || math.IsNaN(float64(p.A)) || math.IsInf(float64(p.A), 0) {
+			return fmt.Errorf("grad: element-wise step %d with scale %g", p.Kind, p.A)
+		}
+	}
+	if (p.Kind == PointQuantize || p.Kind == PointClip) && !(p.Lo <= p.Hi) {
+		return fmt.Errorf("grad: element-wise step %d with range [%g, %g]", p.Kind, p.Lo, p.Hi)
+	}
+	return nil
+}
+
+// Pointwise applies the chain of steps to every element of x. The
+// gradient is the product of the steps' derivatives at each element.
+func (t *Tape) Pointwise(x *Var, chain []Point) (*Var, error) {
+	if err := checkVars("Pointwise", x); err != nil {
+		return nil, err
+	}
+	for _, p := range chain {
+		if err := p.Check(); err != nil {
+			return nil, err
+		}
+	}
+	chain = slices.Clone(chain)
+	y := out(slices.Clone(x.Shape), x)
+	parallel(len(x.Data)/4096+1, t.Workers, func(_, lo, hi int) {
+		lo, hi = lo*4096, min(hi*4096, len(x.Data))
+		for i := lo; i < hi; i++ {
+			v := x.Data[i]
+			for _, p := range chain {
+				v, _ = p.eval(v)
+			}
+			y.Data[i] = v
+		}
+	})
+	if y.needsGrad {
+		t.record(func() {
+			if y.Grad == nil {
+				return
+			}
+			dx := x.grad()
+			parallel(len(x.Data)/4096+1, t.Workers, func(_, lo, hi int) {
+				lo, hi = lo*4096, min(hi*4096, len(x.Data))
+				for i := lo; i < hi; i++ {
+					g := y.Grad[i]
+					if g == 0 {
+						continue
+					}
+					v, d := x.Data[i], float32(1)
+					for _, p := range chain {
+						var dd float32
+						v, dd = p.eval(v)
+						d *= dd
+					}
+					dx[i] += g * d
+				}
+			})
+		})
+	}
+	return y, nil
+}
