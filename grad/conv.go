@@ -79,6 +79,10 @@ func newConvGeom(x, w *Var, o ConvOpts) (convGeom, error) {
 // rows instead. The im2col matrix is rebuilt in the backward
 // pass rather than kept: for an EDSR layer on 16 patches of 48² it would be
 // 85 MB.
+//
+// With t.Kernels set, the forward product and, in the backward pass, dX and
+// dW run on those kernels instead (each falling back to Go where the
+// kernels return ok=false); the bias and its gradient stay in Go.
 func (t *Tape) Conv(x, w, b *Var, o ConvOpts) (*Var, error) {
 	if err := checkVars("Conv", x, w); err != nil {
 		return nil, err
@@ -95,30 +99,17 @@ func (t *Tape) Conv(x, w, b *Var, o ConvOpts) (*Var, error) {
 		return nil, fmt.Errorf("grad: Conv bias %v, want [%d]", b.Shape, g.m)
 	}
 	y := out([]int{g.n, g.m, g.ho, g.wo}, x, w, b)
-	kg, p := g.kg(), g.p()
-	units := g.n * g.g
-	if units >= t.Workers || g.mg < 2 {
-		// One (sample, group) per goroutine at a time.
-		parallel(units, t.Workers, func(_, lo, hi int) {
-			col := make([]float32, kg*p)
-			for u := lo; u < hi; u++ {
-				n, gi := u/g.g, u%g.g
-				im2col(g, x.Data, n, gi, col)
-				gemmNN(g.mg, p, kg, g.wRows(w.Data, gi, 0, g.mg), col, g.yRows(y.Data, n, gi, 0, g.mg))
-			}
-		})
-	} else {
-		// Fewer (sample, group) pairs than workers (one image through a
-		// full Conv): the goroutines split each GEMM's output channels.
-		col := make([]float32, kg*p)
-		for u := range units {
-			n, gi := u/g.g, u%g.g
-			im2col(g, x.Data, n, gi, col)
-			parallel(g.mg, t.Workers, func(_, lo, hi int) {
-				gemmNN(hi-lo, p, kg, g.wRows(w.Data, gi, lo, hi), col, g.yRows(y.Data, n, gi, lo, hi))
-			})
+	k := t.Kernels
+	done := false
+	if k != nil {
+		if done, err = k.Forward(x.Data, w.Data, x.Shape, w.Shape, o, y.Data); err != nil {
+			return nil, fmt.Errorf("grad: Conv %v by %v: %w", x.Shape, w.Shape, err)
 		}
 	}
+	if !done {
+		convForward(g, x.Data, w.Data, y.Data, t.Workers)
+	}
+	p := g.p()
 	if b != nil {
 		for n := range g.n {
 			for m := range g.m {
@@ -130,9 +121,62 @@ func (t *Tape) Conv(x, w, b *Var, o ConvOpts) (*Var, error) {
 		}
 	}
 	if y.needsGrad {
-		t.record(func() { convBackward(g, x, w, b, y, t.Workers) })
+		t.record(func() { t.convBackward(k, g, o, x, w, b, y) })
 	}
 	return y, nil
+}
+
+// convForward adds conv(x, w), without bias, into y.
+func convForward(g convGeom, x, w, y []float32, workers int) {
+	kg, p := g.kg(), g.p()
+	units := g.n * g.g
+	if units >= workers || g.mg < 2 {
+		// One (sample, group) per goroutine at a time.
+		parallel(units, workers, func(_, lo, hi int) {
+			col := make([]float32, kg*p)
+			for u := lo; u < hi; u++ {
+				n, gi := u/g.g, u%g.g
+				im2col(g, x, n, gi, col)
+				gemmNN(g.mg, p, kg, g.wRows(w, gi, 0, g.mg), col, g.yRows(y, n, gi, 0, g.mg))
+			}
+		})
+		return
+	}
+	// Fewer (sample, group) pairs than workers (one image through a full
+	// Conv): the goroutines split each GEMM's output channels.
+	col := make([]float32, kg*p)
+	for u := range units {
+		n, gi := u/g.g, u%g.g
+		im2col(g, x, n, gi, col)
+		parallel(g.mg, workers, func(_, lo, hi int) {
+			gemmNN(hi-lo, p, kg, g.wRows(w, gi, lo, hi), col, g.yRows(y, n, gi, lo, hi))
+		})
+	}
+}
+
+// convBackward is a Conv's backward step: dX and dW on the kernels k the
+// forward pass ran on, when set and they handle the Conv, the rest in Go.
+// A kernel's error is recorded for Backward, and its product skipped.
+func (t *Tape) convBackward(k ConvKernels, g convGeom, o ConvOpts, x, w, b, y *Var) {
+	if y.Grad == nil {
+		return
+	}
+	doX, doW := needs(x), needs(w)
+	if k != nil && doX {
+		ok, err := k.BackwardData(y.Grad, w.Data, x.Shape, w.Shape, o, x.grad())
+		if err != nil {
+			t.fail(fmt.Errorf("grad: Conv %v by %v, input gradient: %w", x.Shape, w.Shape, err))
+		}
+		doX = !ok && err == nil
+	}
+	if k != nil && doW {
+		ok, err := k.BackwardWeight(x.Data, y.Grad, x.Shape, w.Shape, o, w.grad())
+		if err != nil {
+			t.fail(fmt.Errorf("grad: Conv %v by %v, weight gradient: %w", x.Shape, w.Shape, err))
+		}
+		doW = !ok && err == nil
+	}
+	convBackward(g, x, w, b, y, t.Workers, doX, doW)
 }
 
 // wRows is output channels [lo, hi) of group gi of a weight tensor (or its
@@ -149,20 +193,22 @@ func (g convGeom) yRows(y []float32, n, gi, lo, hi int) []float32 {
 	return y[(n*g.m+gi*g.mg+lo)*p : (n*g.m+gi*g.mg+hi)*p]
 }
 
-// convBackward adds the Conv's gradients: dW = Σ dY·colᵀ, dcol = Wᵀ·dY
-// folded back onto dX by col2im, db = Σ dY. Like the forward pass it runs
-// (sample, group) pairs in parallel, each goroutine with its own partial
-// dW, or, with fewer pairs than workers, splits each GEMM's rows.
-func convBackward(g convGeom, x, w, b, y *Var, workers int) {
+// convBackward adds the Conv's gradients in Go: dW = Σ dY·colᵀ when needW,
+// dcol = Wᵀ·dY folded back onto dX by col2im when needX, db = Σ dY when b
+// needs it. Like the forward pass it runs (sample, group) pairs in
+// parallel, each goroutine with its own partial dW, or, with fewer pairs
+// than workers, splits each GEMM's rows. It reads x.Data only for dW and
+// w.Data only for dX.
+func convBackward(g convGeom, x, w, b, y *Var, workers int, needX, needW bool) {
 	if y.Grad == nil {
 		return
 	}
 	kg, p := g.kg(), g.p()
 	var dx []float32
-	if x.needsGrad {
+	if needX {
 		dx = x.grad()
 	}
-	needW, needB := w.needsGrad, needs(b)
+	needB := needs(b)
 	units := g.n * g.g
 	if units >= workers || g.mg < 2 {
 		workers = min(max(workers, 1), units)
@@ -174,7 +220,7 @@ func convBackward(g convGeom, x, w, b, y *Var, workers int) {
 				dcol = make([]float32, kg*p)
 			}
 			if needW {
-				dw = make([]float32, len(w.Data))
+				dw = make([]float32, g.m*kg)
 				dws[wk] = dw
 			}
 			for u := lo; u < hi; u++ {
@@ -211,7 +257,6 @@ func convBackward(g convGeom, x, w, b, y *Var, workers int) {
 		for u := range units {
 			n, gi := u/g.g, u%g.g
 			dyg := g.yRows(y.Grad, n, gi, 0, g.mg)
-			wg := g.wRows(w.Data, gi, 0, g.mg)
 			if needW {
 				im2col(g, x.Data, n, gi, col)
 				parallel(g.mg, workers, func(_, lo, hi int) {
@@ -219,6 +264,7 @@ func convBackward(g convGeom, x, w, b, y *Var, workers int) {
 				})
 			}
 			if dx != nil {
+				wg := g.wRows(w.Data, gi, 0, g.mg)
 				clear(dcol)
 				parallel(kg, workers, func(_, lo, hi int) {
 					// rows [lo, hi) of Wᵀ·dY: columns [lo, hi) of W

@@ -54,6 +54,12 @@ type Tape struct {
 	// over the batch, GEMM-shaped work over rows); NewTape sets it to
 	// GOMAXPROCS.
 	Workers int
+	// Kernels, when set, computes Conv's products (package grad/ortconv
+	// runs them in ONNX Runtime); nil runs them in Go.
+	Kernels ConvKernels
+	// err is the first error of a backward step (a Conv kernel's), which
+	// Backward returns.
+	err error
 }
 
 // NewTape returns an empty tape whose ops use GOMAXPROCS goroutines.
@@ -101,7 +107,9 @@ func (t *Tape) Backward(y *Var, dy []float32) error {
 		t.steps[i]()
 	}
 	t.Reset()
-	return nil
+	err := t.err
+	t.err = nil
+	return err
 }
 
 // Param returns a Var that gradients flow to: a weight, a quantizer's step
