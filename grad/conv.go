@@ -1,6 +1,9 @@
 package grad
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // ConvOpts are ONNX Conv's attributes. Zero values mean ONNX's defaults:
 // stride 1, no padding, dilation 1, one group.
@@ -162,19 +165,36 @@ func (t *Tape) convBackward(k ConvKernels, g convGeom, o ConvOpts, x, w, b, y *V
 		return
 	}
 	doX, doW := needs(x), needs(w)
-	if k != nil && doX {
-		ok, err := k.BackwardData(y.Grad, w.Data, x.Shape, w.Shape, o, x.grad())
-		if err != nil {
-			t.fail(fmt.Errorf("grad: Conv %v by %v, input gradient: %w", x.Shape, w.Shape, err))
+	if k != nil && (doX || doW) {
+		// dX and dW are separate kernel calls on separate buffers: with
+		// two workers they run at once (ORT's sessions here are
+		// single-threaded, so one would otherwise leave a core idle).
+		var errX, errW error
+		okX, okW := false, false
+		dataX := func() { okX, errX = k.BackwardData(y.Grad, w.Data, x.Shape, w.Shape, o, x.grad()) }
+		dataW := func() { okW, errW = k.BackwardWeight(x.Data, y.Grad, x.Shape, w.Shape, o, w.grad()) }
+		switch {
+		case doX && doW && t.Workers > 1:
+			x.grad()
+			w.grad()
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); dataW() }()
+			dataX()
+			wg.Wait()
+		case doX:
+			dataX()
+		case doW:
+			dataW()
 		}
-		doX = !ok && err == nil
-	}
-	if k != nil && doW {
-		ok, err := k.BackwardWeight(x.Data, y.Grad, x.Shape, w.Shape, o, w.grad())
-		if err != nil {
-			t.fail(fmt.Errorf("grad: Conv %v by %v, weight gradient: %w", x.Shape, w.Shape, err))
+		if errX != nil {
+			t.fail(fmt.Errorf("grad: Conv %v by %v, input gradient: %w", x.Shape, w.Shape, errX))
 		}
-		doW = !ok && err == nil
+		if errW != nil {
+			t.fail(fmt.Errorf("grad: Conv %v by %v, weight gradient: %w", x.Shape, w.Shape, errW))
+		}
+		doX = doX && !okX && errX == nil
+		doW = doW && !okW && errW == nil
 	}
 	convBackward(g, x, w, b, y, t.Workers, doX, doW)
 }

@@ -105,7 +105,7 @@ var netOps = map[string]bool{
 	"Gather": true, "Unsqueeze": true, "Squeeze": true, "Cast": true, "Constant": true,
 	"PRelu": true, "Resize": true, "GlobalAveragePool": true, "ReduceMean": true,
 	"MaxPool": true, "MatMul": true, "Softmax": true, "LayerNormalization": true,
-	"Relu": true, "LeakyRelu": true, "Sigmoid": true, "Clip": true,
+	"Relu": true, "LeakyRelu": true, "Sigmoid": true, "Sqrt": true, "Clip": true,
 	"QuantizeLinear": true, "DequantizeLinear": true,
 }
 
@@ -161,6 +161,8 @@ func pointOf(g *graph.Graph, n *graph.Node) ([]Point, bool, error) {
 		return one(Point{Kind: PointLeaky, A: n.AttrFloat("alpha", 0.01)})
 	case "Sigmoid":
 		return one(Point{Kind: PointSigmoid})
+	case "Sqrt":
+		return one(Point{Kind: PointSqrt})
 	case "QuantizeLinear", "DequantizeLinear":
 		s, ok := arg(1)
 		if !ok {

@@ -36,6 +36,10 @@ const (
 	PointRSub
 	// PointSigmoid is the logistic function.
 	PointSigmoid
+	// PointSqrt is the square root; its derivative at 0 is taken as 0 (a
+	// channel with no contrast, where IMDN's contrast-aware attention
+	// takes it).
+	PointSqrt
 )
 
 // Point is one step of a Pointwise chain.
@@ -83,6 +87,12 @@ func (p Point) eval(x float32) (y, d float32) {
 	case PointSigmoid:
 		s := sigmoid(x)
 		return s, s * (1 - s)
+	case PointSqrt:
+		y := float32(math.Sqrt(float64(x)))
+		if !(y > 0) {
+			return y, 0
+		}
+		return y, 0.5 / y
 	}
 	return x, 1
 }
@@ -102,8 +112,15 @@ func (p Point) Check() error {
 	return nil
 }
 
+// pointBlock is the number of elements a Pointwise chain runs step by
+// step: small enough to stay in cache, large enough that the switch on
+// the step's kind is paid once per block, not per element.
+const pointBlock = 2048
+
 // Pointwise applies the chain of steps to every element of x. The
-// gradient is the product of the steps' derivatives at each element.
+// gradient is the product of the steps' derivatives at each element,
+// computed in the forward pass and kept (one float32 per element) when a
+// gradient is wanted.
 func (t *Tape) Pointwise(x *Var, chain []Point) (*Var, error) {
 	if err := checkVars("Pointwise", x); err != nil {
 		return nil, err
@@ -113,16 +130,27 @@ func (t *Tape) Pointwise(x *Var, chain []Point) (*Var, error) {
 			return nil, err
 		}
 	}
-	chain = slices.Clone(chain)
 	y := out(slices.Clone(x.Shape), x)
-	parallel(len(x.Data)/4096+1, t.Workers, func(_, lo, hi int) {
-		lo, hi = lo*4096, min(hi*4096, len(x.Data))
-		for i := lo; i < hi; i++ {
-			v := x.Data[i]
-			for _, p := range chain {
-				v, _ = p.eval(v)
+	var d []float32
+	if y.needsGrad {
+		d = make([]float32, len(x.Data))
+	}
+	n := len(x.Data)
+	parallel((n+pointBlock-1)/pointBlock, t.Workers, func(_, lo, hi int) {
+		for b := lo; b < hi; b++ {
+			i0, i1 := b*pointBlock, min((b+1)*pointBlock, n)
+			v := y.Data[i0:i1]
+			copy(v, x.Data[i0:i1])
+			var dv []float32
+			if d != nil {
+				dv = d[i0:i1]
+				for i := range dv {
+					dv[i] = 1
+				}
 			}
-			y.Data[i] = v
+			for _, p := range chain {
+				p.apply(v, dv)
+			}
 		}
 	})
 	if y.needsGrad {
@@ -131,23 +159,54 @@ func (t *Tape) Pointwise(x *Var, chain []Point) (*Var, error) {
 				return
 			}
 			dx := x.grad()
-			parallel(len(x.Data)/4096+1, t.Workers, func(_, lo, hi int) {
-				lo, hi = lo*4096, min(hi*4096, len(x.Data))
-				for i := lo; i < hi; i++ {
-					g := y.Grad[i]
-					if g == 0 {
-						continue
-					}
-					v, d := x.Data[i], float32(1)
-					for _, p := range chain {
-						var dd float32
-						v, dd = p.eval(v)
-						d *= dd
-					}
-					dx[i] += g * d
-				}
-			})
+			for i, g := range y.Grad {
+				dx[i] += g * d[i]
+			}
 		})
 	}
 	return y, nil
+}
+
+// apply runs the step on v in place and multiplies d (nil: not wanted)
+// by its derivative.
+func (p Point) apply(v, d []float32) {
+	switch p.Kind {
+	case PointDequantize:
+		for i, x := range v {
+			v[i] = (x - p.B) * p.A
+		}
+		scaleAll(d, p.A)
+	case PointMul:
+		for i, x := range v {
+			v[i] = x * p.A
+		}
+		scaleAll(d, p.A)
+	case PointAdd:
+		for i, x := range v {
+			v[i] = x + p.A
+		}
+	case PointLeaky:
+		for i, x := range v {
+			if x < 0 {
+				v[i] = p.A * x
+				if d != nil {
+					d[i] *= p.A
+				}
+			}
+		}
+	default:
+		for i, x := range v {
+			y, dd := p.eval(x)
+			v[i] = y
+			if d != nil {
+				d[i] *= dd
+			}
+		}
+	}
+}
+
+func scaleAll(d []float32, a float32) {
+	for i := range d {
+		d[i] *= a
+	}
 }

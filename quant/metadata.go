@@ -54,6 +54,7 @@ type Setting struct {
 	Tune           bool              `json:"tune,omitempty"`
 	TimeBudget     string            `json:"time_budget,omitempty"`
 	BiasCorrection bool              `json:"bias_correction,omitempty"`
+	GradSteps      int               `json:"grad_steps,omitempty"`
 	Rotate         bool              `json:"rotate,omitempty"`
 	Equalize       string            `json:"equalize,omitempty"`
 	BudgetBits     float64           `json:"budget_bits,omitempty"`
@@ -78,6 +79,9 @@ func SettingOf(cfg Config) Setting {
 	}
 	if cfg.TimeBudget > 0 {
 		s.TimeBudget = cfg.TimeBudget.String()
+	}
+	if cfg.Tune {
+		s.GradSteps = cfg.GradSteps
 	}
 	if cfg.Method == Percentile || cfg.Method == Dual {
 		s.Percentile = cfg.Percentile

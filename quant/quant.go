@@ -152,6 +152,11 @@ type Config struct {
 	Tune           bool
 	TimeBudget     time.Duration
 	BiasCorrection bool
+	// GradSteps, with Tune, is the number of Adam steps of gradient tuning
+	// after the layer-wise tuner (see gradTune): every weight's rounding
+	// and every bias on the whole network's output error, kept only where
+	// the held-out patches agree. 0 leaves it out.
+	GradSteps int
 
 	// BudgetBits, if positive, is the mean width (weights and inputs,
 	// weighted by multiply-accumulates) of the low-bit Convs under mixed
@@ -435,12 +440,17 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	qs.sensitivity = sens
 	res.Ranges, res.Layers = qs.ranges, qs.layers
 	float := pr.g
-	if cfg.accuracy() && cfg.Tune {
+	if cfg.Tune {
 		float = pr.g.Clone() // tuning rounds pr.g's weights
 	}
 	if cfg.Tune {
 		if err := tune(ctx, pr, pl, cal, qs, cfg, res, ev); err != nil {
 			return nil, wrap(fmt.Errorf("tuning: %w", err))
+		}
+		if cfg.GradSteps > 0 {
+			if err := gradTune(ctx, pr, pl, cal, qs, float, cfg, res.Tuning, ev); err != nil {
+				return nil, wrap(fmt.Errorf("gradient tuning: %w", err))
+			}
 		}
 		res.Layers = qs.layers
 		t1 = time.Now()

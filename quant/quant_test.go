@@ -48,13 +48,19 @@ func smallConfig() quant.Config {
 // with its input) and quantizes it on the images in dir.
 func quantizeFile(t *testing.T, path, dir string, cfg quant.Config) (*quant.Result, []byte) {
 	t.Helper()
+	return quantizeFileEv(t, path, dir, cfg, quant.Events{Log: func(s string) { t.Log(s) }})
+}
+
+// quantizeFileEv is quantizeFile reporting to ev.
+func quantizeFileEv(t *testing.T, path, dir string, cfg quant.Config, ev quant.Events) (*quant.Result, []byte) {
+	t.Helper()
 	m, err := onnx.Load(path)
 	require.NoError(t, err)
 	data, err := onnx.Marshal(m)
 	require.NoError(t, err)
 	imgs, err := img.List(dir)
 	require.NoError(t, err)
-	res, err := quant.Quantize(context.Background(), m, data, path, imgs, cfg, quant.Events{Log: func(s string) { t.Log(s) }})
+	res, err := quant.Quantize(context.Background(), m, data, path, imgs, cfg, ev)
 	require.NoError(t, err)
 	b, err := onnx.Marshal(res.Model)
 	require.NoError(t, err)

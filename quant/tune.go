@@ -81,6 +81,9 @@ type Tuning struct {
 	// each variant measured, and Kept the one shipped.
 	HeldOut map[string]float64 `json:"held_out_psnr_db"`
 	Kept    string             `json:"kept"`
+	// GradientSkipped says why gradient tuning (Config.GradSteps) did not
+	// run: an op of the deploy graph it cannot differentiate.
+	GradientSkipped string `json:"gradient_skipped,omitempty"`
 }
 
 // tuneLayer is one Conv's tuning state.

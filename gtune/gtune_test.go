@@ -1,0 +1,171 @@
+package gtune_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/srquant/srq"
+	"github.com/srquant/srq/grad"
+	"github.com/srquant/srq/grad/ortconv"
+	"github.com/srquant/srq/graph"
+	"github.com/srquant/srq/gtune"
+	"github.com/srquant/srq/img"
+	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
+	"github.com/srquant/srq/ort/orttest"
+	"github.com/srquant/srq/quant"
+)
+
+const edsr = "../testdata/models/edsr_x2.onnx"
+
+// setup quantizes the bundled EDSR x2 (W4A4 dual, a quick calibration) and
+// returns its QDQ graph's Net, the Convs' weights to round (float weights
+// from the FP32 model, the graph's codes as the start) and patches of a
+// committed photo with the FP32 model's outputs on them.
+func setup(t *testing.T) (*grad.Net, *graph.Graph, []gtune.Weight, gtune.Data) {
+	t.Helper()
+	orttest.Require(t)
+	imgs, err := srq.ListImages("../testdata/images")
+	require.NoError(t, err)
+	cfg := quant.DefaultConfig()
+	cfg.Bits, cfg.Method = quant.Bits{W: 4, A: 4}, quant.Dual
+	cfg.Patches, cfg.PatchSize = 8, 32
+	out := filepath.Join(t.TempDir(), "q.onnx")
+	_, err = srq.Quantize(context.Background(), srq.QuantizeOptions{Model: edsr, Images: imgs, Out: out, Config: cfg})
+	require.NoError(t, err)
+	qm, err := onnx.Load(out)
+	require.NoError(t, err)
+	g, err := graph.FromModel(qm)
+	require.NoError(t, err)
+	nt, err := grad.NewNet(g)
+	require.NoError(t, err)
+
+	fm, err := onnx.Load(edsr)
+	require.NoError(t, err)
+	fg, err := graph.FromModel(fm)
+	require.NoError(t, err)
+	floats := map[string][]float32{}
+	for _, n := range fg.Nodes {
+		if n.OpType == "Conv" {
+			if w, ok := fg.Const(n.Inputs[1]); ok {
+				floats[n.Name], _ = w.Float32()
+			}
+		}
+	}
+	var ws []gtune.Weight
+	for _, n := range g.Nodes {
+		f, ok := floats[n.Name]
+		if n.OpType != "Conv" || !ok {
+			continue
+		}
+		if _, folded := nt.Folded[n.Inputs[1]]; !folded {
+			continue
+		}
+		w := nt.Const(n.Inputs[1])
+		scale, err := g.Initializer(g.Producer(n.Inputs[1]).Inputs[1]).Float32()
+		require.NoError(t, err)
+		if len(w.Data) != len(f) {
+			continue
+		}
+		start := make([]float32, len(f))
+		inner := len(f) / len(scale)
+		qmax := int32(7) // 4-bit, or 8-bit for the wide head and tail
+		for i, v := range w.Data {
+			start[i] = float32(math.Round(float64(v / scale[i/inner])))
+			if math.Abs(float64(start[i])) > 7 {
+				qmax = 127
+			}
+		}
+		ws = append(ws, gtune.Weight{Value: n.Inputs[1], Bias: n.Inputs[2], Float: f, Shape: w.Shape, Scale: scale, QMin: -qmax, QMax: qmax, Start: start})
+	}
+	require.GreaterOrEqual(t, len(ws), 30, "the body Convs keep their names and weights")
+
+	im, err := img.Read("../testdata/images/rocket.jpg")
+	require.NoError(t, err)
+	fdata, err := os.ReadFile(edsr)
+	require.NoError(t, err)
+	s, err := ort.NewSession(fdata, "fp32", ort.Options{Threads: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	d := gtune.Data{In: [3]int{3, 24, 24}, Scale: 2}
+	for k := range 4 {
+		p := img.Crop(im, 40*k, 30*k, 24, 24)
+		x := make([]float32, len(p.Pix))
+		for i, v := range p.Pix {
+			x[i] = v * 255
+		}
+		o, err := s.Run(&ort.Tensor{Shape: []int64{1, 3, 24, 24}, Data: x})
+		require.NoError(t, err)
+		d.Inputs, d.Targets = append(d.Inputs, x), append(d.Targets, o[0].Data)
+		d.Out = [3]int{3, 48, 48}
+	}
+	return nt, g, ws, d
+}
+
+// TestTune: on real EDSR x2 patches, gradient tuning moves weights and
+// leaves every one on its grid within one code of where it started, freezes the rounding at LR 0, and gives the same
+// result twice for a seed (with ORT's Conv kernels).
+func TestTune(t *testing.T) {
+	nt, g, ws, d := setup(t)
+	k := ortconv.New(ortconv.Options{Threads: 1})
+	defer k.Close()
+	in, out := g.Inputs[0].Name, g.Outputs[0].Name
+	o := gtune.DefaultOptions()
+	o.Steps, o.Batch, o.Crop, o.LR, o.Kernels = 12, 2, 16, 0.3, k
+	r, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+	require.NoError(t, err)
+	require.Equal(t, 12, r.Steps)
+	require.Len(t, r.Weights, len(ws))
+	require.Len(t, r.Biases, len(ws))
+	moved := 0
+	for _, w := range ws {
+		hw := r.Weights[w.Value]
+		inner := len(hw) / len(w.Scale)
+		for i, v := range hw {
+			c := float64(v / w.Scale[i/inner])
+			require.InDelta(t, math.Round(c), c, 1e-4, "weight on its grid")
+			require.LessOrEqual(t, math.Abs(math.Round(c)-float64(w.Start[i])), 1.0, "within a code of the start")
+			require.GreaterOrEqual(t, c, float64(w.QMin)-1e-4)
+			require.LessOrEqual(t, c, float64(w.QMax)+1e-4)
+			if math.Round(c) != float64(w.Start[i]) {
+				moved++
+			}
+		}
+	}
+	t.Logf("%d weights moved a code; output MSE %.4g → %.4g", moved, r.First, r.Last)
+	assert.Positive(t, moved)
+
+	again, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+	require.NoError(t, err)
+	assert.Equal(t, r.Weights, again.Weights, "deterministic for a seed")
+	assert.Equal(t, r.Biases, again.Biases)
+
+	t.Run("biases only", func(t *testing.T) {
+		o := o
+		o.LR = 0
+		r, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+		require.NoError(t, err)
+		assert.Empty(t, r.Weights, "LR 0 leaves the rounding as it is")
+		changed := false
+		for _, w := range ws {
+			b0 := nt.Const(w.Bias).Data
+			assert.Len(t, r.Biases[w.Bias], len(b0))
+			for i, v := range r.Biases[w.Bias] {
+				changed = changed || v != b0[i]
+			}
+		}
+		assert.True(t, changed, "the biases move")
+	})
+	t.Run("bad input", func(t *testing.T) {
+		_, err := gtune.Tune(context.Background(), nt, in, out, ws, gtune.Data{}, o)
+		assert.EqualError(t, err, "gtune: 0 inputs and 0 targets")
+		_, err = gtune.Tune(context.Background(), nt, in, "nothing", ws, d, o)
+		assert.EqualError(t, err, "gtune: the network computed no nothing")
+	})
+}
