@@ -64,8 +64,8 @@ type Options struct {
 	Seed   uint64
 	// Budget stops the loop when spent (0: none); the rounding is then
 	// made hard where it stands.
-	Budget   time.Duration
-	Kernels  grad.ConvKernels
+	Budget  time.Duration
+	Kernels grad.ConvKernels
 	// Progress hears of every step, with the output loss relative to the
 	// first step's, smoothed over the last ten or so (batches differ).
 	Progress func(step, steps int, loss float64)
