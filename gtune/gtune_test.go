@@ -138,7 +138,7 @@ func TestTune(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d weights moved a code; output MSE %.4g → %.4g", moved, r.First, r.Last)
+	t.Logf("%d weights moved a code; smoothed loss %.3f of the first step's", moved, r.Loss)
 	assert.Positive(t, moved)
 
 	again, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)

@@ -16,11 +16,11 @@ import (
 	"github.com/srquant/srq/qdq"
 )
 
-// Gradient tuning (Config.GradSteps, after the layer-wise tuner) rounds
-// every quantized Conv's weights and moves its bias by Adam on the whole
-// network's output error (package gtune), on the deploy graph itself; the
-// result ships only if the held-out patches agree, as the layer-wise
-// tuner's stages do.
+// Gradient tuning (Config.GradSteps, after the layer-wise tuner) moves
+// every quantized Conv's bias by Adam on the whole network's output error
+// (package gtune), on the deploy graph itself, the weights as the
+// layer-wise tuner rounded them; the result ships only if the held-out
+// patches agree, as the layer-wise tuner's stages do.
 
 // floatWeights returns the float weight of every Conv of g by node name.
 func floatWeights(g *graph.Graph) map[string][]float32 {
@@ -47,6 +47,11 @@ func floatWeights(g *graph.Graph) map[string][]float32 {
 // outputs are the targets.
 func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibration, qs *quantizers, fg *graph.Graph, cfg Config, t *Tuning, ev Events) error {
 	start := time.Now()
+	if cfg.TimeBudget > 0 && t.Time >= cfg.TimeBudget {
+		t.GradientSkipped = fmt.Sprintf("time budget (%s) spent", cfg.TimeBudget)
+		ev.log("gradient tuning left out: " + t.GradientSkipped)
+		return nil
+	}
 	floats := floatWeights(fg)
 	g := pr.g.Clone()
 	pl, err := passes.PlanQDQ(g, pr.pol)
@@ -59,6 +64,14 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		return err
 	}
 	nt, err := grad.NewNet(g)
+	if err == nil {
+		// One forward pass on a patch finds the attributes the tape does
+		// not model (a bilinear Resize), which compiling does not look at.
+		var x *grad.Var
+		if x, err = grad.NewTape().Const([]int{1, cal.shape[0], cal.shape[1], cal.shape[2]}, cal.batches[0]); err == nil {
+			_, err = nt.Forward(grad.NewTape(), map[string]*grad.Var{g.Inputs[0].Name: x}, nil)
+		}
+	}
 	if err != nil {
 		// An op the tape lacks: the model ships as the layer-wise tuner
 		// left it, and says why.
@@ -87,7 +100,9 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		gradOptionsHook(&o)
 	}
 	if cfg.TimeBudget > 0 {
-		o.Budget = max(cfg.TimeBudget-time.Since(start), time.Second)
+		// What the layer-wise tuner left of the budget (gradTune returns
+		// at once when nothing is left), less the held-out scoring.
+		o.Budget = max(cfg.TimeBudget-t.Time-time.Since(start), time.Second)
 	}
 	o.Progress = func(step, steps int, loss float64) {
 		ev.Progress.Report("gradient tuning", step, steps)
@@ -95,12 +110,16 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 			ev.log(fmt.Sprintf("  gradient tuning step %d/%d: output loss %.3f of the first step's (smoothed), %s", step, steps, loss, time.Since(start).Round(time.Second)))
 		}
 	}
-	ev.log(fmt.Sprintf("gradient tuning: %d Convs' rounding and biases, %d steps of %d patches (%dx%d crops), %d patches held out", len(ws), o.Steps, o.Batch, o.Crop, o.Crop, len(held)))
+	what := "biases"
+	if o.LR > 0 {
+		what = "rounding and biases"
+	}
+	ev.log(fmt.Sprintf("gradient tuning: %d Convs' %s, %d steps of %d patches (%dx%d crops), %d patches held out", len(ws), what, o.Steps, o.Batch, o.Crop, o.Crop, len(held)))
 	r, err := gtune.Tune(ctx, nt, g.Inputs[0].Name, g.Outputs[0].Name, ws, d, o)
 	if err != nil {
 		return err
 	}
-	ev.log(fmt.Sprintf("gradient tuning: output MSE on training crops %.4g → %.4g in %d steps, %s", r.First, r.Last, r.Steps, r.Time.Round(time.Millisecond)))
+	ev.log(fmt.Sprintf("gradient tuning: %d steps, %s", r.Steps, r.Time.Round(time.Millisecond)))
 
 	// The held-out patches decide: the model as it stands against the
 	// tuned one.
@@ -124,6 +143,7 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		*qs = *applyGradTuning(pr.g, qs, ws, convs, r)
 		t.Kept += " + gradient tuning"
 	}
+	t.Time += time.Since(start)
 	return nil
 }
 

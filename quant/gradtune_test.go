@@ -33,7 +33,7 @@ func TestQuantizeGradTune(t *testing.T) {
 	require.True(t, ok)
 	t.Logf("held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after; kept %q", before, after, tn.Kept)
 	assert.Equal(t, after > before, strings.HasSuffix(tn.Kept, "+ gradient tuning"), "the better model ships")
-	assert.Contains(t, strings.Join(logs, "\n"), "gradient tuning: 36 Convs' rounding and biases, 6 steps")
+	assert.Contains(t, strings.Join(logs, "\n"), "gradient tuning: 36 Convs' biases, 6 steps")
 	meta := map[string]string{}
 	for _, p := range res.Model.MetadataProps {
 		meta[p.Key] = p.Value
