@@ -58,23 +58,12 @@ func (t *Tape) Transpose(x *Var, perm []int) (*Var, error) {
 		seen[p] = true
 		shape[i] = x.Shape[p]
 	}
-	strides := rowStrides(x.Shape)
-	src := make([]int32, len(x.Data))
-	idx := make([]int, r)
-	for i := range src {
-		off := 0
-		for a := range r {
-			off += idx[a] * strides[perm[a]]
-		}
-		src[i] = int32(off)
-		for a := r - 1; a >= 0; a-- {
-			idx[a]++
-			if idx[a] < shape[a] {
-				break
-			}
-			idx[a] = 0
-		}
+	in := rowStrides(x.Shape)
+	step := make([]int, r)
+	for a, p := range perm {
+		step[a] = in[p]
 	}
+	src := stridedIndex(shape, 0, step)
 	return t.gather(x, shape, src, 0), nil
 }
 
@@ -95,17 +84,30 @@ func (t *Tape) Slice(x *Var, starts, ends, steps []int) (*Var, error) {
 		}
 		shape[a] = max(0, (ends[a]-starts[a]+steps[a]-1)/steps[a])
 	}
-	strides := rowStrides(x.Shape)
+	in := rowStrides(x.Shape)
+	base, step := 0, make([]int, r)
+	for a := range r {
+		base += starts[a] * in[a]
+		step[a] = steps[a] * in[a]
+	}
+	src := stridedIndex(shape, base, step)
+	return t.gather(x, shape, src, 0), nil
+}
+
+// stridedIndex returns, for every element of shape in row-major order, the
+// input offset base + Σ idx[a]·step[a]: the index map of a Transpose or a
+// Slice.
+func stridedIndex(shape []int, base int, step []int) []int32 {
 	n, _ := numel(shape)
 	src := make([]int32, n)
-	idx := make([]int, r)
+	idx := make([]int, len(shape))
 	for i := range src {
-		off := 0
-		for a := range r {
-			off += (starts[a] + idx[a]*steps[a]) * strides[a]
+		off := base
+		for a, k := range idx {
+			off += k * step[a]
 		}
 		src[i] = int32(off)
-		for a := r - 1; a >= 0; a-- {
+		for a := len(shape) - 1; a >= 0; a-- {
 			idx[a]++
 			if idx[a] < shape[a] {
 				break
@@ -113,7 +115,7 @@ func (t *Tape) Slice(x *Var, starts, ends, steps []int) (*Var, error) {
 			idx[a] = 0
 		}
 	}
-	return t.gather(x, shape, src, 0), nil
+	return src
 }
 
 func rowStrides(shape []int) []int {

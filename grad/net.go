@@ -30,6 +30,29 @@ type Net struct {
 	// Folded names each DequantizeLinear of an initializer that was
 	// folded (its output value), with the initializer it read.
 	Folded map[string]string
+	// Replace computes a fused chain's output (by value name) from its
+	// input in place of the chain's own steps: a tuner puts a quantizer
+	// with learnable parameters there (see Chain).
+	Replace map[string]func(t *Tape, in *Var) (*Var, error)
+}
+
+// Chain returns the element-wise chain that computes value out: the value
+// it reads and its steps (ok false when out is not a chain's output).
+func (nt *Net) Chain(out string) (in string, steps []Point, ok bool) {
+	for _, s := range nt.steps {
+		if s.chain != nil && s.out == out {
+			return s.in, slices.Clone(s.chain), true
+		}
+	}
+	return "", nil, false
+}
+
+// ApplyPoints evaluates a chain of steps at x, as Pointwise does.
+func ApplyPoints(chain []Point, x float32) float32 {
+	for _, p := range chain {
+		x, _ = p.eval(x)
+	}
+	return x
 }
 
 type netStep struct {
@@ -363,7 +386,12 @@ func (nt *Net) Forward(t *Tape, feeds, subst map[string]*Var) (map[string]*Var, 
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.n.Name, err)
 			}
-			y, err := t.Pointwise(x, s.chain)
+			var y *Var
+			if f, ok := nt.Replace[s.out]; ok {
+				y, err = f(t, x)
+			} else {
+				y, err = t.Pointwise(x, s.chain)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.n.Name, err)
 			}

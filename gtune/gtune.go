@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/srquant/srq/grad"
+	"github.com/srquant/srq/qdq"
 )
 
 // Weight is one quantized weight tensor the tuner rounds.
@@ -46,6 +47,98 @@ type Weight struct {
 	Start []float32
 }
 
+// Act is an activation quantizer the tuner learns: the element-wise chain
+// of the network that ends in Value (grad.Net.Chain) is replaced by Prefix
+// (the steps before the quantizer: the 8-bit carrier it reads) and then
+// the quantizer, a dual-region one with a learnable breakpoint (Dual set)
+// or a uniform one with a learnable range [Lo, Hi] on codes [QMin, QMax].
+// The caller checks that the replacement computes the chain's numbers at
+// the start (CheckAct).
+type Act struct {
+	Value      string
+	Prefix     []grad.Point
+	Dual       *qdq.DualSpec
+	Lo, Hi     float32
+	QMin, QMax int32
+}
+
+// vars returns the act's learnable values at the start as Params: the
+// breakpoint, or lo and hi.
+func (a Act) vars(t *grad.Tape) ([]*grad.Var, error) {
+	vals := [][]float32{{a.Lo}, {a.Hi}}
+	if a.Dual != nil {
+		vals = [][]float32{{a.Dual.BP}}
+	}
+	var vs []*grad.Var
+	for _, v := range vals {
+		p, err := t.Param([]int{1}, v)
+		if err != nil {
+			return nil, err
+		}
+		vs = append(vs, p)
+	}
+	return vs, nil
+}
+
+// replacement returns the function that computes the act's output from
+// the chain's input with the parameters ps (from vars).
+func (a Act) replacement(ps []*grad.Var) func(t *grad.Tape, in *grad.Var) (*grad.Var, error) {
+	return func(t *grad.Tape, in *grad.Var) (*grad.Var, error) {
+		x := in
+		if len(a.Prefix) > 0 {
+			var err error
+			if x, err = t.Pointwise(in, a.Prefix); err != nil {
+				return nil, err
+			}
+		}
+		if a.Dual != nil {
+			return t.FakeQuantDual(x, ps[0], *a.Dual)
+		}
+		return t.FakeQuantRange(x, ps[0], ps[1], a.QMin, a.QMax)
+	}
+}
+
+// clamp keeps learnt parameters where the quantizer is defined: a
+// breakpoint inside (0, max(−Lo, Hi)], a range with lo <= 0 < hi.
+func (a Act) clamp(ps []*grad.Var) {
+	if a.Dual != nil {
+		top := max(-a.Dual.Lo, a.Dual.Hi)
+		ps[0].Data[0] = min(max(ps[0].Data[0], top*1e-3), top)
+		return
+	}
+	lo := min(ps[0].Data[0], 0)
+	ps[0].Data[0] = lo
+	ps[1].Data[0] = max(ps[1].Data[0], max(-lo, 1e-6)*1e-3)
+}
+
+// CheckAct reports whether the act's replacement computes the chain's
+// steps on every input in xs, to float32 rounding, (for an 8-bit carrier: its 256 codes
+// or levels), so that tuning starts from the model as it is.
+func CheckAct(a Act, chain []grad.Point, xs []float32) error {
+	t := grad.NewTape()
+	ps, err := a.vars(t)
+	if err != nil {
+		return err
+	}
+	x, err := t.Const([]int{len(xs)}, xs)
+	if err != nil {
+		return err
+	}
+	y, err := a.replacement(ps)(t, x)
+	if err != nil {
+		return err
+	}
+	for i, v := range xs {
+		// Within float32 rounding: the graph's one-grid forms compute a
+		// level as code × fine step, the quantizer as its own sum.
+		w, got := grad.ApplyPoints(chain, v), y.Data[i]
+		if d := math.Abs(float64(w - got)); d > 1e-6*max(math.Abs(float64(w)), math.Abs(float64(got)))+1e-12 {
+			return fmt.Errorf("gtune: %s: the quantizer gives %g at %g, the graph %g", a.Value, got, v, w)
+		}
+	}
+	return nil
+}
+
 // Options are the tuner's settings.
 type Options struct {
 	Steps int     // Adam steps
@@ -61,7 +154,10 @@ type Options struct {
 	// steps before it starts, while β anneals from 20 to 2.
 	Reg    float64
 	Warmup float64
-	Seed   uint64
+	// ActLR is Adam's step for the activation quantizers' breakpoints and
+	// bounds, relative to each one's starting size (0: frozen).
+	ActLR float64
+	Seed  uint64
 	// Budget stops the loop when spent (0: none); the rounding is then
 	// made hard where it stands.
 	Budget  time.Duration
@@ -97,7 +193,10 @@ type Result struct {
 	// Bias value).
 	Weights map[string][]float32
 	Biases  map[string][]float32
-	Steps   int
+	// Acts holds each learnt activation quantizer's parameters (by Value):
+	// [bp] or [lo, hi].
+	Acts  map[string][]float32
+	Steps int
 	// Loss is the output loss relative to the first step's, smoothed over
 	// about the last ten steps (each batch is different).
 	Loss float64
@@ -106,7 +205,7 @@ type Result struct {
 
 // Tune learns the rounding of ws (and their biases) in the network nt,
 // whose input is in and output out, on d.
-func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, d Data, o Options) (*Result, error) {
+func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts []Act, d Data, o Options) (*Result, error) {
 	start := time.Now()
 	if len(d.Inputs) == 0 || len(d.Inputs) != len(d.Targets) {
 		return nil, fmt.Errorf("gtune: %d inputs and %d targets", len(d.Inputs), len(d.Targets))
@@ -165,8 +264,33 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, d Data
 		bscale[i] = math.Sqrt(ss/float64(max(len(b.Data), 1))) + 1e-12
 	}
 	optB := newAdam(bs, o.BiasLR, bscale)
+	var as [][]*grad.Var // per act
+	var avs []*grad.Var
+	var ascale []float64
+	if o.ActLR > 0 {
+		if nt.Replace == nil {
+			nt.Replace = map[string]func(*grad.Tape, *grad.Var) (*grad.Var, error){}
+		}
+		for _, a := range acts {
+			ps, err := a.vars(tp)
+			if err != nil {
+				return nil, err
+			}
+			as = append(as, ps)
+			var m float64
+			for _, p := range ps {
+				m = max(m, math.Abs(float64(p.Data[0])))
+			}
+			for _, p := range ps {
+				avs, ascale = append(avs, p), append(ascale, m)
+			}
+			nt.Replace[a.Value] = a.replacement(ps)
+			defer delete(nt.Replace, a.Value)
+		}
+	}
+	optA := newAdam(avs, o.ActLR, ascale)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
-	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}}
+	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Acts: map[string][]float32{}}
 	var norm float64 // the first loss: the output term is divided by it
 	var ema float64
 	nW := 0
@@ -243,6 +367,10 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, d Data
 		}
 		optV.step()
 		optB.step()
+		optA.step()
+		for i, a := range acts[:len(as)] {
+			a.clamp(as[i])
+		}
 		res.Steps = step + 1
 		if step == 0 {
 			ema = 1
@@ -264,6 +392,11 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, d Data
 		}
 		if p.b != nil {
 			res.Biases[p.w.Bias] = p.b.Data
+		}
+	}
+	for i, a := range acts[:len(as)] {
+		for _, p := range as[i] {
+			res.Acts[a.Value] = append(res.Acts[a.Value], p.Data[0])
 		}
 	}
 	res.Time = time.Since(start)

@@ -118,7 +118,7 @@ func TestTune(t *testing.T) {
 	in, out := g.Inputs[0].Name, g.Outputs[0].Name
 	o := gtune.DefaultOptions()
 	o.Steps, o.Batch, o.Crop, o.LR, o.Kernels = 12, 2, 16, 0.3, k
-	r, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+	r, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
 	require.NoError(t, err)
 	require.Equal(t, 12, r.Steps)
 	require.Len(t, r.Weights, len(ws))
@@ -141,7 +141,7 @@ func TestTune(t *testing.T) {
 	t.Logf("%d weights moved a code; smoothed loss %.3f of the first step's", moved, r.Loss)
 	assert.Positive(t, moved)
 
-	again, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+	again, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
 	require.NoError(t, err)
 	assert.Equal(t, r.Weights, again.Weights, "deterministic for a seed")
 	assert.Equal(t, r.Biases, again.Biases)
@@ -149,7 +149,7 @@ func TestTune(t *testing.T) {
 	t.Run("biases only", func(t *testing.T) {
 		o := o
 		o.LR = 0
-		r, err := gtune.Tune(context.Background(), nt, in, out, ws, d, o)
+		r, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
 		require.NoError(t, err)
 		assert.Empty(t, r.Weights, "LR 0 leaves the rounding as it is")
 		changed := false
@@ -163,9 +163,9 @@ func TestTune(t *testing.T) {
 		assert.True(t, changed, "the biases move")
 	})
 	t.Run("bad input", func(t *testing.T) {
-		_, err := gtune.Tune(context.Background(), nt, in, out, ws, gtune.Data{}, o)
+		_, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, gtune.Data{}, o)
 		assert.EqualError(t, err, "gtune: 0 inputs and 0 targets")
-		_, err = gtune.Tune(context.Background(), nt, in, "nothing", ws, d, o)
+		_, err = gtune.Tune(context.Background(), nt, in, "nothing", ws, nil, d, o)
 		assert.EqualError(t, err, "gtune: the network computed no nothing")
 	})
 }

@@ -3,6 +3,7 @@ package quant
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -110,12 +111,19 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 			ev.log(fmt.Sprintf("  gradient tuning step %d/%d: output loss %.3f of the first step's (smoothed), %s", step, steps, loss, time.Since(start).Round(time.Second)))
 		}
 	}
+	acts, actConvs, unchecked, why := tunableActs(g, nt, qs)
+	if unchecked > 0 && o.ActLR > 0 {
+		ev.log(fmt.Sprintf("gradient tuning: %d Conv input quantizers kept as they are (the first: %s)", unchecked, why))
+	}
 	what := "biases"
 	if o.LR > 0 {
 		what = "rounding and biases"
 	}
+	if o.ActLR > 0 {
+		what += fmt.Sprintf(", %d input quantizers", len(acts))
+	}
 	ev.log(fmt.Sprintf("gradient tuning: %d Convs' %s, %d steps of %d patches (%dx%d crops), %d patches held out", len(ws), what, o.Steps, o.Batch, o.Crop, o.Crop, len(held)))
-	r, err := gtune.Tune(ctx, nt, g.Inputs[0].Name, g.Outputs[0].Name, ws, d, o)
+	r, err := gtune.Tune(ctx, nt, g.Inputs[0].Name, g.Outputs[0].Name, ws, acts, d, o)
 	if err != nil {
 		return err
 	}
@@ -132,7 +140,7 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		return err
 	}
 	tg := pr.g.Clone()
-	tq := applyGradTuning(tg, qs, ws, convs, r)
+	tq := applyGradTuning(tg, qs, ws, convs, acts, actConvs, r)
 	after, err := heldOutPSNR(ctx, pr, pl0, tg.Clone(), tq, cfg, held, cal.shape, ref)
 	if err != nil {
 		return err
@@ -140,7 +148,7 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	t.HeldOut["before gradient tuning"], t.HeldOut["gradient tuning"] = before, after
 	ev.log(fmt.Sprintf("  held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after", before, after))
 	if after > before {
-		*qs = *applyGradTuning(pr.g, qs, ws, convs, r)
+		*qs = *applyGradTuning(pr.g, qs, ws, convs, acts, actConvs, r)
 		t.Kept += " + gradient tuning"
 	}
 	t.Time += time.Since(start)
@@ -209,6 +217,118 @@ func tunableWeights(g *graph.Graph, pl *passes.Plan, nt *grad.Net, floats map[st
 	return ws, convs, nil
 }
 
+// tunableActs lists the Conv input quantizers (qs.convIn) gradient tuning
+// can learn: the element-wise chain of the deploy graph that ends in the
+// Conv's input must be the 8-bit carrier's steps and then exactly the
+// quantizer, checked on all 256 of the carrier's codes; unchecked counts
+// the others.
+func tunableActs(g *graph.Graph, nt *grad.Net, qs *quantizers) (acts []gtune.Act, convs []string, unchecked int, first string) {
+	skip := func(why string) {
+		if unchecked == 0 {
+			first = why
+		}
+		unchecked++
+	}
+	for _, n := range g.Nodes {
+		q, own := qs.convIn[n.Name]
+		if n.OpType != "Conv" || !own {
+			continue
+		}
+		_, steps, ok := nt.Chain(n.Inputs[0])
+		prefix := carrierSteps(steps)
+		if !ok || prefix == nil {
+			skip(n.Name + ": its input is not an element-wise chain from a carrier")
+			continue
+		}
+		a := gtune.Act{Value: n.Inputs[0], Prefix: prefix}
+		switch q := q.(type) {
+		case qdq.Dual:
+			spec := q.Spec
+			a.Dual = &spec
+		case qdq.Uniform:
+			a.Lo, a.Hi = q.Range()
+			a.QMin, a.QMax = q.QMin, q.QMax
+		default:
+			skip(n.Name + ": a " + string(q.Kind()) + " quantizer")
+			continue
+		}
+		// The chain reads the carrier's float value (its first step
+		// quantizes it) or its codes.
+		xs := make([]float32, 0, 256)
+		if f := steps[0]; f.Kind == grad.PointQuantize {
+			for k := f.Lo; k <= f.Hi; k++ {
+				xs = append(xs, (k-f.B)*f.A)
+			}
+		} else {
+			for k := range 256 {
+				xs = append(xs, float32(k))
+			}
+		}
+		if err := gtune.CheckAct(a, steps, xs); err != nil {
+			skip(err.Error())
+			continue
+		}
+		acts, convs = append(acts, a), append(convs, n.Name)
+	}
+	return acts, convs, unchecked, first
+}
+
+// carrierSteps returns the steps that give the 8-bit carrier's value a
+// Conv input quantizer reads, from the start of the chain that ends in
+// the Conv's input: the carrier's QuantizeLinear and the Clips on its
+// codes, dequantized by its own grid (a one-grid form writes its own
+// DequantizeLinear with another zero point), or, for a chain that starts
+// from the carrier's codes, the steps up to its DequantizeLinear. nil: no
+// such start.
+func carrierSteps(steps []grad.Point) []grad.Point {
+	if len(steps) == 0 {
+		return nil
+	}
+	if q := steps[0]; q.Kind == grad.PointQuantize {
+		i := 1
+		for i < len(steps) && steps[i].Kind == grad.PointClip {
+			i++
+		}
+		return append(slices.Clone(steps[:i]), grad.Point{Kind: grad.PointDequantize, A: q.A, B: q.B})
+	}
+	cut := slices.IndexFunc(steps, func(p grad.Point) bool { return p.Kind == grad.PointDequantize })
+	if cut < 0 {
+		return nil
+	}
+	return slices.Clone(steps[:cut+1])
+}
+
+// learntQuantizer builds the Conv input quantizer of the learnt
+// parameters p of act a, if it can be written as the old one q was: same
+// kind and width, and on one 8-bit grid if q was (its shared-grid form).
+func learntQuantizer(q qdq.Quantizer, a gtune.Act, p []float32) (qdq.Quantizer, bool) {
+	var n qdq.Quantizer
+	switch old := q.(type) {
+	case qdq.Dual:
+		spec := old.Spec
+		spec.BP = p[0]
+		d, err := qdq.NewDual(spec)
+		if err != nil {
+			return nil, false
+		}
+		n = d
+	case qdq.Uniform:
+		u, err := qdq.NewUniform(p[0], p[1], old.Bits())
+		if err != nil {
+			return nil, false
+		}
+		n = u
+	default:
+		return nil, false
+	}
+	if _, fine := q.Fine(); fine {
+		if _, ok := n.Fine(); !ok {
+			return nil, false
+		}
+	}
+	return n, true
+}
+
 // tuneData is the training patches with the FP32 network's outputs on
 // them, in the model's units.
 func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibration, train [][]float32, cfg Config) (gtune.Data, error) {
@@ -231,11 +351,28 @@ func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibrati
 // applyGradTuning puts r's weights (on their grids) and biases into g's
 // Convs, by name, and returns qs with the weights' grids recorded so that
 // the rewrite keeps them.
-func applyGradTuning(g *graph.Graph, qs0 *quantizers, ws []gtune.Weight, convs []string, r *gtune.Result) *quantizers {
+func applyGradTuning(g *graph.Graph, qs0 *quantizers, ws []gtune.Weight, convs []string, acts []gtune.Act, actConvs []string, r *gtune.Result) *quantizers {
 	qs := *qs0
-	qs.weights = map[string][]qdq.Params{}
-	for k, v := range qs0.weights {
-		qs.weights[k] = v
+	qs.weights = maps.Clone(qs0.weights)
+	if qs.weights == nil {
+		qs.weights = map[string][]qdq.Params{}
+	}
+	qs.convIn, qs.layers = maps.Clone(qs0.convIn), slices.Clone(qs0.layers)
+	for i, a := range acts {
+		p, ok := r.Acts[a.Value]
+		if !ok {
+			continue
+		}
+		q, ok := learntQuantizer(qs.convIn[actConvs[i]], a, p)
+		if !ok {
+			continue
+		}
+		qs.convIn[actConvs[i]] = q
+		for j := range qs.layers {
+			if qs.layers[j].Conv == actConvs[i] {
+				qs.layers[j].Quantizer = q.String()
+			}
+		}
 	}
 	for i, w := range ws {
 		n := nodeNamed(g, convs[i])

@@ -1,21 +1,18 @@
 package quant_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/gtune"
 	"github.com/srquant/srq/quant"
-	"github.com/srquant/srq/sr"
 )
 
 // TestQuantizeGradTune: gradient tuning after the layer-wise tuner, on the
-// committed EDSR x2 at W4A4 dual, scores the model before and after it on
+// committed EDSR x2 at W4A4 dual (biases and input quantizers), scores the model before and after it on
 // the held-out patches and ships the better one; the setting records the
 // steps; two runs write the same bytes.
 func TestQuantizeGradTune(t *testing.T) {
@@ -23,6 +20,10 @@ func TestQuantizeGradTune(t *testing.T) {
 	cfg := smallConfig()
 	cfg.Patches = 24 // 16 held out
 	cfg.Bits, cfg.Method, cfg.Tune, cfg.GradSteps = quant.Bits{W: 4, A: 4}, quant.Dual, true, 6
+	// Learn the input quantizers too (off by default): every one of EDSR
+	// x2's is a chain the tuner reproduces, to float32 rounding.
+	restore := quant.SetGradOptions(func(o *gtune.Options) { o.ActLR = 0.002 })
+	defer restore()
 	var logs []string
 	res, model := quantizeFileEv(t, edsrX2, images, cfg, quant.Events{Log: func(s string) { logs = append(logs, s) }})
 	tn := res.Tuning
@@ -33,7 +34,9 @@ func TestQuantizeGradTune(t *testing.T) {
 	require.True(t, ok)
 	t.Logf("held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after; kept %q", before, after, tn.Kept)
 	assert.Equal(t, after > before, strings.HasSuffix(tn.Kept, "+ gradient tuning"), "the better model ships")
-	assert.Contains(t, strings.Join(logs, "\n"), "gradient tuning: 36 Convs' biases, 6 steps")
+	all := strings.Join(logs, "\n")
+	assert.Contains(t, all, "gradient tuning: 36 Convs' biases, 34 input quantizers, 6 steps")
+	assert.NotContains(t, all, "kept as they are")
 	meta := map[string]string{}
 	for _, p := range res.Model.MetadataProps {
 		meta[p.Key] = p.Value
@@ -42,15 +45,8 @@ func TestQuantizeGradTune(t *testing.T) {
 	assert.NotEmpty(t, model)
 
 	t.Run("left out with a reason", func(t *testing.T) {
-		m, err := esaNet().ToModel()
-		require.NoError(t, err)
-		data, err := onnx.Marshal(m)
-		require.NoError(t, err)
-		path := filepath.Join(t.TempDir(), "esa.onnx")
-		require.NoError(t, os.WriteFile(path, data, 0o644))
-		c := smallConfig()
-		c.Patches, c.Probe = 20, sr.ProbeOptions{Scale: 2, Range: 1}
-		c.Bits, c.Method, c.Tune, c.GradSteps = quant.Bits{W: 4, A: 4}, quant.Dual, true, 4
+		path, c := esaTuneSetup(t)
+		c.GradSteps = 4
 		// The small ESA network upsamples bilinearly, which the tape does
 		// not model: the layer-wise tuner's model ships, saying so.
 		res, _ := quantizeFile(t, path, images, c)

@@ -577,15 +577,8 @@ func TestQuantizeTune(t *testing.T) {
 		// byte comparison runs on the small ESA network instead (every
 		// stage of tuning, its windows fake-quantized on all cores), with
 		// one and two ORT threads.
-		m, err := esaNet().ToModel()
-		require.NoError(t, err)
-		data, err := onnx.Marshal(m)
-		require.NoError(t, err)
-		path := filepath.Join(t.TempDir(), "esa.onnx")
-		require.NoError(t, os.WriteFile(path, data, 0o644))
-		c := smallConfig()
-		c.Patches, c.Probe = 20, sr.ProbeOptions{Scale: 2, Range: 1}
-		c.Bits, c.Method, c.Tune, c.BiasCorrection = quant.Bits{W: 4, A: 4}, quant.Dual, true, true
+		path, c := esaTuneSetup(t)
+		c.BiasCorrection = true
 		res, first := quantizeFile(t, path, images, c)
 		require.NotNil(t, res.Tuning)
 		// Every Conv but the first and last, the strided 3x3 and the 1x1
@@ -640,4 +633,20 @@ func TestSkipStaysFloat(t *testing.T) {
 	cov := verify.Coverage(orttest.Optimized(t, model))
 	assert.Equal(t, 37, cov.Total)
 	assert.Equal(t, 35, cov.Int8, "ORT runs the skipped Conv float too: %v", cov.Ops)
+}
+
+// esaTuneSetup writes the small ESA network to a file and returns it with a
+// W4A4 dual --tune setting for it (20 patches: 4 to tune on, 16 held out).
+func esaTuneSetup(t *testing.T) (string, quant.Config) {
+	t.Helper()
+	m, err := esaNet().ToModel()
+	require.NoError(t, err)
+	data, err := onnx.Marshal(m)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "esa.onnx")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	c := smallConfig()
+	c.Patches, c.Probe = 20, sr.ProbeOptions{Scale: 2, Range: 1}
+	c.Bits, c.Method, c.Tune = quant.Bits{W: 4, A: 4}, quant.Dual, true
+	return path, c
 }
