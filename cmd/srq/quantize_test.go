@@ -91,7 +91,7 @@ func TestQuantizeRefuses(t *testing.T) {
 		{"layer encoding of no such layer", []string{"--bits", "w4a4", "--layer-encoding", "/nope/Conv=simulate"}, `--layer-encoding: no low-bit or dual-region Conv named /nope/Conv`},
 		{"layer encoding without a value", []string{"--layer-encoding", "/head/Conv"}, `--layer-encoding "/head/Conv": want NODE=ENCODING`},
 		{"gradient steps without tuning", []string{"--grad-steps", "10"}, "--bias-correction, --grad-steps and --time-budget are part of --tune"},
-		{"negative gradient steps", []string{"--tune", "--grad-steps", "-1"}, "--grad-steps -1: must not be negative"},
+		{"negative gradient steps", []string{"--tune", "--grad-steps", "-1", "--patches", "20"}, "--grad-steps -1: must not be negative"},
 		{"tuning on too few patches", []string{"--tune", "--bits", "w4a4"}, "tuning needs at least 20 calibration patches (16 held out), got 8"},
 		{"malformed bits", []string{"--bits", "int8"}, `--bits: bits "int8": want wNaM`},
 		{"bad weights", []string{"--weights", "per-row"}, `--weights "per-row": want per-channel or per-tensor`},
