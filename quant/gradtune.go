@@ -40,12 +40,13 @@ func floatWeights(g *graph.Graph) map[string][]float32 {
 }
 
 // gradTune runs gtune on the deploy model of pr.g with qs and, when the
-// held-out patches score it higher, puts the tuned weights and biases into
-// pr.g (weights on their grids, recorded in qs.weights) for rewrite.
+// held-out patches score it higher, puts what it learnt into pr.g and qs
+// for rewrite: biases, input quantizers, and (when learnt) weights on
+// their grids, recorded in qs.weights.
 //
 // fg is the float graph as it was before the layer-wise tuner put pr.g's
-// weights on their grids: AdaRound rounds from its weights, and its
-// outputs are the targets.
+// weights on their grids: its outputs are the targets, and AdaRound
+// rounds from its weights.
 func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibration, qs *quantizers, fg *graph.Graph, cfg Config, t *Tuning, ev Events) error {
 	start := time.Now()
 	if cfg.TimeBudget > 0 && t.Time >= cfg.TimeBudget {
@@ -55,13 +56,8 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	}
 	floats := floatWeights(fg)
 	g := pr.g.Clone()
-	pl, err := passes.PlanQDQ(g, pr.pol)
+	pl, err := insertQDQ(pr, pl0, g, qs, cfg)
 	if err != nil {
-		return err
-	}
-	pl.Split = slices.Clone(pl0.Split)
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
-	if err := passes.Run(g, ins); err != nil {
 		return err
 	}
 	nt, err := grad.NewNet(g)
@@ -85,7 +81,7 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		return err
 	}
 	if len(ws) == 0 {
-		ev.log("gradient tuning: no quantized Conv weight to round")
+		ev.log("gradient tuning: no quantized Conv to tune")
 		return nil
 	}
 	train, held := cal.batches[:len(cal.batches)-tuneHoldout], cal.batches[len(cal.batches)-tuneHoldout:]

@@ -501,17 +501,23 @@ func nodeNamed(g *graph.Graph, name string) *graph.Node {
 	return nil
 }
 
+// insertQDQ turns g (a copy of pr.g) into the deploy graph of quantizers
+// qs, planned as pl0 (its split values kept), and returns its plan.
+func insertQDQ(pr *prepared, pl0 *passes.Plan, g *graph.Graph, qs *quantizers, cfg Config) (*passes.Plan, error) {
+	pl, err := passes.PlanQDQ(g, pr.pol)
+	if err != nil {
+		return nil, err
+	}
+	pl.Split = slices.Clone(pl0.Split)
+	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
+	return pl, passes.Run(g, ins)
+}
+
 // heldOutPSNR builds the deploy model of graph g with quantizers qs and
 // returns its mean PSNR-Y against the FP32 outputs ref on the held-out
 // patches.
 func heldOutPSNR(ctx context.Context, pr *prepared, pl0 *passes.Plan, g *graph.Graph, qs *quantizers, cfg Config, held [][]float32, shape [3]int, ref []*img.Image) (float64, error) {
-	pl, err := passes.PlanQDQ(g, pr.pol)
-	if err != nil {
-		return 0, err
-	}
-	pl.Split = slices.Clone(pl0.Split)
-	ins := passes.InsertQDQ{Plan: pl, Act: qs.act, Weights: weightConfig(cfg), WeightParams: qs.weights, ConvIn: qs.convIn, Forms: qs.forms, Partials: qs.partials, WeightBits: qs.weightBits}
-	if err := passes.Run(g, ins); err != nil {
+	if _, err := insertQDQ(pr, pl0, g, qs, cfg); err != nil {
 		return 0, err
 	}
 	out, err := runPatches(ctx, g, held, shape, pr.rng, cfg)
