@@ -306,46 +306,28 @@ func dequantInit(g *graph.Graph, n *graph.Node) (*Var, error) {
 
 // codesOf reads an integer initializer as float32 codes.
 func codesOf(t *graph.Tensor) ([]float32, error) {
-	var out []float32
-	conv := func(n int, at func(int) float32) {
-		out = make([]float32, n)
-		for i := range out {
-			out[i] = at(i)
-		}
-	}
 	switch t.DType {
 	case onnx.TensorProto_INT8:
-		v, err := t.Int8()
-		if err != nil {
-			return nil, err
-		}
-		conv(len(v), func(i int) float32 { return float32(v[i]) })
+		return floats(t.Int8())
 	case onnx.TensorProto_UINT8:
-		v, err := t.Uint8()
-		if err != nil {
-			return nil, err
-		}
-		conv(len(v), func(i int) float32 { return float32(v[i]) })
+		return floats(t.Uint8())
 	case onnx.TensorProto_INT32:
-		v, err := t.Int32()
-		if err != nil {
-			return nil, err
-		}
-		conv(len(v), func(i int) float32 { return float32(v[i]) })
+		return floats(t.Int32())
 	case onnx.TensorProto_INT4:
-		v, err := t.Int4()
-		if err != nil {
-			return nil, err
-		}
-		conv(len(v), func(i int) float32 { return float32(v[i]) })
+		return floats(t.Int4())
 	case onnx.TensorProto_UINT4:
-		v, err := t.Uint4()
-		if err != nil {
-			return nil, err
-		}
-		conv(len(v), func(i int) float32 { return float32(v[i]) })
-	default:
-		return nil, fmt.Errorf("%s codes of type %s", t.Name, t.DType)
+		return floats(t.Uint4())
+	}
+	return nil, fmt.Errorf("%s codes of type %s", t.Name, t.DType)
+}
+
+func floats[T int8 | uint8 | int32](v []T, err error) ([]float32, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
 	}
 	return out, nil
 }
@@ -453,7 +435,7 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 	}
 	switch n.OpType {
 	case "Constant":
-		if v, ok := n.Attr("value"), true; ok && v != nil {
+		if v := n.Attr("value"); v != nil {
 			tt, err := graph.TensorFromProto(v.GetT())
 			if err != nil {
 				return err
