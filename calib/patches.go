@@ -23,6 +23,7 @@ const pcgStream = 0x5eed5a7c4e5c0de5
 type source struct {
 	im     *img.Image
 	pw, ph int
+	path   int // index in the paths given
 }
 
 // Patches cuts o.Count LR patches of o.Size×o.Size from the images at paths.
@@ -47,27 +48,35 @@ type source struct {
 // images are skipped. Both cases are reported through warn (which may be
 // nil), naming the file. An unreadable image is an error naming the file.
 func Patches(paths []string, o PatchOptions, warn func(string)) ([]*img.Image, error) {
+	p, _, err := PatchesFrom(paths, o, warn)
+	return p, err
+}
+
+// PatchesFrom is Patches that also says where each patch comes from:
+// src[i] is the index in paths of patch i's image, so that a caller can
+// hold whole images out.
+func PatchesFrom(paths []string, o PatchOptions, warn func(string)) (patches []*img.Image, src []int, err error) {
 	switch {
 	case o.Size < 1:
-		return nil, fmt.Errorf("calibration patches: patch size %d, want >= 1", o.Size)
+		return nil, nil, fmt.Errorf("calibration patches: patch size %d, want >= 1", o.Size)
 	case o.Count < 1:
-		return nil, fmt.Errorf("calibration patches: patch count %d, want >= 1", o.Count)
+		return nil, nil, fmt.Errorf("calibration patches: patch count %d, want >= 1", o.Count)
 	case !o.LR && o.Scale < 1:
-		return nil, fmt.Errorf("calibration patches: scale %d, want >= 1", o.Scale)
+		return nil, nil, fmt.Errorf("calibration patches: scale %d, want >= 1", o.Scale)
 	case len(paths) == 0:
-		return nil, fmt.Errorf("calibration patches: no images given")
+		return nil, nil, fmt.Errorf("calibration patches: no images given")
 	}
 	if warn == nil {
 		warn = func(string) {}
 	}
 	var srcs []source
-	for _, p := range paths {
+	for i, p := range paths {
 		if len(srcs) == o.Count {
 			break
 		}
 		im, err := img.Read(p)
 		if err != nil {
-			return nil, fmt.Errorf("calibration patches: %w", err)
+			return nil, nil, fmt.Errorf("calibration patches: %w", err)
 		}
 		if !o.LR {
 			w, h := im.W/o.Scale, im.H/o.Scale
@@ -79,27 +88,28 @@ func Patches(paths []string, o PatchOptions, warn func(string)) ([]*img.Image, e
 		}
 		switch {
 		case im.W >= o.Size && im.H >= o.Size:
-			srcs = append(srcs, source{im, o.Size, o.Size})
+			srcs = append(srcs, source{im, o.Size, o.Size, i})
 		case 2*im.W >= o.Size && 2*im.H >= o.Size:
 			pw, ph := min(im.W, o.Size), min(im.H, o.Size)
 			warn(fmt.Sprintf("calibration: %s is %dx%d (LR), smaller than a %dx%d patch; using %dx%d patches from it", p, im.W, im.H, o.Size, o.Size, pw, ph))
-			srcs = append(srcs, source{im, pw, ph})
+			srcs = append(srcs, source{im, pw, ph, i})
 		default:
 			warn(fmt.Sprintf("calibration: skipping %s: %dx%d (LR) is smaller than half a %dx%d patch", p, im.W, im.H, o.Size, o.Size))
 		}
 	}
 	if len(srcs) == 0 {
-		return nil, fmt.Errorf("calibration patches: none of the %d images is large enough for %dx%d patches", len(paths), o.Size, o.Size)
+		return nil, nil, fmt.Errorf("calibration patches: none of the %d images is large enough for %dx%d patches", len(paths), o.Size, o.Size)
 	}
 	rng := rand.New(rand.NewPCG(uint64(o.Seed), pcgStream))
-	out := make([]*img.Image, o.Count)
+	out, src := make([]*img.Image, o.Count), make([]int, o.Count)
 	for i := range out {
 		s := srcs[i%len(srcs)]
+		src[i] = s.path
 		x := rng.IntN(s.im.W - s.pw + 1)
 		y := rng.IntN(s.im.H - s.ph + 1)
 		out[i] = img.Crop(s.im, x, y, s.pw, s.ph)
 	}
-	return out, nil
+	return out, src, nil
 }
 
 // Batch stacks same-size patches into one NCHW float32 tensor (patch-major,

@@ -134,9 +134,10 @@ func TestPatchesSmallImages(t *testing.T) {
 	writePNG(t, one, 1, 1) // smaller than the scale: skipped
 
 	var warnings []string
-	ps, err := Patches([]string{big, tiny, mid, one}, PatchOptions{Scale: 2, Size: 32, Count: 4, Seed: 1}, func(s string) { warnings = append(warnings, s) })
+	ps, src, err := PatchesFrom([]string{big, tiny, mid, one}, PatchOptions{Scale: 2, Size: 32, Count: 4, Seed: 1}, func(s string) { warnings = append(warnings, s) })
 	require.NoError(t, err)
 	require.Len(t, ps, 4)
+	assert.Equal(t, []int{0, 2, 0, 2}, src, "each patch names its image, skipped ones counted")
 	require.Len(t, warnings, 3)
 	assert.Contains(t, warnings[0], tiny)
 	assert.Contains(t, warnings[0], "skipping")

@@ -35,7 +35,8 @@ func TestQuantizeGradTune(t *testing.T) {
 	t.Logf("held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after; kept %q", before, after, tn.Kept)
 	assert.Equal(t, after > before, strings.HasSuffix(tn.Kept, "+ gradient tuning"), "the better model ships")
 	all := strings.Join(logs, "\n")
-	assert.Contains(t, all, "gradient tuning: 36 Convs' biases, 34 input quantizers, 6 steps")
+	// Whole images held out: the third of testdata/images' three photos.
+	assert.Contains(t, all, "gradient tuning: 36 Convs' biases, 34 input quantizers, 6 steps of 4 patches (32x32 crops), 8 patches of the last image held out")
 	assert.NotContains(t, all, "kept as they are")
 	meta := map[string]string{}
 	for _, p := range res.Model.MetadataProps {

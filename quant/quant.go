@@ -642,6 +642,7 @@ func planGraph(g *graph.Graph, pol passes.Policy, cfg Config, carrier map[string
 type calibration struct {
 	stats   map[string]*calib.Stats
 	batches [][]float32
+	src     []int // per patch, the index of its image in the calibration list
 	shape   [3]int
 	set     Calibration
 }
@@ -655,11 +656,11 @@ const captureBytes = 4 << 30
 // cutPatches cuts the calibration patches from the images and records
 // which images they came from.
 func cutPatches(pr *prepared, imgs []string, cfg Config, log func(string)) (*calibration, error) {
-	patches, err := calib.Patches(imgs, calib.PatchOptions{Scale: pr.scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
+	patches, src, err := calib.PatchesFrom(imgs, calib.PatchOptions{Scale: pr.scale, Size: cfg.PatchSize, Count: cfg.Patches, Seed: cfg.Seed, LR: cfg.CalibLR}, func(s string) { log("warning: " + s) })
 	if err != nil {
 		return nil, err
 	}
-	c := &calibration{}
+	c := &calibration{src: src}
 	if c.batches, c.shape, err = patchData(patches, pr.rng); err != nil {
 		return nil, err
 	}
