@@ -149,8 +149,8 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	if err != nil {
 		return err
 	}
-	t.HeldOut["before gradient tuning"], t.HeldOut["gradient tuning"] = before, after
-	ev.log(fmt.Sprintf("  held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after", before, after))
+	t.HeldOut[heldBefore], t.HeldOut[heldAfter] = before, after
+	ev.log(fmt.Sprintf("  PSNR-Y vs FP32 on the held-out images: %.3f dB before gradient tuning, %.3f after", before, after))
 	if after > before {
 		*qs = *applyGradTuning(pr.g, qs, ws, convs, acts, actConvs, r)
 		t.Kept += " + gradient tuning"
@@ -158,6 +158,13 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	t.Time += time.Since(start)
 	return nil
 }
+
+// The keys of gradient tuning's scores in Tuning.HeldOut: measured on
+// held-out images, not on the layer-wise tuner's held-out patches.
+const (
+	heldBefore = "held-out images: before gradient tuning"
+	heldAfter  = "held-out images: gradient tuning"
+)
 
 // splitByImage splits the calibration patches into the ones gradient
 // tuning fits and the ones that decide whether it ships: the patches of

@@ -28,9 +28,9 @@ func TestQuantizeGradTune(t *testing.T) {
 	res, model := quantizeFileEv(t, edsrX2, images, cfg, quant.Events{Log: func(s string) { logs = append(logs, s) }})
 	tn := res.Tuning
 	require.NotNil(t, tn)
-	before, ok := tn.HeldOut["before gradient tuning"]
+	before, ok := tn.HeldOut["held-out images: before gradient tuning"]
 	require.True(t, ok, "held-out scores: %v", tn.HeldOut)
-	after, ok := tn.HeldOut["gradient tuning"]
+	after, ok := tn.HeldOut["held-out images: gradient tuning"]
 	require.True(t, ok)
 	t.Logf("held-out PSNR-Y vs FP32: %.3f dB before gradient tuning, %.3f after; kept %q", before, after, tn.Kept)
 	assert.Equal(t, after > before, strings.HasSuffix(tn.Kept, "+ gradient tuning"), "the better model ships")
@@ -53,6 +53,6 @@ func TestQuantizeGradTune(t *testing.T) {
 		res, _ := quantizeFile(t, path, images, c)
 		require.NotNil(t, res.Tuning)
 		assert.Equal(t, "esa.resize (Resize): Resize mode linear is not modelled", res.Tuning.GradientSkipped)
-		assert.NotContains(t, res.Tuning.HeldOut, "gradient tuning")
+		assert.NotContains(t, res.Tuning.HeldOut, "held-out images: gradient tuning")
 	})
 }

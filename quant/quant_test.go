@@ -544,6 +544,7 @@ func TestQuantizeTune(t *testing.T) {
 	cfg := smallConfig()
 	cfg.Patches = 24 // 16 held out
 	cfg.Bits, cfg.Method, cfg.Tune, cfg.BiasCorrection = quant.Bits{W: 4, A: 4}, quant.Dual, true, true
+	cfg.GradSteps = 0 // TestQuantizeGradTune
 	res, model := quantizeFile(t, edsrX2, images, cfg)
 	tn := res.Tuning
 	require.NotNil(t, tn)

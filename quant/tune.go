@@ -78,7 +78,8 @@ type Tuning struct {
 	Untuned map[string]string `json:"untuned,omitempty"`
 	Time    time.Duration     `json:"time_ns"`
 	// HeldOut is the mean PSNR-Y against FP32 on the held-out patches of
-	// each variant measured, and Kept the one shipped.
+	// each variant measured (gradient tuning's, keys "held-out images: …",
+	// on the patches of held-out images), and Kept the one shipped.
 	HeldOut map[string]float64 `json:"held_out_psnr_db"`
 	Kept    string             `json:"kept"`
 	// GradientSkipped says why gradient tuning (Config.GradSteps) did not

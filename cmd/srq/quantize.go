@@ -40,6 +40,7 @@ type quantizeOpts struct {
 	patches, patchSize, batch         int
 	threads, speedCheck, kernelCheck  int
 	gradSteps                         int
+	gradStepsSet                      bool
 	seed                              int64
 	calibLR, externalData, tune       bool
 	avoidKernelDefects                bool
@@ -72,7 +73,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
 	fs.StringVar(&o.longSkip, "long-skip", string(def.LongSkip), "long skip (head output added back before the upsampler): precise (float head and skip adds, two-part int8 upsampler input) or int8")
 	fs.BoolVar(&o.tune, "tune", def.Tune, "tune each Conv's input quantizer and weight rounding (GPTQ) for the least error at its output, on windows of its real input; keep each stage only if held-out patches agree (rotates the residual streams first, see --rotate)")
-	fs.IntVar(&o.gradSteps, "grad-steps", def.GradSteps, "with --tune, Adam steps of gradient tuning after the layer-wise tuner, e.g. 60: every quantized Conv's bias fitted to the whole network's output error, kept only if the patches of held-out calibration images agree (0: none; it won 0.01-0.03 dB on IMDN x4 W8A8 and moved nothing on EDSR x4 W4A4 strict, see BENCHMARKS.md)")
+	fs.IntVar(&o.gradSteps, "grad-steps", def.GradSteps, "with --tune, Adam steps of gradient tuning after the layer-wise tuner: every quantized Conv's bias fitted to the whole network's output error, kept only if the patches of held-out calibration images agree (0: none)")
 	fs.DurationVar(&o.timeBudget, "time-budget", def.TimeBudget, "bound on the tuning time (e.g. 2m; 0: none); the layers that do not fit stay as calibrated")
 	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
@@ -109,6 +110,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 		if err := wantArgs(args, 0, "no positional arguments (use --model, --calib, --out)"); err != nil {
 			return err
 		}
+		o.gradStepsSet = fs.Changed("grad-steps")
 		return a.quantize(&o)
 	}
 }
@@ -196,7 +198,7 @@ func (o *quantizeOpts) config() (quant.Config, error) {
 	if o.timeBudget < 0 {
 		return cfg, fmt.Errorf("--time-budget %s: must not be negative", o.timeBudget)
 	}
-	if (o.biasCorrection || o.timeBudget > 0 || o.gradSteps > 0) && !o.tune {
+	if (o.biasCorrection || o.timeBudget > 0 || o.gradStepsSet) && !o.tune {
 		return cfg, errors.New("--bias-correction, --grad-steps and --time-budget are part of --tune")
 	}
 	cfg.Skip = nonEmpty(o.skip)
