@@ -25,17 +25,7 @@ func (t *Tape) Reshape(x *Var, shape []int) (*Var, error) {
 	}
 	y := out(slices.Clone(shape), x)
 	copy(y.Data, x.Data)
-	if y.needsGrad {
-		t.record(func() {
-			if y.Grad == nil {
-				return
-			}
-			dx := x.grad()
-			for i, g := range y.Grad {
-				dx[i] += g
-			}
-		})
-	}
+	t.recordElementwise(x, y, nil)
 	return y, nil
 }
 

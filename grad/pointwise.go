@@ -153,18 +153,32 @@ func (t *Tape) Pointwise(x *Var, chain []Point) (*Var, error) {
 			}
 		}
 	})
-	if y.needsGrad {
-		t.record(func() {
-			if y.Grad == nil {
-				return
-			}
-			dx := x.grad()
-			for i, g := range y.Grad {
-				dx[i] += g * d[i]
-			}
-		})
-	}
+	t.recordElementwise(x, y, d)
 	return y, nil
+}
+
+// recordElementwise records the backward step of an op whose output
+// element i depends on input element i alone, with derivative d[i] (d
+// nil: 1, a copy).
+func (t *Tape) recordElementwise(x, y *Var, d []float32) {
+	if !y.needsGrad {
+		return
+	}
+	t.record(func() {
+		if y.Grad == nil {
+			return
+		}
+		dx := x.grad()
+		if d == nil {
+			for i, g := range y.Grad {
+				dx[i] += g
+			}
+			return
+		}
+		for i, g := range y.Grad {
+			dx[i] += g * d[i]
+		}
+	})
 }
 
 // apply runs the step on v in place and multiplies d (nil: not wanted)
