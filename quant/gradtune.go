@@ -129,7 +129,14 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	ev.log(fmt.Sprintf("gradient tuning: %d Convs' %s, %d steps of %d patches (%dx%d crops), %s", len(ws), what, o.Steps, o.Batch, o.Crop, o.Crop, heldWhat))
 	r, err := gtune.Tune(ctx, nt, g.Inputs[0].Name, g.Outputs[0].Name, ws, acts, d, o)
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		// A backward pass the tape cannot take (the forward pass ran):
+		// the optional stage is left out, the quantization goes on.
+		t.GradientSkipped = err.Error()
+		ev.log("gradient tuning left out: " + err.Error())
+		return nil
 	}
 	ev.log(fmt.Sprintf("gradient tuning: %d steps, %s", r.Steps, r.Time.Round(time.Millisecond)))
 
