@@ -604,11 +604,14 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 			return err
 		}
 		return set(t.Slice(x, st, en, sp))
+	}
+	// Every other op reads a float tensor first.
+	x, err := in(0)
+	if err != nil {
+		return err
+	}
+	switch n.OpType {
 	case "Reshape":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		sh, err := intIn(1)
 		if err != nil {
 			return err
@@ -619,10 +622,6 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return set(t.Reshape(x, shape))
 	case "Transpose":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		perm := intDims(n.AttrInts("perm"))
 		if len(perm) == 0 {
 			for i := len(x.Shape) - 1; i >= 0; i-- {
@@ -631,10 +630,6 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return set(t.Transpose(x, perm))
 	case "Conv":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		w, err := in(1)
 		if err != nil {
 			return err
@@ -655,10 +650,6 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		o.Group = int(n.AttrInt("group", 1))
 		return set(t.Conv(x, w, b, o))
 	case "Split":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		axis := int(n.AttrInt("axis", 0))
 		ax, err := normAxis("Split", axis, len(x.Shape))
 		if err != nil {
@@ -691,10 +682,6 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return nil
 	case "Pad":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		pads, err := intIn(1)
 		if err != nil {
 			return err
@@ -712,32 +699,16 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return set(t.Pad(x, PadOpts{Pads: intDims(pads), Mode: n.AttrString("mode", "constant"), Value: val}))
 	case "DepthToSpace":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		return set(t.DepthToSpace(x, int(n.AttrInt("blocksize", 0)), n.AttrString("mode", "DCR")))
 	case "PRelu":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		s, err := in(1)
 		if err != nil {
 			return err
 		}
 		return set(t.PRelu(x, s))
 	case "GlobalAveragePool":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		return set(t.GlobalAveragePool(x))
 	case "ReduceMean":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		axes := intDims(n.AttrInts("axes"))
 		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
 			a, err := intIn(1)
@@ -748,26 +719,14 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return set(t.ReduceMean(x, axes, n.AttrInt("keepdims", 1) != 0))
 	case "MatMul":
-		a, err := in(0)
-		if err != nil {
-			return err
-		}
 		b, err := in(1)
 		if err != nil {
 			return err
 		}
-		return set(t.MatMul(a, b))
+		return set(t.MatMul(x, b))
 	case "Softmax":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		return set(t.Softmax(x, int(n.AttrInt("axis", -1))))
 	case "LayerNormalization":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		sc, err := in(1)
 		if err != nil {
 			return err
@@ -780,20 +739,12 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		return set(t.LayerNorm(x, sc, b, int(n.AttrInt("axis", -1)), n.AttrFloat("epsilon", 1e-5)))
 	case "MaxPool":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		var o PoolOpts
 		copy(o.Kernel[:], intDims(n.AttrInts("kernel_shape")))
 		copy(o.Strides[:], intDims(n.AttrInts("strides")))
 		copy(o.Pads[:], intDims(n.AttrInts("pads")))
 		return set(t.MaxPool(x, o))
 	case "Resize":
-		x, err := in(0)
-		if err != nil {
-			return err
-		}
 		if m := n.AttrString("mode", "nearest"); m != "nearest" {
 			return fmt.Errorf("Resize mode %s is not modelled", m)
 		}

@@ -192,21 +192,18 @@ func (e *entry) accumulate(dst []float32, outShape []int, in ...*ort.Tensor) (bo
 
 // BackwardData implements grad.ConvKernels (ConvTranspose).
 func (k *Kernels) BackwardData(dy, w []float32, xShape, wShape []int, o grad.ConvOpts, dx []float32) (bool, error) {
-	e, ok, err := k.session(xShape, wShape, o, backwardData)
-	if !ok {
-		return false, err
-	}
-	defer e.mu.Unlock()
-	yShape, err := grad.ConvOutputShape(xShape, wShape, o)
-	if err != nil {
-		return false, err
-	}
-	return e.accumulate(dx, xShape, tensor(wShape, w), tensor(yShape, dy))
+	return k.backward(backwardData, xShape, wShape, o, dy, tensor(wShape, w), dx, xShape)
 }
 
 // BackwardWeight implements grad.ConvKernels (a Gemm per kernel tap).
 func (k *Kernels) BackwardWeight(x, dy []float32, xShape, wShape []int, o grad.ConvOpts, dw []float32) (bool, error) {
-	e, ok, err := k.session(xShape, wShape, o, backwardWeight)
+	return k.backward(backwardWeight, xShape, wShape, o, dy, tensor(xShape, x), dw, wShape)
+}
+
+// backward runs product p on the forward operand it needs (W for dX, X
+// for dW) and dY, adding the result into dst.
+func (k *Kernels) backward(p product, xShape, wShape []int, o grad.ConvOpts, dy []float32, operand *ort.Tensor, dst []float32, dstShape []int) (bool, error) {
+	e, ok, err := k.session(xShape, wShape, o, p)
 	if !ok {
 		return false, err
 	}
@@ -215,5 +212,5 @@ func (k *Kernels) BackwardWeight(x, dy []float32, xShape, wShape []int, o grad.C
 	if err != nil {
 		return false, err
 	}
-	return e.accumulate(dw, wShape, tensor(xShape, x), tensor(yShape, dy))
+	return e.accumulate(dst, dstShape, operand, tensor(yShape, dy))
 }
