@@ -220,37 +220,41 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 	tp := grad.NewTape()
 	tp.Kernels = o.Kernels
 	type param struct {
-		w     Weight
-		wv    *grad.Var // float weight (constant)
-		v     *grad.Var // rounding variable
-		b     *grad.Var // bias (nil: frozen or none)
-		bInit []float32
+		w  Weight
+		wv *grad.Var // float weight (constant)
+		v  *grad.Var // rounding variable
+		b  *grad.Var // bias (nil: frozen or none)
 	}
+	// LR 0 freezes the rounding: the graph's own weights are used as they
+	// are (no soft rounding around them), and only the biases move.
+	round := o.LR > 0
 	ps := make([]param, len(ws))
 	var vs, bs []*grad.Var
 	for i, w := range ws {
-		f, v := startRounding(w)
-		wv, err := tp.Const(w.Shape, f)
-		if err != nil {
-			return nil, fmt.Errorf("gtune: %s: %w", w.Value, err)
+		ps[i].w = w
+		if round {
+			f, v := startRounding(w)
+			wv, err := tp.Const(w.Shape, f)
+			if err != nil {
+				return nil, fmt.Errorf("gtune: %s: %w", w.Value, err)
+			}
+			vv, err := tp.Param(w.Shape, v)
+			if err != nil {
+				return nil, err
+			}
+			ps[i].wv, ps[i].v = wv, vv
+			vs = append(vs, vv)
 		}
-		vv, err := tp.Param(w.Shape, v)
-		if err != nil {
-			return nil, err
-		}
-		ps[i] = param{w: w, wv: wv, v: vv}
-		vs = append(vs, vv)
 		if w.Bias != "" && o.BiasLR > 0 {
 			c := nt.Const(w.Bias)
 			if c == nil {
 				return nil, fmt.Errorf("gtune: bias %s is not a constant of the network", w.Bias)
 			}
-			b0 := append([]float32(nil), c.Data...)
 			bv, err := tp.Param(c.Shape, append([]float32(nil), c.Data...))
 			if err != nil {
 				return nil, err
 			}
-			ps[i].b, ps[i].bInit = bv, b0
+			ps[i].b = bv
 			bs = append(bs, bv)
 		}
 	}
@@ -298,9 +302,6 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		nW += len(w.Float)
 	}
 	warm := int(o.Warmup * float64(o.Steps))
-	// LR 0 freezes the rounding: the graph's own weights are used as they
-	// are (no soft rounding around them), and only the biases move.
-	round := o.LR > 0
 	for step := 0; step < o.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
