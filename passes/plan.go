@@ -210,6 +210,7 @@ func PlanQDQ(g *graph.Graph, pol Policy) (*Plan, error) {
 	p.dropIslands(g)
 	p.absorbRelus(g)
 	p.absorbBiases(g)
+	p.floatConcats(g)
 	p.floatMatMulOutputs(g)
 	p.collectValues(g)
 	if pol.LongSkip != nil && slices.Contains(p.Values, pol.LongSkip.Sum) {
@@ -353,6 +354,34 @@ func (p *Plan) floatMatMulOutputs(g *graph.Graph) {
 			p.FloatOut[n] = true
 			delete(p.BiasOf, n)
 		}
+	}
+}
+
+// floatConcats takes out of the plan every Concat whose output no
+// quantized node reads: quantized, its parts would be requantized onto one
+// grid only to be dequantized for a float reader, while in float each part
+// keeps its own grid (the runs of a Conv's output channels that
+// SplitConvOutputs made, on their way to a float residual Add).
+func (p *Plan) floatConcats(g *graph.Graph) {
+	for changed := true; changed; {
+		changed = false
+		planned := map[*graph.Node]bool{}
+		for _, n := range p.Nodes {
+			planned[n] = true
+		}
+		p.Nodes = slices.DeleteFunc(p.Nodes, func(n *graph.Node) bool {
+			if !isOp(n, "Concat") {
+				return false
+			}
+			out := n.Outputs[0]
+			for _, c := range g.Consumers(out) {
+				if r, ok := ruleFor(c); ok && planned[c] && slices.Contains(actInputs(g, c, r), out) {
+					return false
+				}
+			}
+			changed = true
+			return true
+		})
 	}
 }
 

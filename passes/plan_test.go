@@ -231,9 +231,20 @@ func TestPlanQDQSplit(t *testing.T) {
 	node(g, "split", "Split", "l,sizes", "d,r", intAttr("axis", 1))
 	node(g, "c2", "Conv", "r,w2", "b", pad1)
 	node(g, "cat", "Concat", "d,b", "y", intAttr("axis", 1))
-	outputs(g, "y")
+	weight(g, "w3", 0.5, 3, 12, 3, 3)
+	node(g, "c3", "Conv", "y,w3", "o", pad1)
+	outputs(g, "o")
 	p, err := passes.PlanQDQ(g, passes.Policy{})
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"d": "l", "r": "l"}, p.Shared)
-	assert.Equal(t, []string{"x", "a", "l", "b", "y"}, p.Values)
+	assert.Equal(t, []string{"x", "a", "l", "b", "y", "o"}, p.Values)
+
+	// A Concat that no quantized node reads stays float: each part keeps
+	// its own grid.
+	g.RemoveNode(g.Producer("o"))
+	g.Outputs[0].Name = "y"
+	p, err = passes.PlanQDQ(g, passes.Policy{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"x", "a", "l", "b"}, p.Values)
+	assert.NotContains(t, p.Nodes, g.Producer("y"))
 }

@@ -406,6 +406,9 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err := splitConcats(ctx, pr, cal, cfg, log); err != nil {
 		return nil, wrap(err)
 	}
+	if err := splitWideOutputs(ctx, pr, cal, cfg, log); err != nil {
+		return nil, wrap(err)
+	}
 	pl, err := plan(pr, cfg)
 	if err != nil {
 		return nil, wrap(err)

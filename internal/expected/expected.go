@@ -251,22 +251,24 @@ var Shared = []Model{
 	},
 	{
 		File: "craft_x4", Name: "CRAFT x4",
-		Test: Measured{Set5: -0.3773, Set5VsFP32: 42.8194, Int8Convs: 111, Convs: 112, Set5FP32: 32.4171},
+		Test: Measured{Set5: -0.1449, Set5VsFP32: 46.5980, Int8Convs: 113, Convs: 114, Set5FP32: 32.4171},
 		// The window transformer: every Conv but the long skip's float head
 		// copy in int8; all 144 MatMuls on int8 kernels (attention·V as
 		// QLinearMatMul, Q·Kᵀ and the linear layers as MatMulIntegerToFloat
 		// with a float output); q, k, v and the windows sliced on uint8;
 		// gates on uint8; LayerNorms, Softmax, GELU (BiasGelu where ORT
 		// fuses it) and the Adds of the residual stream each norm reads
-		// float.
+		// float; the last residual group's Conv, whose output carries a
+		// massive channel, written as three Convs over runs of its
+		// channels that meet in a float Concat.
 		Graph: Graph{
-			Ops: map[string]int{"Add": 174, "BiasGelu": 16, "Clip": 16, "Concat": 276, "Conv": 1, "DequantizeLinear": 196, "Div": 181, "Erf": 24,
+			Ops: map[string]int{"Add": 174, "BiasGelu": 16, "Clip": 16, "Concat": 277, "Conv": 1, "DequantizeLinear": 197, "Div": 181, "Erf": 24,
 				"Gather": 265, "LayerNormalization": 32, "MatMulIntegerToFloat": 104, "MaxPool": 3, "Mod": 4, "Mul": 133, "NhwcMaxPool": 5, "Pad": 1,
-				"Pow": 17, "QLinearAdd": 42, "QLinearConcat": 152, "QLinearConv": 111, "QLinearMatMul": 40, "QLinearMul": 24, "QuantizeLinear": 237,
+				"Pow": 17, "QLinearAdd": 42, "QLinearConcat": 152, "QLinearConv": 113, "QLinearMatMul": 40, "QLinearMul": 24, "QuantizeLinear": 236,
 				"ReduceMean": 34, "ReduceSum": 16, "Reshape": 292, "Shape": 123, "Slice": 420, "Softmax": 40, "Split": 16, "Sqrt": 33, "Sub": 21,
 				"Transpose": 316, "Unsqueeze": 394},
-			Float: map[string]int{"Add": 19, "Div": 40, "LayerNormalization": 7, "Mul": 56, "QuantizeLinear": 11, "ReduceMean": 8, "ReduceSum": 16,
-				"Shape": 16, "Sub": 9, "Transpose": 5},
+			Float: map[string]int{"Add": 19, "Concat": 1, "Div": 40, "LayerNormalization": 7, "Mul": 56, "QuantizeLinear": 11, "ReduceMean": 8,
+				"ReduceSum": 16, "Shape": 16, "Sub": 9, "Transpose": 4},
 			ImageConvOut: 0,
 		},
 		Slow: true,
