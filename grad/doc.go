@@ -1,8 +1,8 @@
 // Package grad is reverse-mode differentiation of the networks srq
 // quantizes: float32 NCHW tensors, the ops SR graphs contain (Conv with
 // stride, padding, groups and dilation; Add, Sub, Mul with broadcasting;
-// Relu, LeakyRelu, PRelu, Sigmoid; Concat, Split, DepthToSpace, Pad, nearest
-// Resize; GlobalAveragePool, ReduceMean, MaxPool; MatMul, Softmax,
+// Relu, LeakyRelu, PRelu, Sigmoid; Concat, Split, DepthToSpace, Pad,
+// nearest and bilinear Resize; GlobalAveragePool, ReduceMean, MaxPool; MatMul, Softmax,
 // LayerNormalization) and srq's fake quantizers (uniform by step or by
 // range, the dual-region quantizer by its breakpoint, AdaRound's soft
 // rounding), so that a tuner can fine-tune a quantized network end to end

@@ -745,14 +745,14 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		copy(o.Pads[:], intDims(n.AttrInts("pads")))
 		return set(t.MaxPool(x, o))
 	case "Resize":
-		if m := n.AttrString("mode", "nearest"); m != "nearest" {
-			return fmt.Errorf("Resize mode %s is not modelled", m)
+		if n.AttrInt("antialias", 0) != 0 {
+			return fmt.Errorf("antialiased Resize is not modelled")
 		}
 		h, w, err := resizeTarget(nt, ints, n, x.Shape, get)
 		if err != nil {
 			return err
 		}
-		return set(t.Resize(x, ResizeOpts{Height: h, Width: w,
+		return set(t.Resize(x, ResizeOpts{Height: h, Width: w, Mode: n.AttrString("mode", "nearest"),
 			CoordMode:   n.AttrString("coordinate_transformation_mode", "half_pixel"),
 			NearestMode: n.AttrString("nearest_mode", "round_prefer_floor")}))
 	}

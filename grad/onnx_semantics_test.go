@@ -81,6 +81,38 @@ func TestForwardMatchesORT(t *testing.T) {
 			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
 				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 9}))
 			}},
+		{name: "Resize linear x2 half pixel", op: "Resize", shapes: [][]int{{1, 2, 3, 4}}, consts: []any{"", "", []int64{1, 2, 6, 8}},
+			attrs: func(n *graph.Node) {
+				n.SetAttrString("mode", "linear")
+				n.SetAttrString("coordinate_transformation_mode", "half_pixel")
+			},
+			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
+				return one(tp.Resize(in[0], ResizeOpts{Height: 6, Width: 8, Mode: "linear", CoordMode: "half_pixel"}))
+			}},
+		{name: "Resize linear 5x4 to 7x9 pytorch half pixel", op: "Resize", shapes: [][]int{{2, 1, 5, 4}}, consts: []any{"", "", []int64{2, 1, 7, 9}},
+			attrs: func(n *graph.Node) {
+				n.SetAttrString("mode", "linear")
+				n.SetAttrString("coordinate_transformation_mode", "pytorch_half_pixel")
+			},
+			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
+				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 9, Mode: "linear", CoordMode: "pytorch_half_pixel"}))
+			}},
+		{name: "Resize linear 3x3 to 7x5 align corners", op: "Resize", shapes: [][]int{{1, 2, 3, 3}}, consts: []any{"", "", []int64{1, 2, 7, 5}},
+			attrs: func(n *graph.Node) {
+				n.SetAttrString("mode", "linear")
+				n.SetAttrString("coordinate_transformation_mode", "align_corners")
+			},
+			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
+				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 5, Mode: "linear", CoordMode: "align_corners"}))
+			}},
+		{name: "Resize linear x4 asymmetric", op: "Resize", shapes: [][]int{{1, 1, 2, 3}}, consts: []any{"", "", []int64{1, 1, 8, 12}},
+			attrs: func(n *graph.Node) {
+				n.SetAttrString("mode", "linear")
+				n.SetAttrString("coordinate_transformation_mode", "asymmetric")
+			},
+			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
+				return one(tp.Resize(in[0], ResizeOpts{Height: 8, Width: 12, Mode: "linear", CoordMode: "asymmetric"}))
+			}},
 		{name: "GlobalAveragePool", op: "GlobalAveragePool", shapes: [][]int{{2, 3, 4, 5}}, goOp: func(tp *Tape, in []*Var) ([]*Var, error) { return one(tp.GlobalAveragePool(in[0])) }},
 		{name: "ReduceMean", op: "ReduceMean", shapes: [][]int{{2, 3, 4, 5}}, attrs: func(n *graph.Node) { n.SetAttrInts("axes", []int64{1, -1}); n.SetAttrInt("keepdims", 0) },
 			goOp: func(tp *Tape, in []*Var) ([]*Var, error) { return one(tp.ReduceMean(in[0], []int{1, -1}, false)) }},

@@ -154,6 +154,12 @@ func TestOpGradients(t *testing.T) {
 		{name: "Resize nearest x3 half pixel", shapes: [][]int{{2, 1, 2, 3}}, build: func(tp *Tape, in []*Var) (*Var, error) {
 			return tp.Resize(in[0], ResizeOpts{Height: 6, Width: 9})
 		}},
+		{name: "Resize linear 3x4 to 7x9 half pixel", shapes: [][]int{{2, 1, 3, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) {
+			return tp.Resize(in[0], ResizeOpts{Height: 7, Width: 9, Mode: "linear"})
+		}},
+		{name: "Resize linear x2 align corners", shapes: [][]int{{1, 2, 3, 3}}, build: func(tp *Tape, in []*Var) (*Var, error) {
+			return tp.Resize(in[0], ResizeOpts{Height: 6, Width: 6, Mode: "linear", CoordMode: "align_corners"})
+		}},
 		{name: "GlobalAveragePool", shapes: [][]int{{2, 3, 4, 5}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.GlobalAveragePool(in[0]) }},
 		{name: "ReduceMean axes 1 -1 no keepdims", shapes: [][]int{{2, 3, 4, 5}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.ReduceMean(in[0], []int{1, -1}, false) }},
 		{name: "MaxPool 3x3 stride 2 pad 1", shapes: [][]int{{2, 2, 7, 7}}, kink: true, build: func(tp *Tape, in []*Var) (*Var, error) {

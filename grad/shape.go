@@ -333,18 +333,28 @@ func gatherIndex(in, shape []int, maps [][]int) []int32 {
 // Upsample export), NearestMode "round_prefer_floor" (default) or "floor".
 type ResizeOpts struct {
 	Height, Width int
-	CoordMode     string
-	NearestMode   string
+	// Mode is nearest (the default) or linear (bilinear on NCHW).
+	Mode        string
+	CoordMode   string
+	NearestMode string
 }
 
-// Resize is nearest-neighbour ONNX Resize of an NCHW tensor; an input pixel
-// copied to several outputs gets the sum of their gradients.
+// Resize is ONNX Resize of an NCHW tensor over its height and width,
+// nearest-neighbour or bilinear; an input pixel that feeds several outputs
+// gets the sum of their gradients, each times its weight.
 func (t *Tape) Resize(x *Var, o ResizeOpts) (*Var, error) {
 	if err := checkVars("Resize", x); err != nil {
 		return nil, err
 	}
 	if len(x.Shape) != 4 || o.Height < 1 || o.Width < 1 {
-		return nil, fmt.Errorf("grad: nearest Resize of %v to %dx%d", x.Shape, o.Height, o.Width)
+		return nil, fmt.Errorf("grad: Resize of %v to %dx%d", x.Shape, o.Height, o.Width)
+	}
+	switch o.Mode {
+	case "", "nearest":
+	case "linear":
+		return t.resizeLinear(x, o)
+	default:
+		return nil, fmt.Errorf("grad: Resize mode %q: want nearest or linear", o.Mode)
 	}
 	cm, nm := o.CoordMode, o.NearestMode
 	if cm == "" {
@@ -390,4 +400,88 @@ func (t *Tape) Resize(x *Var, o ResizeOpts) (*Var, error) {
 	shape := []int{n, c, o.Height, o.Width}
 	maps := [][]int{ident(n), ident(c), axis(x.Shape[2], o.Height), axis(x.Shape[3], o.Width)}
 	return t.gather(x, shape, gatherIndex(x.Shape, shape, maps), 0), nil
+}
+
+// linearTaps is one axis of a bilinear Resize: output coordinate i reads
+// input i0[i] with weight w0[i] and i1[i] with 1 − w0[i], as ONNX Runtime
+// computes it (the source coordinate clamped to the input, the scale
+// out/in).
+func linearTaps(in, out int, mode string) (i0, i1 []int, w0 []float32, err error) {
+	scale := float64(out) / float64(in)
+	i0, i1, w0 = make([]int, out), make([]int, out), make([]float32, out)
+	for i := range out {
+		var v float64
+		switch mode {
+		case "", "half_pixel":
+			v = (float64(i)+0.5)/scale - 0.5
+		case "pytorch_half_pixel":
+			if out > 1 {
+				v = (float64(i)+0.5)/scale - 0.5
+			}
+		case "align_corners":
+			if out > 1 {
+				v = float64(i) * float64(in-1) / float64(out-1)
+			}
+		case "asymmetric":
+			v = float64(i) / scale
+		default:
+			return nil, nil, nil, fmt.Errorf("grad: linear Resize coordinate_transformation_mode %q: want half_pixel, pytorch_half_pixel, align_corners or asymmetric", mode)
+		}
+		v = min(max(v, 0), float64(in-1))
+		a := min(int(v), in-1)
+		b := min(a+1, in-1)
+		i0[i], i1[i] = a, b
+		if a == b {
+			w0[i] = 1
+		} else {
+			w0[i] = float32(float64(b) - v)
+		}
+	}
+	return i0, i1, w0, nil
+}
+
+// resizeLinear is Resize in linear mode: each output is the bilinear mix
+// of four input pixels.
+func (t *Tape) resizeLinear(x *Var, o ResizeOpts) (*Var, error) {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	r0, r1, rw, err := linearTaps(h, o.Height, o.CoordMode)
+	if err != nil {
+		return nil, err
+	}
+	c0, c1, cw, err := linearTaps(w, o.Width, o.CoordMode)
+	if err != nil {
+		return nil, err
+	}
+	y := out([]int{n, c, o.Height, o.Width}, x)
+	each := func(f func(yi, p00, p01, p10, p11 int, w00, w01, w10, w11 float32)) {
+		for p := range n * c {
+			src, dst := p*h*w, p*o.Height*o.Width
+			for i := range o.Height {
+				a, b, wa := src+r0[i]*w, src+r1[i]*w, rw[i]
+				for j := range o.Width {
+					wl := cw[j]
+					f(dst+i*o.Width+j, a+c0[j], a+c1[j], b+c0[j], b+c1[j], wa*wl, wa*(1-wl), (1-wa)*wl, (1-wa)*(1-wl))
+				}
+			}
+		}
+	}
+	each(func(yi, p00, p01, p10, p11 int, w00, w01, w10, w11 float32) {
+		y.Data[yi] = w00*x.Data[p00] + w01*x.Data[p01] + w10*x.Data[p10] + w11*x.Data[p11]
+	})
+	if y.needsGrad {
+		t.record(func() {
+			if y.Grad == nil {
+				return
+			}
+			dx := x.grad()
+			each(func(yi, p00, p01, p10, p11 int, w00, w01, w10, w11 float32) {
+				g := y.Grad[yi]
+				dx[p00] += w00 * g
+				dx[p01] += w01 * g
+				dx[p10] += w10 * g
+				dx[p11] += w11 * g
+			})
+		})
+	}
+	return y, nil
 }

@@ -1,6 +1,8 @@
 package quant_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -8,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/gtune"
+	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/quant"
 )
 
@@ -45,14 +48,32 @@ func TestQuantizeGradTune(t *testing.T) {
 	assert.Contains(t, meta[quant.MetaSetting], `"grad_steps":6`)
 	assert.NotEmpty(t, model)
 
-	t.Run("left out with a reason", func(t *testing.T) {
+	t.Run("bilinear Resize", func(t *testing.T) {
 		path, c := esaTuneSetup(t)
 		c.GradSteps = 4
-		// The small ESA network upsamples bilinearly, which the tape does
-		// not model: the layer-wise tuner's model ships, saying so.
+		// The small ESA network's strided Conv, MaxPool and bilinear
+		// Resize run on the tape.
 		res, _ := quantizeFile(t, path, images, c)
 		require.NotNil(t, res.Tuning)
-		assert.Equal(t, "esa.resize (Resize): Resize mode linear is not modelled", res.Tuning.GradientSkipped)
+		assert.Empty(t, res.Tuning.GradientSkipped)
+		assert.Contains(t, res.Tuning.HeldOut, "held-out images: gradient tuning")
+	})
+	t.Run("left out with a reason", func(t *testing.T) {
+		_, c := esaTuneSetup(t)
+		c.GradSteps = 4
+		// A bicubic Resize, which the tape does not model: the layer-wise
+		// tuner's model ships, saying so.
+		g := esaNet()
+		g.Producer("c3").SetAttrString("mode", "cubic")
+		m, err := g.ToModel()
+		require.NoError(t, err)
+		data, err := onnx.Marshal(m)
+		require.NoError(t, err)
+		path := filepath.Join(t.TempDir(), "esa_cubic.onnx")
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+		res, _ := quantizeFile(t, path, images, c)
+		require.NotNil(t, res.Tuning)
+		assert.Equal(t, `esa.resize (Resize): grad: Resize mode "cubic": want nearest or linear`, res.Tuning.GradientSkipped)
 		assert.NotContains(t, res.Tuning.HeldOut, "held-out images: gradient tuning")
 	})
 }
