@@ -22,6 +22,18 @@ const concatProbePatches = 8
 // less would get 64 or fewer of its 256 levels.
 const concatRatio = 4
 
+// ownGrids gives the parts of a tensor whose ranges differ by concatRatio
+// or more grids of their own, where one int8 tensor would hold them:
+// the parts of a Concat a Conv reads (splitConcats), the runs of output
+// channels of a Conv only float ops read (splitWideOutputs). srq quantize
+// and srq sensitivity run it, so that both measure the same graph.
+func ownGrids(ctx context.Context, pr *prepared, cal *calibration, cfg Config, log func(string)) error {
+	if err := splitConcats(ctx, pr, cal, cfg, log); err != nil {
+		return err
+	}
+	return splitWideOutputs(ctx, pr, cal, cfg, log)
+}
+
 // splitConcats rewrites every quantized Conv that reads a channel Concat of
 // parts whose ranges differ by concatRatio or more as one Conv per part
 // and a sum (passes.SplitConcatConv): the Conv sees each part on its own

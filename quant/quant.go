@@ -403,10 +403,7 @@ func Quantize(ctx context.Context, m *onnx.ModelProto, data []byte, name string,
 	if err != nil {
 		return nil, err
 	}
-	if err := splitConcats(ctx, pr, cal, cfg, log); err != nil {
-		return nil, wrap(err)
-	}
-	if err := splitWideOutputs(ctx, pr, cal, cfg, log); err != nil {
+	if err := ownGrids(ctx, pr, cal, cfg, log); err != nil {
 		return nil, wrap(err)
 	}
 	pl, err := plan(pr, cfg)

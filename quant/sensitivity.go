@@ -84,7 +84,7 @@ func Sensitivity(ctx context.Context, m *onnx.ModelProto, data []byte, name stri
 	if err != nil {
 		return nil, err
 	}
-	if err := splitConcats(ctx, pr, cal, cfg, ev.log); err != nil {
+	if err := ownGrids(ctx, pr, cal, cfg, ev.log); err != nil {
 		return nil, wrap(err)
 	}
 	pl, err := plan(pr, cfg)
