@@ -433,6 +433,23 @@ func feedsNorm(g *graph.Graph, v string) bool {
 	return false
 }
 
+// NormReads reports whether a normalization reads v, directly or as a
+// term of the residual sum it reads (an Add whose output feeds a norm):
+// the norm divides by the spread of what it reads, so each feature's
+// rounding there counts relative to that spread, not to the tensor's
+// range.
+func NormReads(g *graph.Graph, v string) bool {
+	if feedsNorm(g, v) {
+		return true
+	}
+	for _, c := range g.Consumers(v) {
+		if isOp(c, "Add") && feedsNorm(g, c.Outputs[0]) {
+			return true
+		}
+	}
+	return false
+}
+
 // channelAxis reports whether ReduceMean r averages over one axis, 1 (the
 // channels of NCHW) or -1 (the features of tokens): a normalization's mean,
 // not a spatial mean such as IMDN's contrast.

@@ -95,14 +95,18 @@ func splitConcats(ctx context.Context, pr *prepared, cal *calibration, cfg Confi
 }
 
 // splitWideOutputs writes each quantized Conv whose output only float ops
-// read, and whose output channels' ranges fall into groups concatRatio or
-// more apart, as one Conv per run of channels of a group and a float
-// Concat (passes.SplitConvOutputs): the output grid exists only for ORT's
-// int8 Conv, and one grid over a channel with a massive activation leaves
-// the others a few levels. CRAFT's last residual group writes a channel
-// near 1500 and one near 200 beside channels within ±50 into the residual
-// stream its final LayerNorm reads (Set5, W8A8: −0.35 → −0.11 dB).
-// Conv outputs an int8 op reads keep one grid: that op reads one.
+// read, a normalization among them (passes.NormReads: the output or the
+// residual sum it is added into), and whose output channels' ranges fall
+// into groups concatRatio or more apart, as one Conv per run of channels
+// of a group and a float Concat (passes.SplitConvOutputs). The output grid
+// exists only for ORT's int8 Conv; one grid over a channel with a massive
+// activation leaves the others a few levels, and the norm, dividing by a
+// spread the massive channel sets, and its learnt scale make those levels
+// count. CRAFT's last residual group writes a channel near 1500 and one
+// near 200 beside channels within ±70 into the residual stream its final
+// norm reads (Set5, W8A8: −0.35 → −0.11 dB). Conv outputs an int8 op
+// reads keep one grid: that op reads one. Without a norm, small channels
+// beside a wide one may be near-dead ones, not worth a Conv of their own.
 func splitWideOutputs(ctx context.Context, pr *prepared, cal *calibration, cfg Config, log func(string)) error {
 	g := pr.g
 	pl, err := plan(pr, cfg)
@@ -122,7 +126,7 @@ func splitWideOutputs(ctx context.Context, pr *prepared, cal *calibration, cfg C
 		if _, ok := g.Const(n.Inputs[1]); !ok {
 			continue
 		}
-		float := true
+		float := passes.NormReads(g, n.Outputs[0])
 		for _, c := range g.Consumers(n.Outputs[0]) {
 			float = float && !planned[c]
 		}
