@@ -343,14 +343,7 @@ func (p *Plan) floatMatMulOutputs(g *graph.Graph) {
 		if !isOp(n, "MatMul") {
 			continue
 		}
-		out := p.OutputOf(n)
-		read := false
-		for _, c := range g.Consumers(out) {
-			if r, ok := ruleFor(c); ok && planned[c] && slices.Contains(actInputs(g, c, r), out) {
-				read = true
-			}
-		}
-		if !read {
+		if !readByPlanned(g, p.OutputOf(n), planned) {
 			p.FloatOut[n] = true
 			delete(p.BiasOf, n)
 		}
@@ -370,19 +363,24 @@ func (p *Plan) floatConcats(g *graph.Graph) {
 			planned[n] = true
 		}
 		p.Nodes = slices.DeleteFunc(p.Nodes, func(n *graph.Node) bool {
-			if !isOp(n, "Concat") {
+			if !isOp(n, "Concat") || readByPlanned(g, n.Outputs[0], planned) {
 				return false
-			}
-			out := n.Outputs[0]
-			for _, c := range g.Consumers(out) {
-				if r, ok := ruleFor(c); ok && planned[c] && slices.Contains(actInputs(g, c, r), out) {
-					return false
-				}
 			}
 			changed = true
 			return true
 		})
 	}
+}
+
+// readByPlanned reports whether a planned node reads v as an activation
+// input (one it would dequantize).
+func readByPlanned(g *graph.Graph, v string, planned map[*graph.Node]bool) bool {
+	for _, c := range g.Consumers(v) {
+		if r, ok := ruleFor(c); ok && planned[c] && slices.Contains(actInputs(g, c, r), v) {
+			return true
+		}
+	}
+	return false
 }
 
 // isGeluMul reports whether Mul n is the x·(1 + erf(x/√2)) product of an

@@ -25,7 +25,8 @@ const concatRatio = 4
 // ownGrids gives the parts of a tensor whose ranges differ by concatRatio
 // or more grids of their own, where one int8 tensor would hold them:
 // the parts of a Concat a Conv reads (splitConcats), the runs of output
-// channels of a Conv only float ops read (splitWideOutputs). srq quantize
+// channels of a Conv that only float ops read on the way into a norm
+// (splitWideOutputs). srq quantize
 // and srq sensitivity run it, so that both measure the same graph.
 func ownGrids(ctx context.Context, pr *prepared, cal *calibration, cfg Config, log func(string)) error {
 	if err := splitConcats(ctx, pr, cal, cfg, log); err != nil {
