@@ -1,24 +1,18 @@
 package quant_test
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/graph"
-	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/internal/expected"
 	"github.com/srquant/srq/onnx"
-	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/sr"
-	"github.com/srquant/srq/verify"
 )
 
 // esaNet builds a small x2 SR network around the enhanced spatial attention
@@ -104,13 +98,7 @@ func esaNet() *graph.Graph {
 // the float one on a real image.
 func TestQuantizeESA(t *testing.T) {
 	requireORT(t)
-	m, err := esaNet().ToModel()
-	require.NoError(t, err)
-	require.NoError(t, onnx.Validate(m))
-	data, err := onnx.Marshal(m)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "esa.onnx")
-	require.NoError(t, os.WriteFile(path, data, 0o644))
+	path, data := writeGraph(t, esaNet(), "esa.onnx")
 
 	cfg := smallConfig()
 	cfg.Probe = sr.ProbeOptions{Scale: 2, Range: 1}
@@ -144,19 +132,7 @@ func TestQuantizeESA(t *testing.T) {
 	assert.Equal(t, 1, ops["DequantizeLinear"])
 
 	// Quantized vs float output on a real image.
-	src, err := img.Read(chelsea)
-	require.NoError(t, err)
-	lr := img.Crop(src, 150, 60, 64, 64)
-	var outs [2]*img.Image
-	for i, b := range [][]byte{data, model} {
-		s, err := sr.Open(b, "esa", ort.Options{Threads: 2}, cfg.Probe)
-		require.NoError(t, err)
-		outs[i], err = s.Upscale(context.Background(), lr, 0, 0)
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-	}
-	psnr, err := verify.PSNRY(outs[1], outs[0], 2)
-	require.NoError(t, err)
+	psnr := chelseaPSNR(t, data, model, cfg.Probe)
 	t.Logf("PSNR-Y quantized vs float: %.2f dB", psnr)
 	assert.Greater(t, psnr, expected.Bundled.ESA-expected.PSNRMargin, "measured %.2f dB", expected.Bundled.ESA)
 }

@@ -1,8 +1,6 @@
 package quant_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/gtune"
-	"github.com/srquant/srq/onnx"
 	"github.com/srquant/srq/quant"
 )
 
@@ -65,12 +62,7 @@ func TestQuantizeGradTune(t *testing.T) {
 		// tuner's model ships, saying so.
 		g := esaNet()
 		g.Producer("c3").SetAttrString("mode", "cubic")
-		m, err := g.ToModel()
-		require.NoError(t, err)
-		data, err := onnx.Marshal(m)
-		require.NoError(t, err)
-		path := filepath.Join(t.TempDir(), "esa_cubic.onnx")
-		require.NoError(t, os.WriteFile(path, data, 0o644))
+		path, _ := writeGraph(t, g, "esa_cubic.onnx")
 		res, _ := quantizeFile(t, path, images, c)
 		require.NotNil(t, res.Tuning)
 		assert.Equal(t, `esa.resize (Resize): grad: Resize mode "cubic": want nearest or linear`, res.Tuning.GradientSkipped)

@@ -1,11 +1,8 @@
 package quant_test
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,13 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/graph"
-	"github.com/srquant/srq/img"
 	"github.com/srquant/srq/onnx"
-	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
-	"github.com/srquant/srq/verify"
 )
 
 // massiveNet builds a small x2 network whose residual branch writes one
@@ -94,12 +88,7 @@ func massiveNet() *graph.Graph {
 // (measured on the chelsea crop: 60.0 dB split, 53.0 dB without).
 func TestQuantizeMassiveChannel(t *testing.T) {
 	requireORT(t)
-	m, err := massiveNet().ToModel()
-	require.NoError(t, err)
-	data, err := onnx.Marshal(m)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "massive.onnx")
-	require.NoError(t, os.WriteFile(path, data, 0o644))
+	path, data := writeGraph(t, massiveNet(), "massive.onnx")
 
 	cfg := smallConfig()
 	cfg.Probe = sr.ProbeOptions{Scale: 2, Range: 1}
@@ -116,19 +105,7 @@ func TestQuantizeMassiveChannel(t *testing.T) {
 	assert.Equal(t, 5, ops["QLinearConv"], "head, three runs of body, tail: %v", ops)
 	assert.Zero(t, ops["QLinearConcat"], "the runs meet in a float Concat: %v", ops)
 
-	src, err := img.Read(chelsea)
-	require.NoError(t, err)
-	lr := img.Crop(src, 150, 60, 64, 64)
-	var outs [2]*img.Image
-	for i, b := range [][]byte{data, model} {
-		s, err := sr.Open(b, "massive", ort.Options{Threads: 2}, cfg.Probe)
-		require.NoError(t, err)
-		outs[i], err = s.Upscale(context.Background(), lr, 0, 0)
-		require.NoError(t, err)
-		require.NoError(t, s.Close())
-	}
-	psnr, err := verify.PSNRY(outs[1], outs[0], 2)
-	require.NoError(t, err)
+	psnr := chelseaPSNR(t, data, model, cfg.Probe)
 	t.Logf("PSNR-Y quantized vs float: %.2f dB", psnr)
 	assert.Greater(t, psnr, 56.0)
 }

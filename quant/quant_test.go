@@ -635,16 +635,46 @@ func TestSkipStaysFloat(t *testing.T) {
 	assert.Equal(t, 35, cov.Int8, "ORT runs the skipped Conv float too: %v", cov.Ops)
 }
 
+// writeGraph writes g as a valid ONNX model file name in t's temp dir and
+// returns its path and bytes.
+func writeGraph(t *testing.T, g *graph.Graph, name string) (string, []byte) {
+	t.Helper()
+	m, err := g.ToModel()
+	require.NoError(t, err)
+	require.NoError(t, onnx.Validate(m))
+	data, err := onnx.Marshal(m)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	return path, data
+}
+
+// chelseaPSNR upscales a 64x64 crop of chelsea with the float and the
+// quantized model and returns the PSNR-Y of the quantized output against
+// the float one.
+func chelseaPSNR(t *testing.T, float, quantized []byte, probe sr.ProbeOptions) float64 {
+	t.Helper()
+	src, err := img.Read(chelsea)
+	require.NoError(t, err)
+	lr := img.Crop(src, 150, 60, 64, 64)
+	var outs [2]*img.Image
+	for i, b := range [][]byte{float, quantized} {
+		s, err := sr.Open(b, "chelsea", ort.Options{Threads: 2}, probe)
+		require.NoError(t, err)
+		outs[i], err = s.Upscale(context.Background(), lr, 0, 0)
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+	}
+	psnr, err := verify.PSNRY(outs[1], outs[0], probe.Scale)
+	require.NoError(t, err)
+	return psnr
+}
+
 // esaTuneSetup writes the small ESA network to a file and returns it with a
 // W4A4 dual --tune setting for it (20 patches: 4 to tune on, 16 held out).
 func esaTuneSetup(t *testing.T) (string, quant.Config) {
 	t.Helper()
-	m, err := esaNet().ToModel()
-	require.NoError(t, err)
-	data, err := onnx.Marshal(m)
-	require.NoError(t, err)
-	path := filepath.Join(t.TempDir(), "esa.onnx")
-	require.NoError(t, os.WriteFile(path, data, 0o644))
+	path, _ := writeGraph(t, esaNet(), "esa.onnx")
 	c := smallConfig()
 	c.Patches, c.Probe = 20, sr.ProbeOptions{Scale: 2, Range: 1}
 	c.Bits, c.Method, c.Tune = quant.Bits{W: 4, A: 4}, quant.Dual, true
