@@ -7,11 +7,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/onnx"
-	"github.com/srquant/srq/ort/orttest"
 	"github.com/srquant/srq/quant"
 	"github.com/srquant/srq/sr"
 )
@@ -96,16 +94,11 @@ func TestQuantizeMassiveChannel(t *testing.T) {
 	_, model := quantizeFileEv(t, path, images, cfg, quant.Events{Log: func(s string) { logs = append(logs, s) }})
 	assert.Contains(t, strings.Join(logs, "\n"), "wrote the output channels of body (3 runs) on grids of their own")
 
-	opt, err := graph.FromModel(orttest.Optimized(t, model))
-	require.NoError(t, err)
-	ops := map[string]int{}
-	for _, n := range opt.Nodes {
-		ops[n.OpType]++
-	}
+	ops := optimizedOps(t, model)
 	assert.Equal(t, 5, ops["QLinearConv"], "head, three runs of body, tail: %v", ops)
 	assert.Zero(t, ops["QLinearConcat"], "the runs meet in a float Concat: %v", ops)
 
-	psnr := chelseaPSNR(t, data, model, cfg.Probe)
+	psnr := chelseaPSNR(t, data, model, 64, cfg.Probe)
 	t.Logf("PSNR-Y quantized vs float: %.2f dB", psnr)
 	assert.Greater(t, psnr, 56.0)
 }

@@ -183,20 +183,7 @@ func psnrVsFP32(t *testing.T, model []byte) float64 {
 	t.Helper()
 	fp, err := os.ReadFile(edsrX2)
 	require.NoError(t, err)
-	src, err := img.Read(chelsea)
-	require.NoError(t, err)
-	lr := img.Crop(src, 150, 60, 96, 96)
-	var outs [2]*img.Image
-	for i, b := range [][]byte{fp, model} {
-		m, err := sr.Open(b, "model", ort.Options{Threads: 2}, sr.ProbeOptions{Scale: 2, Range: 255})
-		require.NoError(t, err)
-		outs[i], err = m.Upscale(context.Background(), lr, 0, 0)
-		require.NoError(t, err)
-		require.NoError(t, m.Close())
-	}
-	psnr, err := verify.PSNRY(outs[1], outs[0], 2)
-	require.NoError(t, err)
-	return psnr
+	return chelseaPSNR(t, fp, model, 96, sr.ProbeOptions{Scale: 2, Range: 255})
 }
 
 // psnrVsGT upscales chelsea.png (cropped to 450×300), downscaled by 2 with
@@ -649,14 +636,14 @@ func writeGraph(t *testing.T, g *graph.Graph, name string) (string, []byte) {
 	return path, data
 }
 
-// chelseaPSNR upscales a 64x64 crop of chelsea with the float and the
-// quantized model and returns the PSNR-Y of the quantized output against
-// the float one.
-func chelseaPSNR(t *testing.T, float, quantized []byte, probe sr.ProbeOptions) float64 {
+// chelseaPSNR upscales a side×side crop of chelsea.png with the float and
+// the quantized model and returns the PSNR-Y of the quantized output
+// against the float one (shave = scale).
+func chelseaPSNR(t *testing.T, float, quantized []byte, side int, probe sr.ProbeOptions) float64 {
 	t.Helper()
 	src, err := img.Read(chelsea)
 	require.NoError(t, err)
-	lr := img.Crop(src, 150, 60, 64, 64)
+	lr := img.Crop(src, 150, 60, side, side)
 	var outs [2]*img.Image
 	for i, b := range [][]byte{float, quantized} {
 		s, err := sr.Open(b, "chelsea", ort.Options{Threads: 2}, probe)
