@@ -33,6 +33,19 @@ type onnxCase struct {
 
 func one(v *Var, err error) ([]*Var, error) { return []*Var{v}, err }
 
+// linearResizeCase is a bilinear Resize of an NCHW input of shape in to
+// h×w (given as sizes) in coordinate transformation mode.
+func linearResizeCase(name string, in []int, h, w int, mode string) onnxCase {
+	return onnxCase{name: name, op: "Resize", shapes: [][]int{in}, consts: []any{"", "", []int64{int64(in[0]), int64(in[1]), int64(h), int64(w)}},
+		attrs: func(n *graph.Node) {
+			n.SetAttrString("mode", "linear")
+			n.SetAttrString("coordinate_transformation_mode", mode)
+		},
+		goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
+			return one(tp.Resize(in[0], ResizeOpts{Height: h, Width: w, Mode: "linear", CoordMode: mode}))
+		}}
+}
+
 func TestForwardMatchesORT(t *testing.T) {
 	orttest.Require(t)
 	ints := func(name string, v ...int64) func(*graph.Node) {
@@ -81,38 +94,10 @@ func TestForwardMatchesORT(t *testing.T) {
 			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
 				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 9}))
 			}},
-		{name: "Resize linear x2 half pixel", op: "Resize", shapes: [][]int{{1, 2, 3, 4}}, consts: []any{"", "", []int64{1, 2, 6, 8}},
-			attrs: func(n *graph.Node) {
-				n.SetAttrString("mode", "linear")
-				n.SetAttrString("coordinate_transformation_mode", "half_pixel")
-			},
-			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
-				return one(tp.Resize(in[0], ResizeOpts{Height: 6, Width: 8, Mode: "linear", CoordMode: "half_pixel"}))
-			}},
-		{name: "Resize linear 5x4 to 7x9 pytorch half pixel", op: "Resize", shapes: [][]int{{2, 1, 5, 4}}, consts: []any{"", "", []int64{2, 1, 7, 9}},
-			attrs: func(n *graph.Node) {
-				n.SetAttrString("mode", "linear")
-				n.SetAttrString("coordinate_transformation_mode", "pytorch_half_pixel")
-			},
-			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
-				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 9, Mode: "linear", CoordMode: "pytorch_half_pixel"}))
-			}},
-		{name: "Resize linear 3x3 to 7x5 align corners", op: "Resize", shapes: [][]int{{1, 2, 3, 3}}, consts: []any{"", "", []int64{1, 2, 7, 5}},
-			attrs: func(n *graph.Node) {
-				n.SetAttrString("mode", "linear")
-				n.SetAttrString("coordinate_transformation_mode", "align_corners")
-			},
-			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
-				return one(tp.Resize(in[0], ResizeOpts{Height: 7, Width: 5, Mode: "linear", CoordMode: "align_corners"}))
-			}},
-		{name: "Resize linear x4 asymmetric", op: "Resize", shapes: [][]int{{1, 1, 2, 3}}, consts: []any{"", "", []int64{1, 1, 8, 12}},
-			attrs: func(n *graph.Node) {
-				n.SetAttrString("mode", "linear")
-				n.SetAttrString("coordinate_transformation_mode", "asymmetric")
-			},
-			goOp: func(tp *Tape, in []*Var) ([]*Var, error) {
-				return one(tp.Resize(in[0], ResizeOpts{Height: 8, Width: 12, Mode: "linear", CoordMode: "asymmetric"}))
-			}},
+		linearResizeCase("Resize linear x2 half pixel", []int{1, 2, 3, 4}, 6, 8, "half_pixel"),
+		linearResizeCase("Resize linear 5x4 to 7x9 pytorch half pixel", []int{2, 1, 5, 4}, 7, 9, "pytorch_half_pixel"),
+		linearResizeCase("Resize linear 3x3 to 7x5 align corners", []int{1, 2, 3, 3}, 7, 5, "align_corners"),
+		linearResizeCase("Resize linear x4 asymmetric", []int{1, 1, 2, 3}, 8, 12, "asymmetric"),
 		{name: "GlobalAveragePool", op: "GlobalAveragePool", shapes: [][]int{{2, 3, 4, 5}}, goOp: func(tp *Tape, in []*Var) ([]*Var, error) { return one(tp.GlobalAveragePool(in[0])) }},
 		{name: "ReduceMean", op: "ReduceMean", shapes: [][]int{{2, 3, 4, 5}}, attrs: func(n *graph.Node) { n.SetAttrInts("axes", []int64{1, -1}); n.SetAttrInt("keepdims", 0) },
 			goOp: func(tp *Tape, in []*Var) ([]*Var, error) { return one(tp.ReduceMean(in[0], []int{1, -1}, false)) }},
