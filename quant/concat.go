@@ -158,6 +158,6 @@ func splitWideOutputs(ctx context.Context, pr *prepared, cal *calibration, cfg C
 	if err := passes.Run(g, passes.SplitConvOutputs{Starts: starts}); err != nil {
 		return err
 	}
-	log(fmt.Sprintf("wrote the output channels of %s on grids of their own (channel ranges %g× apart or more; a float op reads them)", strings.Join(names, ", "), float64(concatRatio)))
+	log(fmt.Sprintf("wrote the output channels of %s on grids of their own (channel ranges %g× apart or more, read in float by a normalization)", strings.Join(names, ", "), float64(concatRatio)))
 	return nil
 }
