@@ -153,6 +153,14 @@ type Options struct {
 	// steps before it starts, while β anneals from 20 to 2.
 	Reg    float64
 	Warmup float64
+	// ScaleLR is Adam's step for each weight's per-channel steps
+	// (LSQ-style, the codes as the graph holds them), relative to each
+	// step and divided by the grid's QMax (0: frozen): a step moves by
+	// about the relative error its rounding makes, 1/QMax, times ScaleLR.
+	// It applies while the rounding is frozen (LR 0): a new step
+	// multiplies a channel's output, which the rounding would otherwise
+	// move under it.
+	ScaleLR float64
 	// ActLR is Adam's step for the activation quantizers' breakpoints and
 	// bounds, relative to each one's starting size (0: frozen).
 	ActLR float64
@@ -167,15 +175,17 @@ type Options struct {
 }
 
 // DefaultOptions are the settings measured on IMDN x4 W8A8 and EDSR x4
-// W4A4 (BENCHMARKS.md, "Gradient tuning"): biases only. Learning the
+// W4A4 (BENCHMARKS.md, "Gradient tuning"): biases and the weights'
+// per-channel steps, a few thousand values. Learning the
 // rounding too (LR 0.05–0.3 from GPTQ's codes, or from the float weights)
 // won up to 0.9 dB on held-out calibration patches and lost up to 1.6 dB
 // on Set14: 1.3 million binary choices fitted to 48 patches of 8 photos
 // (held-out photos refuse it: 47.70 → 46.37 dB on IMDN). The biases, a few
 // thousand values, carried a small gain to Set5, Set14 and B100 on IMDN
-// (NOTES.md).
+// (NOTES.md); the steps, as many, gained up to 0.6 dB more on RCAN, IMDN,
+// CARN-M and SPAN at W4A4.
 func DefaultOptions() Options {
-	return Options{Steps: 60, Batch: 4, Crop: 32, LR: 0, BiasLR: 3e-3, Reg: 0.01, Warmup: 0.2, Seed: 1}
+	return Options{Steps: 60, Batch: 4, Crop: 32, LR: 0, BiasLR: 3e-3, ScaleLR: 0.035, Reg: 0.01, Warmup: 0.2, Seed: 1}
 }
 
 // Data are the tuning patches: inputs (CHW, one shape) and the FP32
@@ -193,6 +203,9 @@ type Result struct {
 	// Bias value).
 	Weights map[string][]float32
 	Biases  map[string][]float32
+	// Scales holds each weight's learnt steps (by Value), one per channel
+	// as Weight.Scale; the weight is its codes times them.
+	Scales map[string][]float32
 	// Acts holds each learnt activation quantizer's parameters (by Value):
 	// [bp] or [lo, hi].
 	Acts  map[string][]float32
@@ -224,14 +237,43 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		wv *grad.Var // float weight (constant)
 		v  *grad.Var // rounding variable
 		b  *grad.Var // bias (nil: frozen or none)
+		m  *grad.Var // per-channel step multiplier (nil: frozen)
 	}
 	// LR 0 freezes the rounding: the graph's own weights are used as they
 	// are (no soft rounding around them), and only the biases move.
 	round := o.LR > 0
 	ps := make([]param, len(ws))
-	var vs, bs []*grad.Var
+	var vs, bs, ms []*grad.Var
+	var mscale []float64
 	for i, w := range ws {
 		ps[i].w = w
+		if !round && o.ScaleLR > 0 {
+			// The weight as the graph holds it (codes × steps) times a
+			// multiplier per step: Adam's step is then relative to each.
+			c := nt.Const(w.Value)
+			if c == nil || len(c.Data)%len(w.Scale) != 0 || len(w.Shape) == 0 || (len(w.Scale) != 1 && len(w.Scale) != w.Shape[0]) {
+				return nil, fmt.Errorf("gtune: weight %s is not a constant with one step per output channel", w.Value)
+			}
+			wv, err := tp.Const(c.Shape, c.Data)
+			if err != nil {
+				return nil, err
+			}
+			shape := make([]int, len(w.Shape))
+			for k := range shape {
+				shape[k] = 1
+			}
+			shape[0] = len(w.Scale)
+			one := make([]float32, len(w.Scale))
+			for k := range one {
+				one[k] = 1
+			}
+			mv, err := tp.Param(shape, one)
+			if err != nil {
+				return nil, err
+			}
+			ps[i].wv, ps[i].m = wv, mv
+			ms, mscale = append(ms, mv), append(mscale, 1/float64(max(w.QMax, 1)))
+		}
 		if round {
 			f, v := startRounding(w)
 			wv, err := tp.Const(w.Shape, f)
@@ -268,6 +310,7 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		bscale[i] = math.Sqrt(ss/float64(max(len(b.Data), 1))) + 1e-12
 	}
 	optB := newAdam(bs, o.BiasLR, bscale)
+	optM := newAdam(ms, o.ScaleLR, mscale)
 	var as [][]*grad.Var // per act
 	var avs []*grad.Var
 	var ascale []float64
@@ -294,7 +337,7 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 	}
 	optA := newAdam(avs, o.ActLR, ascale)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
-	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Acts: map[string][]float32{}}
+	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Scales: map[string][]float32{}, Acts: map[string][]float32{}}
 	var norm float64 // the first loss: the output term is divided by it
 	var ema float64
 	nW := 0
@@ -322,6 +365,13 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		for _, p := range ps {
 			if round {
 				sw, err := tp.SoftRound(p.wv, p.v, p.w.Scale, p.w.QMin, p.w.QMax)
+				if err != nil {
+					return nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
+				}
+				subst[p.w.Value] = sw
+			}
+			if p.m != nil {
+				sw, err := tp.Mul(p.wv, p.m)
 				if err != nil {
 					return nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
 				}
@@ -368,6 +418,7 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		}
 		optV.step()
 		optB.step()
+		optM.step()
 		optA.step()
 		for i, a := range acts[:len(as)] {
 			a.clamp(as[i])
@@ -393,6 +444,13 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		}
 		if p.b != nil {
 			res.Biases[p.w.Bias] = p.b.Data
+		}
+		if p.m != nil {
+			sc := make([]float32, len(p.w.Scale))
+			for c, s := range p.w.Scale {
+				sc[c] = s * p.m.Data[c]
+			}
+			res.Scales[p.w.Value] = sc
 		}
 	}
 	for i, a := range acts[:len(as)] {

@@ -162,6 +162,29 @@ func TestTune(t *testing.T) {
 		}
 		assert.True(t, changed, "the biases move")
 	})
+	t.Run("steps", func(t *testing.T) {
+		o := o
+		o.LR, o.BiasLR, o.ScaleLR = 0, 0, 0.01
+		r, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
+		require.NoError(t, err)
+		assert.Empty(t, r.Weights, "the codes stay")
+		require.Len(t, r.Scales, len(ws))
+		moved := 0
+		for _, w := range ws {
+			sc := r.Scales[w.Value]
+			require.Len(t, sc, len(w.Scale))
+			for c, s := range sc {
+				assert.Positive(t, s)
+				// Adam moves a multiplier by at most about ScaleLR a step.
+				assert.InEpsilon(t, w.Scale[c], s, 0.2)
+				if s != w.Scale[c] {
+					moved++
+				}
+			}
+		}
+		assert.Positive(t, moved, "the steps move")
+		assert.Less(t, r.Loss, 1.0, "the output loss falls")
+	})
 	t.Run("bad input", func(t *testing.T) {
 		_, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, gtune.Data{}, o)
 		assert.EqualError(t, err, "gtune: 0 inputs and 0 targets")

@@ -18,10 +18,11 @@ import (
 )
 
 // Gradient tuning (Config.GradSteps, after the layer-wise tuner) moves
-// every quantized Conv's bias by Adam on the whole network's output error
-// (package gtune), on the deploy graph itself, the weights as the
-// layer-wise tuner rounded them; the result ships only if the held-out
-// patches agree, as the layer-wise tuner's stages do.
+// every quantized Conv's bias and per-channel weight steps by Adam on the
+// whole network's output error (package gtune), on the deploy graph
+// itself, the weights' codes as the layer-wise tuner rounded them; the
+// result ships only if held-out images agree, as the layer-wise tuner's
+// stages do.
 
 // floatWeights returns the float weight of every Conv of g by node name.
 func floatWeights(g *graph.Graph) map[string][]float32 {
@@ -112,8 +113,11 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		ev.log(fmt.Sprintf("gradient tuning: %d Conv input quantizers kept as they are (the first: %s)", unchecked, why))
 	}
 	what := "biases"
-	if o.LR > 0 {
+	switch {
+	case o.LR > 0:
 		what = "rounding and biases"
+	case o.ScaleLR > 0:
+		what = "biases and per-channel weight steps"
 	}
 	if o.ActLR > 0 {
 		what += fmt.Sprintf(", %d input quantizers", len(acts))
@@ -401,9 +405,9 @@ func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibrati
 	return d, nil
 }
 
-// applyGradTuning puts r's weights (on their grids) and biases into g's
-// Convs, by name, and returns qs with the weights' grids recorded so that
-// the rewrite keeps them.
+// applyGradTuning puts r's weights (on their grids, or their codes on the
+// learnt steps) and biases into g's Convs, by name, and returns qs with the
+// weights' grids recorded so that the rewrite keeps them.
 func applyGradTuning(g *graph.Graph, qs0 *quantizers, ws []gtune.Weight, convs []string, acts []gtune.Act, actConvs []string, r *gtune.Result) *quantizers {
 	qs := *qs0
 	qs.weights = maps.Clone(qs0.weights)
@@ -432,8 +436,18 @@ func applyGradTuning(g *graph.Graph, qs0 *quantizers, ws []gtune.Weight, convs [
 		if n == nil {
 			continue
 		}
-		if hw, ok := r.Weights[w.Value]; ok {
-			name := g.UniqueName(n.Name + ".adaround_weight")
+		hw, ok := r.Weights[w.Value]
+		if sc, learnt := r.Scales[w.Value]; learnt {
+			// The codes as they were, on the learnt steps.
+			inner := len(w.Start) / len(sc)
+			hw, ok = make([]float32, len(w.Start)), true
+			for i, c := range w.Start {
+				hw[i] = c * sc[i/inner]
+			}
+			w.Scale = sc
+		}
+		if ok {
+			name := g.UniqueName(n.Name + ".tuned_weight")
 			wt, _ := g.Const(n.Inputs[1])
 			g.SetInitializer(graph.NewFloat32(name, wt.Dims, hw))
 			g.ReplaceInput(n, 1, name)

@@ -12,7 +12,7 @@ import (
 )
 
 // TestQuantizeGradTune: gradient tuning after the layer-wise tuner, on the
-// committed EDSR x2 at W4A4 dual (biases and input quantizers), scores the model before and after it on
+// committed EDSR x2 at W4A4 dual (biases, weight steps and input quantizers), scores the model before and after it on
 // the held-out patches and ships the better one; the setting records the
 // steps; two runs write the same bytes.
 func TestQuantizeGradTune(t *testing.T) {
@@ -36,7 +36,7 @@ func TestQuantizeGradTune(t *testing.T) {
 	assert.Equal(t, after > before, strings.HasSuffix(tn.Kept, "+ gradient tuning"), "the better model ships")
 	all := strings.Join(logs, "\n")
 	// Whole images held out: the third of testdata/images' three photos.
-	assert.Contains(t, all, "gradient tuning: 36 Convs' biases, 34 input quantizers, 6 steps of 4 patches (32x32 crops), 8 patches of the last image held out")
+	assert.Contains(t, all, "gradient tuning: 36 Convs' biases and per-channel weight steps, 34 input quantizers, 6 steps of 4 patches (32x32 crops), 8 patches of the last image held out")
 	assert.NotContains(t, all, "kept as they are")
 	meta := map[string]string{}
 	for _, p := range res.Model.MetadataProps {
