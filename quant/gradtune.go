@@ -94,6 +94,12 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 	defer k.Close()
 	o := gtune.DefaultOptions()
 	o.Steps, o.Seed, o.Kernels = cfg.GradSteps, uint64(cfg.Seed), k
+	// The weight steps correct the whole network's error, whose size
+	// follows the width the model is quantized to, not each Conv's own
+	// grid (a wide 8-bit tail Conv of a W4A4 model corrects as much):
+	// gtune's rate is 4-bit's, scaled by 7/QMax of --bits.
+	_, qmax := qdq.SignedRange(cfg.Bits.W, true)
+	o.ScaleLR *= 7 / float64(max(qmax, 1))
 	if gradOptionsHook != nil {
 		gradOptionsHook(&o)
 	}

@@ -154,8 +154,9 @@ type Config struct {
 	BiasCorrection bool
 	// GradSteps, with Tune, is the number of Adam steps of gradient tuning
 	// after the layer-wise tuner (see gradTune): every quantized Conv's
-	// bias on the whole network's output error, kept only where the
-	// patches of held-out images agree. 0 leaves it out.
+	// bias and per-channel weight steps on the whole network's output
+	// error, kept only where the patches of held-out images agree. 0
+	// leaves it out.
 	GradSteps int
 
 	// BudgetBits, if positive, is the mean width (weights and inputs,
@@ -244,8 +245,9 @@ func DefaultConfig() Config {
 }
 
 // DefaultGradSteps is Config.GradSteps by default: 60 steps gained on Set5
-// and Set14 with IMDN x4 (W8A8 and W4A4) and CARN-M (W4A4) and moved
-// nothing on EDSR x4 W4A4 strict (BENCHMARKS.md, "Gradient tuning").
+// and Set14 with EDSR x4 strict, RCAN x4, IMDN x4, CARN-M and SPAN at
+// W4A4 and IMDN at W8A8; 150 did not score higher on RCAN's held-out
+// images (BENCHMARKS.md, "Gradient tuning").
 const DefaultGradSteps = 60
 
 // Breakpoint is the rule that places the dual-region breakpoints.

@@ -73,7 +73,7 @@ func quantizeFlags(fs *pflag.FlagSet) func(*app, []string) error {
 	fs.StringVar(&o.firstLast, "first-last", string(def.FirstLast), "first and last conv: 8 (8 bits), fp32 (stay float) or same (as the others)")
 	fs.StringVar(&o.longSkip, "long-skip", string(def.LongSkip), "long skip (head output added back before the upsampler): precise (float head and skip adds, two-part int8 upsampler input) or int8")
 	fs.BoolVar(&o.tune, "tune", def.Tune, "tune each Conv's input quantizer and weight rounding (GPTQ) for the least error at its output, on windows of its real input; keep each stage only if held-out patches agree (rotates the residual streams first, see --rotate)")
-	fs.IntVar(&o.gradSteps, "grad-steps", def.GradSteps, "with --tune, Adam steps of gradient tuning after the layer-wise tuner: every quantized Conv's bias fitted to the whole network's output error, kept only if the patches of held-out calibration images agree (0: none)")
+	fs.IntVar(&o.gradSteps, "grad-steps", def.GradSteps, "with --tune, Adam steps of gradient tuning after the layer-wise tuner: every quantized Conv's bias and per-channel weight steps fitted to the whole network's output error, kept only if the patches of held-out calibration images agree (0: none)")
 	fs.DurationVar(&o.timeBudget, "time-budget", def.TimeBudget, "bound on the tuning time (e.g. 2m; 0: none); the layers that do not fit stay as calibrated")
 	fs.BoolVar(&o.biasCorrection, "bias-correction", def.BiasCorrection, "with --tune: also correct each quantized Conv's bias for the mean output shift quantization leaves")
 	fs.StringSliceVar(&o.skip, "skip", nil, "nodes that stay float, NAME,...")
