@@ -88,15 +88,20 @@ func (t *Tape) Add(a, b *Var) (*Var, error) { return t.binary(opAdd, a, b) }
 func (t *Tape) Sub(a, b *Var) (*Var, error) { return t.binary(opSub, a, b) }
 func (t *Tape) Mul(a, b *Var) (*Var, error) { return t.binary(opMul, a, b) }
 
+// Div is ONNX Div with broadcasting: a normalization divides by a computed
+// spread (CRAFT's channel norms).
+func (t *Tape) Div(a, b *Var) (*Var, error) { return t.binary(opDiv, a, b) }
+
 type binOp int
 
 const (
 	opAdd binOp = iota
 	opSub
 	opMul
+	opDiv
 )
 
-func (op binOp) String() string { return [...]string{"Add", "Sub", "Mul"}[op] }
+func (op binOp) String() string { return [...]string{"Add", "Sub", "Mul", "Div"}[op] }
 
 func (t *Tape) binary(op binOp, a, b *Var) (*Var, error) {
 	if err := checkVars(op.String(), a, b); err != nil {
@@ -114,8 +119,10 @@ func (t *Tape) binary(op binOp, a, b *Var) (*Var, error) {
 			y.Data[i] = av + bv
 		case opSub:
 			y.Data[i] = av - bv
-		default:
+		case opMul:
 			y.Data[i] = av * bv
+		default:
+			y.Data[i] = av / bv
 		}
 	}
 	if !y.needsGrad {
@@ -149,12 +156,20 @@ func (t *Tape) binary(op binOp, a, b *Var) (*Var, error) {
 				if db != nil {
 					db[jb] -= g
 				}
-			default:
+			case opMul:
 				if da != nil {
 					da[ja] += g * b.Data[jb]
 				}
 				if db != nil {
 					db[jb] += g * a.Data[ja]
+				}
+			default:
+				bv := b.Data[jb]
+				if da != nil {
+					da[ja] += g / bv
+				}
+				if db != nil {
+					db[jb] -= g * a.Data[ja] / (bv * bv)
 				}
 			}
 		}
@@ -212,6 +227,19 @@ func (t *Tape) Sigmoid(x *Var) *Var {
 }
 
 func sigmoid(v float32) float32 { return float32(1 / (1 + math.Exp(-float64(v)))) }
+
+// Erf is the error function (exact GELU writes x·(1 + erf(x/√2))/2).
+func (t *Tape) Erf(x *Var) *Var {
+	return t.unary(x, func(v float32) float32 { return float32(math.Erf(float64(v))) },
+		func(x, _ float32) float32 { return float32(2 / math.SqrtPi * math.Exp(-float64(x)*float64(x))) })
+}
+
+// Pow raises x to a constant power p (a variance's square).
+func (t *Tape) Pow(x *Var, p float32) *Var {
+	pp := float64(p)
+	return t.unary(x, func(v float32) float32 { return float32(math.Pow(float64(v), pp)) },
+		func(x, _ float32) float32 { return float32(pp * math.Pow(float64(x), pp-1)) })
+}
 
 func step(b bool) float32 {
 	if b {

@@ -130,6 +130,7 @@ var netOps = map[string]bool{
 	"MaxPool": true, "MatMul": true, "Softmax": true, "LayerNormalization": true,
 	"Relu": true, "LeakyRelu": true, "Sigmoid": true, "Sqrt": true, "Clip": true,
 	"QuantizeLinear": true, "DequantizeLinear": true,
+	"Mod": true, "ConstantOfShape": true, "Erf": true, "Pow": true, "ReduceSum": true,
 }
 
 func intDims(d []int64) []int {
@@ -538,7 +539,67 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		case "Mul":
 			return set(t.Mul(a, b))
 		}
-		return fmt.Errorf("division by a tensor is not differentiable here")
+		return set(t.Div(a, b))
+	case "Mod":
+		a, err := intIn(0)
+		if err != nil {
+			return fmt.Errorf("on a float tensor: %w", err)
+		}
+		b, err := intIn(1)
+		if err != nil {
+			return err
+		}
+		op := "Mod"
+		if n.AttrInt("fmod", 0) != 0 {
+			op = "Fmod"
+		}
+		out, err := intArith(op, a, b)
+		if err != nil {
+			return err
+		}
+		ints[n.Outputs[0]] = out
+		return nil
+	case "ConstantOfShape":
+		sh, err := intIn(0)
+		if err != nil {
+			return err
+		}
+		count := int64(1)
+		for _, d := range sh {
+			count *= d
+		}
+		if count < 0 || count > 1<<20 {
+			return fmt.Errorf("a constant of shape %v", sh)
+		}
+		val := float32(0) // no value: a float zero
+		if v := n.Attr("value"); v != nil {
+			tt, err := graph.TensorFromProto(v.GetT())
+			if err != nil {
+				return err
+			}
+			if tt.DType == onnx.TensorProto_INT64 {
+				iv, err := tt.Int64()
+				if err != nil || len(iv) != 1 {
+					return fmt.Errorf("value of %d integers", len(iv))
+				}
+				out := make([]int64, count)
+				for i := range out {
+					out[i] = iv[0]
+				}
+				ints[n.Outputs[0]] = out
+				return nil
+			}
+			fv, err := tt.Float32()
+			if err != nil || len(fv) != 1 {
+				return fmt.Errorf("value of type %s", tt.DType)
+			}
+			val = fv[0]
+		}
+		data := make([]float32, count)
+		for i := range data {
+			data[i] = val
+		}
+		return set(newVar(intDims(sh), data))
 	case "Concat":
 		axis := int(n.AttrInt("axis", 0))
 		if isInt(0) {
@@ -708,7 +769,7 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		return set(t.PRelu(x, s))
 	case "GlobalAveragePool":
 		return set(t.GlobalAveragePool(x))
-	case "ReduceMean":
+	case "ReduceMean", "ReduceSum":
 		axes := intDims(n.AttrInts("axes"))
 		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
 			a, err := intIn(1)
@@ -717,7 +778,25 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 			}
 			axes = intDims(a)
 		}
+		if len(axes) == 0 && n.AttrInt("noop_with_empty_axes", 0) != 0 {
+			env[n.Outputs[0]] = x
+			return nil
+		}
+		if n.OpType == "ReduceSum" {
+			return set(t.ReduceSum(x, axes, n.AttrInt("keepdims", 1) != 0))
+		}
 		return set(t.ReduceMean(x, axes, n.AttrInt("keepdims", 1) != 0))
+	case "Erf":
+		return set(t.Erf(x), nil)
+	case "Pow":
+		p, err := in(1)
+		if err != nil {
+			return err
+		}
+		if len(p.Data) != 1 {
+			return fmt.Errorf("an exponent of shape %v: want one value", p.Shape)
+		}
+		return set(t.Pow(x, p.Data[0]), nil)
 	case "MatMul":
 		b, err := in(1)
 		if err != nil {
@@ -805,11 +884,21 @@ func intArith(op string, a, b []int64) ([]int64, error) {
 			out[i] = x - y
 		case "Mul":
 			out[i] = x * y
-		case "Div":
+		case "Div", "Mod", "Fmod":
 			if y == 0 {
 				return nil, fmt.Errorf("integer division by zero")
 			}
-			out[i] = x / y
+			switch op {
+			case "Div":
+				out[i] = x / y
+			case "Fmod":
+				out[i] = x % y // the sign of the dividend, as C's fmod
+			default:
+				// The sign of the divisor, as Python's %.
+				if out[i] = x % y; out[i] != 0 && (out[i] < 0) != (y < 0) {
+					out[i] += y
+				}
+			}
 		}
 	}
 	return out, nil

@@ -161,6 +161,13 @@ func TestOpGradients(t *testing.T) {
 			return tp.Resize(in[0], ResizeOpts{Height: 6, Width: 6, Mode: "linear", CoordMode: "align_corners"})
 		}},
 		{name: "GlobalAveragePool", shapes: [][]int{{2, 3, 4, 5}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.GlobalAveragePool(in[0]) }},
+		{name: "ReduceSum axis -1", shapes: [][]int{{2, 3, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.ReduceSum(in[0], []int{-1}, true) }},
+		{name: "Div by a computed spread", shapes: [][]int{{2, 3, 4}, {2, 1, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) {
+			return tp.Div(in[0], tp.Sigmoid(in[1])) // away from zero
+		}},
+		{name: "Erf", shapes: [][]int{{2, 3, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.Erf(in[0]), nil }},
+		{name: "Pow 2", shapes: [][]int{{2, 3, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.Pow(in[0], 2), nil }},
+		{name: "Pow 3", shapes: [][]int{{3, 5}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.Pow(in[0], 3), nil }},
 		{name: "ReduceMean axes 1 -1 no keepdims", shapes: [][]int{{2, 3, 4, 5}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.ReduceMean(in[0], []int{1, -1}, false) }},
 		{name: "MaxPool 3x3 stride 2 pad 1", shapes: [][]int{{2, 2, 7, 7}}, kink: true, build: func(tp *Tape, in []*Var) (*Var, error) {
 			return tp.MaxPool(in[0], PoolOpts{Kernel: [2]int{3, 3}, Strides: [2]int{2, 2}, Pads: [4]int{1, 1, 1, 1}})

@@ -22,7 +22,17 @@ func (t *Tape) GlobalAveragePool(x *Var) (*Var, error) {
 // empty: all axes), keeping the reduced axes as 1 when keepdims. Sums are
 // accumulated in float64.
 func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
-	if err := checkVars("ReduceMean", x); err != nil {
+	return t.reduce("ReduceMean", x, axes, keepdims, true)
+}
+
+// ReduceSum is ONNX ReduceSum, as ReduceMean without the division (an L2
+// norm's sum of squares).
+func (t *Tape) ReduceSum(x *Var, axes []int, keepdims bool) (*Var, error) {
+	return t.reduce("ReduceSum", x, axes, keepdims, false)
+}
+
+func (t *Tape) reduce(op string, x *Var, axes []int, keepdims, mean bool) (*Var, error) {
+	if err := checkVars(op, x); err != nil {
 		return nil, err
 	}
 	r := len(x.Shape)
@@ -33,7 +43,7 @@ func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
 		}
 	}
 	for _, a := range axes {
-		ax, err := normAxis("ReduceMean", a, r)
+		ax, err := normAxis(op, a, r)
 		if err != nil {
 			return nil, err
 		}
@@ -55,7 +65,7 @@ func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
 		}
 	}
 	if count == 0 {
-		return nil, fmt.Errorf("grad: ReduceMean over an empty axis of %v", x.Shape)
+		return nil, fmt.Errorf("grad: %s over an empty axis of %v", op, x.Shape)
 	}
 	if shape == nil {
 		shape = []int{}
@@ -66,8 +76,12 @@ func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
 	for i, v := range x.Data {
 		sums[at(m, i)] += float64(v)
 	}
+	div := float64(count)
+	if !mean {
+		div = 1
+	}
 	for i, s := range sums {
-		y.Data[i] = float32(s / float64(count))
+		y.Data[i] = float32(s / div)
 	}
 	if y.needsGrad {
 		t.record(func() {
@@ -75,7 +89,7 @@ func (t *Tape) ReduceMean(x *Var, axes []int, keepdims bool) (*Var, error) {
 				return
 			}
 			dx := x.grad()
-			inv := 1 / float32(count)
+			inv := float32(1 / div)
 			for i := range dx {
 				dx[i] += y.Grad[at(m, i)] * inv
 			}
