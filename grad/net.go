@@ -344,6 +344,7 @@ func (nt *Net) Const(name string) *Var { return nt.consts[name] }
 func (nt *Net) Forward(t *Tape, feeds, subst map[string]*Var) (map[string]*Var, error) {
 	env := map[string]*Var{}
 	ints := map[string][]int64{}
+	ishape := map[string][]int{}
 	get := func(name string) (*Var, error) {
 		if v, ok := subst[name]; ok {
 			return v, nil
@@ -391,7 +392,7 @@ func (nt *Net) Forward(t *Tape, feeds, subst map[string]*Var) (map[string]*Var, 
 		if all {
 			continue
 		}
-		if err := nt.run(t, n, get, env, ints); err != nil {
+		if err := nt.run(t, n, get, env, ints, ishape); err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", n.Name, n.OpType, err)
 		}
 	}
@@ -408,7 +409,10 @@ func (nt *Net) intsOf(ints map[string][]int64, name string) ([]int64, bool) {
 	return v, ok
 }
 
-func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env map[string]*Var, ints map[string][]int64) error {
+// run computes node n. Integer values (shapes, pads) live in ints, flat,
+// with their shape in ishape when it is not one axis (a pad list PyTorch
+// reshapes to pairs and reverses).
+func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env map[string]*Var, ints map[string][]int64, ishape map[string][]int) error {
 	in := func(i int) (*Var, error) { return get(n.Inputs[i]) }
 	set := func(v *Var, err error) error {
 		if err != nil {
@@ -471,16 +475,24 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		env[n.Outputs[0]] = x // ops never write their inputs: sharing is safe
 		return nil
 	case "Shape":
-		x, err := in(0)
-		if err != nil {
-			return err
+		var shape []int
+		if isInt(0) {
+			// Integer values are shapes and pads: one axis.
+			v, _ := intIn(0)
+			shape = []int{len(v)}
+		} else {
+			x, err := in(0)
+			if err != nil {
+				return err
+			}
+			shape = x.Shape
 		}
-		r := int64(len(x.Shape))
+		r := int64(len(shape))
 		start, end := n.AttrInt("start", 0), n.AttrInt("end", r)
 		start, end = clampAxis(start, r), clampAxis(end, r)
 		var out []int64
 		for i := start; i < end; i++ {
-			out = append(out, int64(x.Shape[i]))
+			out = append(out, int64(shape[i]))
 		}
 		ints[n.Outputs[0]] = out
 		return nil
@@ -490,6 +502,9 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 			return fmt.Errorf("on a float tensor: %w", err)
 		}
 		ints[n.Outputs[0]] = v
+		if sh, ok := ishape[n.Inputs[0]]; ok && n.OpType == "Cast" {
+			ishape[n.Outputs[0]] = sh
+		}
 		return nil
 	case "Gather":
 		data, err := intIn(0)
@@ -609,6 +624,9 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 				if err != nil {
 					return err
 				}
+				if sh := ishapeOf(ishape, n.Inputs[i], v); len(sh) != 1 {
+					return fmt.Errorf("a Concat of integer tensors of shape %v", sh)
+				}
 				out = append(out, v...)
 			}
 			ints[n.Outputs[0]] = out
@@ -645,15 +663,11 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		if isInt(0) {
 			data, _ := intIn(0)
-			st, en, sp, err := resolveSlice([]int{len(data)}, starts, ends, axes, steps)
+			out, shape, err := intSlice(data, ishapeOf(ishape, n.Inputs[0], data), starts, ends, axes, steps)
 			if err != nil {
 				return err
 			}
-			var out []int64
-			for i := st[0]; i < en[0]; i += sp[0] {
-				out = append(out, data[i])
-			}
-			ints[n.Outputs[0]] = out
+			ints[n.Outputs[0]], ishape[n.Outputs[0]] = out, shape
 			return nil
 		}
 		x, err := in(0)
@@ -665,6 +679,28 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 			return err
 		}
 		return set(t.Slice(x, st, en, sp))
+	}
+	if (n.OpType == "Reshape" || n.OpType == "Transpose") && isInt(0) {
+		data, _ := intIn(0)
+		shape := ishapeOf(ishape, n.Inputs[0], data)
+		var out []int64
+		if n.OpType == "Reshape" {
+			sh, err := intIn(1)
+			if err != nil {
+				return err
+			}
+			if shape, err = resolveReshape(shape, sh, n.AttrInt("allowzero", 0) != 0); err != nil {
+				return err
+			}
+			out = data
+		} else {
+			var err error
+			if out, shape, err = intTranspose(data, shape, intDims(n.AttrInts("perm"))); err != nil {
+				return err
+			}
+		}
+		ints[n.Outputs[0]], ishape[n.Outputs[0]] = out, shape
+		return nil
 	}
 	// Every other op reads a float tensor first.
 	x, err := in(0)
@@ -981,4 +1017,134 @@ func resolveReshape(in []int, sh []int64, allowZero bool) ([]int, error) {
 		out[infer] = total / known
 	}
 	return out, nil
+}
+
+// ishapeOf is the shape of integer value name holding data: one axis
+// unless an op gave it another.
+func ishapeOf(ishape map[string][]int, name string, data []int64) []int {
+	if sh, ok := ishape[name]; ok {
+		return sh
+	}
+	return []int{len(data)}
+}
+
+// intSlice is ONNX Slice of an integer tensor, negative steps included
+// (PyTorch reverses its pad pairs with one).
+func intSlice(data []int64, shape []int, starts, ends, axes, steps []int64) ([]int64, []int, error) {
+	r := len(shape)
+	if n, _ := numel(shape); n != len(data) {
+		return nil, nil, fmt.Errorf("%d integers in shape %v", len(data), shape)
+	}
+	if len(axes) == 0 {
+		for i := range starts {
+			axes = append(axes, int64(i))
+		}
+	}
+	if len(starts) != len(axes) || len(ends) != len(axes) || (len(steps) != 0 && len(steps) != len(axes)) {
+		return nil, nil, fmt.Errorf("slice of %d starts, %d ends, %d axes, %d steps", len(starts), len(ends), len(axes), len(steps))
+	}
+	idx := make([][]int, r) // the indices kept along each axis
+	for a := range r {
+		for i := range shape[a] {
+			idx[a] = append(idx[a], i)
+		}
+	}
+	for k, a64 := range axes {
+		a := int(a64)
+		if a < 0 {
+			a += r
+		}
+		if a < 0 || a >= r {
+			return nil, nil, fmt.Errorf("slice axis %d of %d", a64, r)
+		}
+		d, st, en, sp := int64(shape[a]), starts[k], ends[k], int64(1)
+		if len(steps) > 0 {
+			sp = steps[k]
+		}
+		if sp == 0 {
+			return nil, nil, fmt.Errorf("slice step 0")
+		}
+		if st < 0 {
+			st += d
+		}
+		if en < 0 {
+			en += d
+		}
+		var kept []int
+		if sp > 0 {
+			st, en = min(max(st, 0), d), min(max(en, 0), d)
+			for i := st; i < en; i += sp {
+				kept = append(kept, int(i))
+			}
+		} else {
+			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
+			for i := st; i > en; i += sp {
+				kept = append(kept, int(i))
+			}
+		}
+		idx[a] = kept
+	}
+	out := []int64{}
+	oshape := make([]int, r)
+	for a := range r {
+		oshape[a] = len(idx[a])
+	}
+	pos := make([]int, r)
+	total, _ := numel(oshape)
+	for range total {
+		off := 0
+		for a := range r {
+			off = off*shape[a] + idx[a][pos[a]]
+		}
+		out = append(out, data[off])
+		for a := r - 1; a >= 0; a-- {
+			if pos[a]++; pos[a] < oshape[a] {
+				break
+			}
+			pos[a] = 0
+		}
+	}
+	return out, oshape, nil
+}
+
+// intTranspose is ONNX Transpose of an integer tensor (empty perm:
+// reversed axes).
+func intTranspose(data []int64, shape, perm []int) ([]int64, []int, error) {
+	r := len(shape)
+	if len(perm) == 0 {
+		for i := r - 1; i >= 0; i-- {
+			perm = append(perm, i)
+		}
+	}
+	if len(perm) != r {
+		return nil, nil, fmt.Errorf("perm %v of %d axes", perm, r)
+	}
+	oshape := make([]int, r)
+	for i, p := range perm {
+		if p < 0 || p >= r {
+			return nil, nil, fmt.Errorf("perm %v of %d axes", perm, r)
+		}
+		oshape[i] = shape[p]
+	}
+	strides := make([]int, r)
+	st := 1
+	for a := r - 1; a >= 0; a-- {
+		strides[a], st = st, st*shape[a]
+	}
+	out := make([]int64, 0, len(data))
+	pos := make([]int, r)
+	for range len(data) {
+		off := 0
+		for i, p := range perm {
+			off += pos[i] * strides[p]
+		}
+		out = append(out, data[off])
+		for a := r - 1; a >= 0; a-- {
+			if pos[a]++; pos[a] < oshape[a] {
+				break
+			}
+			pos[a] = 0
+		}
+	}
+	return out, oshape, nil
 }

@@ -1,6 +1,7 @@
 package grad
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -13,9 +14,11 @@ import (
 )
 
 // TestNetWindowPad: the shape arithmetic a window-attention network writes
-// to pad its input to a multiple of the window, (ws − W mod ws) mod ws
-// with the other pads from ConstantOfShape, runs in a Net to ORT's
-// output, for widths that need padding and one that does not.
+// to pad its input to a multiple of the window, (ws − W mod ws) mod ws,
+// and the way PyTorch's F.pad exports its pad list (ConstantOfShape for
+// the other axes, reshaped to pairs, reversed by a Slice of step −1,
+// transposed and flattened), runs in a Net to ORT's output, for widths
+// that need padding and one that does not.
 func TestNetWindowPad(t *testing.T) {
 	orttest.Require(t)
 	g := graph.New("window_pad", map[string]int64{"": 17})
@@ -23,7 +26,12 @@ func TestNetWindowPad(t *testing.T) {
 	g.Outputs = []*graph.Value{{Name: "y", DType: onnx.TensorProto_FLOAT}}
 	g.SetInitializer(graph.NewInt64("three", []int64{1}, []int64{3}))
 	g.SetInitializer(graph.NewInt64("ws", []int64{1}, []int64{4}))
-	g.SetInitializer(graph.NewInt64("seven", []int64{1}, []int64{7}))
+	g.SetInitializer(graph.NewInt64("six", []int64{1}, []int64{6}))
+	g.SetInitializer(graph.NewInt64("zero", []int64{1}, []int64{0}))
+	g.SetInitializer(graph.NewInt64("pairs", []int64{2}, []int64{-1, 2}))
+	g.SetInitializer(graph.NewInt64("flat", []int64{1}, []int64{-1}))
+	g.SetInitializer(graph.NewInt64("last", []int64{1}, []int64{-1}))
+	g.SetInitializer(graph.NewInt64("before", []int64{1}, []int64{math.MinInt64 + 1}))
 	add := func(op string, ins []string, out string) *graph.Node {
 		n := &graph.Node{Name: out, OpType: op, Inputs: ins, Outputs: []string{out}}
 		g.AddNode(n)
@@ -34,9 +42,15 @@ func TestNetWindowPad(t *testing.T) {
 	add("Mod", []string{"w", "ws"}, "rem")
 	add("Sub", []string{"ws", "rem"}, "short")
 	add("Mod", []string{"short", "ws"}, "pad")
-	add("ConstantOfShape", []string{"seven"}, "zeros").SetAttrTensor("value", graph.NewInt64("", []int64{1}, []int64{0}))
-	add("Concat", []string{"zeros", "pad"}, "pads").SetAttrInt("axis", 0)
-	add("Pad", []string{"x", "pads"}, "y")
+	// F.pad(x, (0, pad)): [W before, W after] then zeros for H, C, N.
+	add("Concat", []string{"zero", "pad"}, "wpads").SetAttrInt("axis", 0)
+	add("ConstantOfShape", []string{"six"}, "zeros").SetAttrTensor("value", graph.NewInt64("", []int64{1}, []int64{0}))
+	add("Concat", []string{"wpads", "zeros"}, "torch").SetAttrInt("axis", 0)
+	add("Reshape", []string{"torch", "pairs"}, "pairs2")
+	add("Slice", []string{"pairs2", "last", "before", "zero", "last"}, "reversed")
+	add("Transpose", []string{"reversed"}, "cols").SetAttrInts("perm", []int64{1, 0})
+	add("Reshape", []string{"cols", "flat"}, "pads")
+	add("Pad", []string{"x", "pads"}, "y").SetAttrString("mode", "reflect")
 	model, err := marshal(g)
 	require.NoError(t, err)
 	s, err := ort.NewSession(model, "window_pad", ort.Options{Threads: 1})
