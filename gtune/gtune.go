@@ -163,6 +163,11 @@ type Options struct {
 	// bounds, relative to each one's starting size (0: frozen).
 	ActLR float64
 	Seed  uint64
+	// TapeBytes bounds the memory of a step (0: none): when one crop's
+	// values, their gradients and what the backward pass keeps (about
+	// tapeFactor times the values) would make a batch larger, the batch
+	// runs in parts whose gradients add up, the same step in more time.
+	TapeBytes int64
 	// Budget stops the loop when spent (0: none); the rounding is then
 	// made hard where it stands.
 	Budget  time.Duration
@@ -184,7 +189,7 @@ type Options struct {
 // rate is the one measured at 4-bit weights: callers scale it to the
 // model's width (quant: by 7/QMax).
 func DefaultOptions() Options {
-	return Options{Steps: 60, Batch: 4, Crop: 32, LR: 0, BiasLR: 3e-3, ScaleLR: 0.005, Reg: 0.01, Warmup: 0.2, Seed: 1}
+	return Options{Steps: 60, Batch: 4, Crop: 32, LR: 0, BiasLR: 3e-3, ScaleLR: 0.005, Reg: 0.01, Warmup: 0.2, Seed: 1, TapeBytes: 2 << 30}
 }
 
 // Data are the tuning patches: inputs (CHW, one shape) and the FP32
@@ -209,6 +214,9 @@ type Result struct {
 	// [bp] or [lo, hi].
 	Acts  map[string][]float32
 	Steps int
+	// Micro is the crops a part of a batch held when TapeBytes split it
+	// (0: not measured).
+	Micro int
 	// Loss is the output loss relative to the first step's, smoothed over
 	// about the last ten steps (each batch is different).
 	Loss float64
@@ -337,20 +345,15 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
 	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Scales: map[string][]float32{}, Acts: map[string][]float32{}}
 	var norm float64 // the first loss: the output term is divided by it
+	var tapeBytes int64 // the float values one crop's forward pass computes
 	var ema float64
 	nW := 0
 	for _, w := range ws {
 		nW += len(w.Float)
 	}
 	warm := int(o.Warmup * float64(o.Steps))
-	for step := 0; step < o.Steps; step++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if o.Budget > 0 && time.Since(start) > o.Budget {
-			break
-		}
-		x, y := batch(d, o.Batch, crop, rng)
+	// forward runs the network on crops x and returns the loss against y.
+	forward := func(x, y tensor) (*grad.Var, error) {
 		xv, err := tp.Const(x.shape, x.data)
 		if err != nil {
 			return nil, err
@@ -387,17 +390,50 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		if got == nil {
 			return nil, fmt.Errorf("gtune: the network computed no %s", out)
 		}
-		loss, err := tp.MSE(got, yv)
-		if err != nil {
+		if o.TapeBytes > 0 && tapeBytes == 0 {
+			for _, v := range env {
+				tapeBytes += int64(len(v.Data)) * 4
+			}
+		}
+		return tp.MSE(got, yv)
+	}
+	micro := o.Batch
+	if o.TapeBytes > 0 && o.Batch > 1 {
+		// One crop's forward pass (its own draw: the batches stay as
+		// they are) measures what a crop holds on the tape.
+		x, y := batch(d, 1, crop, rand.New(rand.NewPCG(o.Seed, 0x9be)))
+		if _, err := forward(x, y); err != nil {
 			return nil, err
 		}
-		l := float64(loss.Data[0])
-		if step == 0 {
-			norm = max(l, 1e-12)
-		}
-		seed := []float32{float32(1 / norm)}
-		if err := tp.Backward(loss, seed); err != nil {
+		tp.Reset()
+		micro = int(min(max(o.TapeBytes/max(tapeBytes*tapeFactor, 1), 1), int64(o.Batch)))
+		res.Micro = micro
+	}
+	for step := 0; step < o.Steps; step++ {
+		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if o.Budget > 0 && time.Since(start) > o.Budget {
+			break
+		}
+		x, y := batch(d, o.Batch, crop, rng)
+		// The batch in parts of micro crops, each forward and backward on
+		// its own, their gradients summed: the same step in less memory.
+		var l float64
+		for lo := 0; lo < o.Batch; lo += micro {
+			hi := min(lo+micro, o.Batch)
+			loss, err := forward(x.crops(lo, hi), y.crops(lo, hi))
+			if err != nil {
+				return nil, err
+			}
+			w := float64(hi-lo) / float64(o.Batch)
+			if step == 0 && lo == 0 {
+				norm = max(float64(loss.Data[0]), 1e-12)
+			}
+			l += w * float64(loss.Data[0])
+			if err := tp.Backward(loss, []float32{float32(w / norm)}); err != nil {
+				return nil, err
+			}
 		}
 		if round && step >= warm {
 			// AdaRound's regulariser, β from 20 down to 2.
@@ -505,6 +541,17 @@ type tensor struct {
 	shape []int
 	data  []float32
 }
+
+// crops returns crops [lo, hi) of a batch (a view).
+func (t tensor) crops(lo, hi int) tensor {
+	per := len(t.data) / t.shape[0]
+	shape := append([]int{hi - lo}, t.shape[1:]...)
+	return tensor{shape: shape, data: t.data[lo*per : hi*per]}
+}
+
+// tapeFactor is what a step holds per float value a forward pass computes:
+// the value, its gradient and the derivative a fused chain keeps.
+const tapeFactor = 3
 
 // batch draws n patches (with replacement) and a random crop of each,
 // with the matching crop of the targets.

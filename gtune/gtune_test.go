@@ -185,6 +185,28 @@ func TestTune(t *testing.T) {
 		assert.Positive(t, moved, "the steps move")
 		assert.Less(t, r.Loss, 1.0, "the output loss falls")
 	})
+	t.Run("batch in parts", func(t *testing.T) {
+		o := o
+		o.LR = 0
+		whole, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
+		require.NoError(t, err)
+		assert.Equal(t, 2, whole.Micro, "2 GiB holds both crops")
+		o.TapeBytes = 1 // less than a crop: one crop a part
+		parts, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, d, o)
+		require.NoError(t, err)
+		assert.Equal(t, 1, parts.Micro)
+		// The same step up to summation order, Adam's ε and the first
+		// loss that normalises the output term (the first part's).
+		var diff, size float64
+		for name, b := range whole.Biases {
+			for i, v := range b {
+				diff = max(diff, math.Abs(float64(v-parts.Biases[name][i])))
+				size = max(size, math.Abs(float64(v)))
+			}
+		}
+		t.Logf("largest bias difference, whole batches against parts: %g (largest bias %g)", diff, size)
+		assert.Less(t, diff, 0.01*size)
+	})
 	t.Run("bad input", func(t *testing.T) {
 		_, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, gtune.Data{}, o)
 		assert.EqualError(t, err, "gtune: 0 inputs and 0 targets")

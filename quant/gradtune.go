@@ -148,7 +148,11 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		ev.log("gradient tuning left out: " + err.Error())
 		return nil
 	}
-	ev.log(fmt.Sprintf("gradient tuning: %d steps, %s", r.Steps, r.Time.Round(time.Millisecond)))
+	parts := ""
+	if r.Micro > 0 && r.Micro < o.Batch {
+		parts = fmt.Sprintf(", each batch in parts of %d crops (a step's tape kept within %d MiB)", r.Micro, o.TapeBytes>>20)
+	}
+	ev.log(fmt.Sprintf("gradient tuning: %d steps, %s%s", r.Steps, r.Time.Round(time.Millisecond), parts))
 
 	// The held-out patches decide: the model as it stands against the
 	// tuned one.
