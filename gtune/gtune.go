@@ -344,7 +344,7 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 	optA := newAdam(avs, o.ActLR, ascale)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
 	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Scales: map[string][]float32{}, Acts: map[string][]float32{}}
-	var norm float64 // the first loss: the output term is divided by it
+	var norm float64    // the first loss: the output term is divided by it
 	var tapeBytes int64 // the float values one crop's forward pass computes
 	var ema float64
 	nW := 0
