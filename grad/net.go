@@ -1084,27 +1084,35 @@ func intSlice(data []int64, shape []int, starts, ends, axes, steps []int64) ([]i
 		}
 		idx[a] = kept
 	}
-	out := []int64{}
 	oshape := make([]int, r)
 	for a := range r {
 		oshape[a] = len(idx[a])
 	}
-	pos := make([]int, r)
-	total, _ := numel(oshape)
-	for range total {
+	return intGather(data, oshape, func(pos []int) int {
 		off := 0
 		for a := range r {
 			off = off*shape[a] + idx[a][pos[a]]
 		}
-		out = append(out, data[off])
-		for a := r - 1; a >= 0; a-- {
+		return off
+	}), oshape, nil
+}
+
+// intGather returns the tensor of shape oshape whose element at index pos
+// (row-major order) is data[at(pos)].
+func intGather(data []int64, oshape []int, at func(pos []int) int) []int64 {
+	total, _ := numel(oshape)
+	out := make([]int64, 0, total)
+	pos := make([]int, len(oshape))
+	for range total {
+		out = append(out, data[at(pos)])
+		for a := len(pos) - 1; a >= 0; a-- {
 			if pos[a]++; pos[a] < oshape[a] {
 				break
 			}
 			pos[a] = 0
 		}
 	}
-	return out, oshape, nil
+	return out
 }
 
 // intTranspose is ONNX Transpose of an integer tensor (empty perm:
@@ -1131,20 +1139,11 @@ func intTranspose(data []int64, shape, perm []int) ([]int64, []int, error) {
 	for a := r - 1; a >= 0; a-- {
 		strides[a], st = st, st*shape[a]
 	}
-	out := make([]int64, 0, len(data))
-	pos := make([]int, r)
-	for range len(data) {
+	return intGather(data, oshape, func(pos []int) int {
 		off := 0
 		for i, p := range perm {
 			off += pos[i] * strides[p]
 		}
-		out = append(out, data[off])
-		for a := r - 1; a >= 0; a-- {
-			if pos[a]++; pos[a] < oshape[a] {
-				break
-			}
-			pos[a] = 0
-		}
-	}
-	return out, oshape, nil
+		return off
+	}), oshape, nil
 }
