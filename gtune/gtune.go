@@ -344,37 +344,37 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 	optA := newAdam(avs, o.ActLR, ascale)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed))
 	res := &Result{Weights: map[string][]float32{}, Biases: map[string][]float32{}, Scales: map[string][]float32{}, Acts: map[string][]float32{}}
-	var norm float64    // the first loss: the output term is divided by it
-	var tapeBytes int64 // the float values one crop's forward pass computes
+	var norm float64 // the first loss: the output term is divided by it
 	var ema float64
 	nW := 0
 	for _, w := range ws {
 		nW += len(w.Float)
 	}
 	warm := int(o.Warmup * float64(o.Steps))
-	// forward runs the network on crops x and returns the loss against y.
-	forward := func(x, y tensor) (*grad.Var, error) {
+	// forward runs the network on crops x and returns the loss against y
+	// and every value computed.
+	forward := func(x, y tensor) (*grad.Var, map[string]*grad.Var, error) {
 		xv, err := tp.Const(x.shape, x.data)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		yv, err := tp.Const(y.shape, y.data)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		subst := map[string]*grad.Var{}
 		for _, p := range ps {
 			if round {
 				sw, err := tp.SoftRound(p.wv, p.v, p.w.Scale, p.w.QMin, p.w.QMax)
 				if err != nil {
-					return nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
+					return nil, nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
 				}
 				subst[p.w.Value] = sw
 			}
 			if p.m != nil {
 				sw, err := tp.Mul(p.wv, p.m)
 				if err != nil {
-					return nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
+					return nil, nil, fmt.Errorf("gtune: %s: %w", p.w.Value, err)
 				}
 				subst[p.w.Value] = sw
 			}
@@ -384,28 +384,29 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		}
 		env, err := nt.Forward(tp, map[string]*grad.Var{in: xv}, subst)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		got := env[out]
 		if got == nil {
-			return nil, fmt.Errorf("gtune: the network computed no %s", out)
+			return nil, nil, fmt.Errorf("gtune: the network computed no %s", out)
 		}
-		if o.TapeBytes > 0 && tapeBytes == 0 {
-			for _, v := range env {
-				tapeBytes += int64(len(v.Data)) * 4
-			}
-		}
-		return tp.MSE(got, yv)
+		loss, err := tp.MSE(got, yv)
+		return loss, env, err
 	}
 	micro := o.Batch
 	if o.TapeBytes > 0 && o.Batch > 1 {
 		// One crop's forward pass (its own draw: the batches stay as
 		// they are) measures what a crop holds on the tape.
 		x, y := batch(d, 1, crop, rand.New(rand.NewPCG(o.Seed, 0x9be)))
-		if _, err := forward(x, y); err != nil {
+		_, env, err := forward(x, y)
+		if err != nil {
 			return nil, err
 		}
 		tp.Reset()
+		var tapeBytes int64 // the float values one crop's forward pass computes
+		for _, v := range env {
+			tapeBytes += int64(len(v.Data)) * 4
+		}
 		micro = int(min(max(o.TapeBytes/max(tapeBytes*tapeFactor, 1), 1), int64(o.Batch)))
 		res.Micro = micro
 	}
@@ -422,7 +423,7 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		var l float64
 		for lo := 0; lo < o.Batch; lo += micro {
 			hi := min(lo+micro, o.Batch)
-			loss, err := forward(x.crops(lo, hi), y.crops(lo, hi))
+			loss, _, err := forward(x.crops(lo, hi), y.crops(lo, hi))
 			if err != nil {
 				return nil, err
 			}
