@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	"github.com/srquant/srq/grad"
@@ -407,6 +408,10 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 		for _, v := range env {
 			tapeBytes += int64(len(v.Data)) * 4
 		}
+		// The probe's values are garbage now: collecting them here keeps
+		// the collector's next target at what the steps hold, not at the
+		// probe's heap plus theirs (RCAN x4 W4A4 --tune peak RSS 5.06 → 4.78 GB).
+		runtime.GC()
 		micro = int(min(max(o.TapeBytes/max(tapeBytes*tapeFactor, 1), 1), int64(o.Batch)))
 		res.Micro = micro
 	}
