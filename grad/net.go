@@ -527,16 +527,23 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 		}
 		ints[n.Outputs[0]] = out
 		return nil
-	case "Add", "Sub", "Mul", "Div":
+	case "Add", "Sub", "Mul", "Div", "Mod":
 		if isInt(0) && isInt(1) {
 			a, _ := intIn(0)
 			b, _ := intIn(1)
-			out, err := intArith(n.OpType, a, b)
+			op := n.OpType
+			if op == "Mod" && n.AttrInt("fmod", 0) != 0 {
+				op = "Fmod"
+			}
+			out, err := intArith(op, a, b)
 			if err != nil {
 				return err
 			}
 			ints[n.Outputs[0]] = out
 			return nil
+		}
+		if n.OpType == "Mod" {
+			return fmt.Errorf("on a float tensor: only integer Mod (shape arithmetic) is modelled")
 		}
 		a, err := in(0)
 		if err != nil {
@@ -555,25 +562,6 @@ func (nt *Net) run(t *Tape, n *graph.Node, get func(string) (*Var, error), env m
 			return set(t.Mul(a, b))
 		}
 		return set(t.Div(a, b))
-	case "Mod":
-		a, err := intIn(0)
-		if err != nil {
-			return fmt.Errorf("on a float tensor: %w", err)
-		}
-		b, err := intIn(1)
-		if err != nil {
-			return err
-		}
-		op := "Mod"
-		if n.AttrInt("fmod", 0) != 0 {
-			op = "Fmod"
-		}
-		out, err := intArith(op, a, b)
-		if err != nil {
-			return err
-		}
-		ints[n.Outputs[0]] = out
-		return nil
 	case "ConstantOfShape":
 		sh, err := intIn(0)
 		if err != nil {
@@ -941,8 +929,21 @@ func intArith(op string, a, b []int64) ([]int64, error) {
 }
 
 // resolveSlice turns ONNX Slice's starts, ends, axes and steps into per-axis
-// ranges of a tensor of shape (positive steps only).
+// ranges of a tensor of shape (positive steps only: the tape's Slice).
 func resolveSlice(shape []int, starts, ends, axes, steps []int64) (st, en, sp []int, err error) {
+	for _, step := range steps {
+		if step < 1 {
+			return nil, nil, nil, fmt.Errorf("slice step %d (only positive steps are modelled)", step)
+		}
+	}
+	return sliceRanges(shape, starts, ends, axes, steps)
+}
+
+// sliceRanges turns ONNX Slice's starts, ends, axes and steps into per-axis
+// ranges of a tensor of shape: axis a keeps st[a], st[a]+sp[a], ... up to
+// en[a], excluded, from above for a negative step (en[a] = −1: to the
+// first element).
+func sliceRanges(shape []int, starts, ends, axes, steps []int64) (st, en, sp []int, err error) {
 	r := len(shape)
 	st, en, sp = make([]int, r), slices.Clone(shape), make([]int, r)
 	for a := range sp {
@@ -968,8 +969,8 @@ func resolveSlice(shape []int, starts, ends, axes, steps []int64) (st, en, sp []
 		if len(steps) > 0 {
 			step = steps[i]
 		}
-		if step < 1 {
-			return nil, nil, nil, fmt.Errorf("slice step %d (only positive steps are modelled)", step)
+		if step == 0 {
+			return nil, nil, nil, fmt.Errorf("slice step 0")
 		}
 		d := int64(shape[a])
 		s, e := starts[i], ends[i]
@@ -979,8 +980,14 @@ func resolveSlice(shape []int, starts, ends, axes, steps []int64) (st, en, sp []
 		if e < 0 {
 			e += d
 		}
-		s, e = min(max(s, 0), d), min(max(e, 0), d)
-		st[a], en[a], sp[a] = int(s), int(max(e, s)), int(step)
+		if step > 0 {
+			s, e = min(max(s, 0), d), min(max(e, 0), d)
+			e = max(e, s)
+		} else {
+			s, e = min(max(s, 0), d-1), min(max(e, -1), d-1)
+			e = min(e, s)
+		}
+		st[a], en[a], sp[a] = int(s), int(e), int(step)
 	}
 	return st, en, sp, nil
 }
@@ -1035,54 +1042,15 @@ func intSlice(data []int64, shape []int, starts, ends, axes, steps []int64) ([]i
 	if n, _ := numel(shape); n != len(data) {
 		return nil, nil, fmt.Errorf("%d integers in shape %v", len(data), shape)
 	}
-	if len(axes) == 0 {
-		for i := range starts {
-			axes = append(axes, int64(i))
-		}
-	}
-	if len(starts) != len(axes) || len(ends) != len(axes) || (len(steps) != 0 && len(steps) != len(axes)) {
-		return nil, nil, fmt.Errorf("slice of %d starts, %d ends, %d axes, %d steps", len(starts), len(ends), len(axes), len(steps))
+	st, en, sp, err := sliceRanges(shape, starts, ends, axes, steps)
+	if err != nil {
+		return nil, nil, err
 	}
 	idx := make([][]int, r) // the indices kept along each axis
 	for a := range r {
-		for i := range shape[a] {
+		for i := st[a]; (sp[a] > 0 && i < en[a]) || (sp[a] < 0 && i > en[a]); i += sp[a] {
 			idx[a] = append(idx[a], i)
 		}
-	}
-	for k, a64 := range axes {
-		a := int(a64)
-		if a < 0 {
-			a += r
-		}
-		if a < 0 || a >= r {
-			return nil, nil, fmt.Errorf("slice axis %d of %d", a64, r)
-		}
-		d, st, en, sp := int64(shape[a]), starts[k], ends[k], int64(1)
-		if len(steps) > 0 {
-			sp = steps[k]
-		}
-		if sp == 0 {
-			return nil, nil, fmt.Errorf("slice step 0")
-		}
-		if st < 0 {
-			st += d
-		}
-		if en < 0 {
-			en += d
-		}
-		var kept []int
-		if sp > 0 {
-			st, en = min(max(st, 0), d), min(max(en, 0), d)
-			for i := st; i < en; i += sp {
-				kept = append(kept, int(i))
-			}
-		} else {
-			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
-			for i := st; i > en; i += sp {
-				kept = append(kept, int(i))
-			}
-		}
-		idx[a] = kept
 	}
 	oshape := make([]int, r)
 	for a := range r {
