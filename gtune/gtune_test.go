@@ -207,6 +207,34 @@ func TestTune(t *testing.T) {
 		t.Logf("largest bias difference, whole batches against parts: %g (largest bias %g)", diff, size)
 		assert.Less(t, diff, 0.01*size)
 	})
+	t.Run("reference", func(t *testing.T) {
+		// The FP32 model run on each (flipped, transposed) crop gives
+		// its targets; Targets is not read.
+		fdata, err := os.ReadFile(edsr)
+		require.NoError(t, err)
+		s, err := ort.NewSession(fdata, "fp32", ort.Options{Threads: 1})
+		require.NoError(t, err)
+		defer s.Close()
+		calls := 0
+		dr := gtune.Data{Inputs: d.Inputs, In: d.In, Out: d.Out, Scale: d.Scale}
+		dr.Reference = func(x []float32, shape []int) ([]float32, error) {
+			calls++
+			res, err := s.Run(&ort.Tensor{Shape: []int64{int64(shape[0]), int64(shape[1]), int64(shape[2]), int64(shape[3])}, Data: x})
+			if err != nil {
+				return nil, err
+			}
+			return res[0].Data, nil
+		}
+		o := o
+		o.LR = 0
+		r, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, dr, o)
+		require.NoError(t, err)
+		assert.Equal(t, o.Steps+1, calls, "a batch per step and the memory probe's crop")
+		assert.Less(t, r.Loss, 1.0, "the output loss falls")
+		again, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, dr, o)
+		require.NoError(t, err)
+		assert.Equal(t, r.Biases, again.Biases, "deterministic for a seed")
+	})
 	t.Run("bad input", func(t *testing.T) {
 		_, err := gtune.Tune(context.Background(), nt, in, out, ws, nil, gtune.Data{}, o)
 		assert.EqualError(t, err, "gtune: 0 inputs and 0 targets")

@@ -13,6 +13,7 @@ import (
 	"github.com/srquant/srq/graph"
 	"github.com/srquant/srq/gtune"
 	"github.com/srquant/srq/onnx"
+	"github.com/srquant/srq/ort"
 	"github.com/srquant/srq/passes"
 	"github.com/srquant/srq/qdq"
 )
@@ -86,10 +87,11 @@ func gradTune(ctx context.Context, pr *prepared, pl0 *passes.Plan, cal *calibrat
 		return nil
 	}
 	train, held, byImage := splitByImage(cal)
-	d, err := tuneData(ctx, pr, fg, cal, train, cfg)
+	d, closeData, err := tuneData(ctx, pr, fg, cal, train, cfg)
 	if err != nil {
 		return err
 	}
+	defer closeData()
 	k := ortconv.New(ortconv.Options{Threads: 1})
 	defer k.Close()
 	o := gtune.DefaultOptions()
@@ -396,23 +398,40 @@ func learntQuantizer(q qdq.Quantizer, a gtune.Act, p []float32) (qdq.Quantizer, 
 	return n, true
 }
 
-// tuneData is the training patches with the FP32 network's outputs on
-// them, in the model's units.
-func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibration, train [][]float32, cfg Config) (gtune.Data, error) {
-	outs, err := runPatches(ctx, fg, train, cal.shape, pr.rng, cfg)
+// tuneData is the training patches, with the FP32 network run by ORT on
+// each crop the tuner draws as its targets (gtune.Data.Reference), in the
+// model's units; close frees the session.
+func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibration, train [][]float32, cfg Config) (d gtune.Data, close func(), err error) {
+	m, err := fg.ToModel()
 	if err != nil {
-		return gtune.Data{}, err
+		return d, nil, err
 	}
-	d := gtune.Data{Inputs: train, In: cal.shape, Scale: pr.scale}
-	for _, o := range outs {
-		pix := make([]float32, len(o.Pix))
-		for i, v := range o.Pix {
-			pix[i] = v * pr.rng
+	data, err := onnx.Marshal(m)
+	if err != nil {
+		return d, nil, err
+	}
+	s, err := ort.NewSession(data, "FP32 model", ort.Options{Threads: cfg.Threads})
+	if err != nil {
+		return d, nil, err
+	}
+	ref := func(x []float32, shape []int) ([]float32, error) {
+		res, err := s.RunContext(ctx, &ort.Tensor{Shape: []int64{int64(shape[0]), int64(shape[1]), int64(shape[2]), int64(shape[3])}, Data: x})
+		if err != nil {
+			return nil, err
 		}
-		d.Targets = append(d.Targets, pix)
-		d.Out = [3]int{o.C, o.H, o.W}
+		return res[0].Data, nil
 	}
-	return d, nil
+	d = gtune.Data{Inputs: train, In: cal.shape, Scale: pr.scale, Reference: ref}
+	// One patch's output gives the output's channels.
+	out, err := s.RunContext(ctx, &ort.Tensor{Shape: []int64{1, int64(cal.shape[0]), int64(cal.shape[1]), int64(cal.shape[2])}, Data: train[0]})
+	if err != nil {
+		s.Close()
+		return d, nil, err
+	}
+	if sh := out[0].Shape; len(sh) == 4 {
+		d.Out = [3]int{int(sh[1]), int(sh[2]), int(sh[3])}
+	}
+	return d, func() { s.Close() }, nil
 }
 
 // applyGradTuning puts r's weights (on their grids, or their codes on the
