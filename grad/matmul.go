@@ -208,14 +208,8 @@ func (t *Tape) LayerNorm(x, scale, bias *Var, axis int, eps float32) (*Var, erro
 // Var: the usual distillation loss between a quantized network's output and
 // the float one's. Accumulated in float64.
 func (t *Tape) MSE(a, b *Var) (*Var, error) {
-	if err := checkVars("MSE", a, b); err != nil {
+	if err := checkLoss("MSE", a, b); err != nil {
 		return nil, err
-	}
-	if !slices.Equal(a.Shape, b.Shape) {
-		return nil, fmt.Errorf("grad: MSE of %v and %v", a.Shape, b.Shape)
-	}
-	if len(a.Data) == 0 {
-		return nil, fmt.Errorf("grad: MSE of empty tensors")
 	}
 	y := out([]int{}, a, b)
 	var s float64
@@ -243,4 +237,58 @@ func (t *Tape) MSE(a, b *Var) (*Var, error) {
 		})
 	}
 	return y, nil
+}
+
+// L1 is the mean absolute difference of a and b, a scalar; its gradient
+// is the sign of the difference over the count (0 where they agree).
+func (t *Tape) L1(a, b *Var) (*Var, error) {
+	if err := checkLoss("L1", a, b); err != nil {
+		return nil, err
+	}
+	y := out([]int{}, a, b)
+	var s float64
+	for i, v := range a.Data {
+		s += math.Abs(float64(v) - float64(b.Data[i]))
+	}
+	inv := 1 / float64(len(a.Data))
+	y.Data[0] = float32(s * inv)
+	if y.needsGrad {
+		t.record(func() {
+			if y.Grad == nil {
+				return
+			}
+			k := float32(inv * float64(y.Grad[0]))
+			for i, v := range a.Data {
+				var d float32
+				switch {
+				case v > b.Data[i]:
+					d = k
+				case v < b.Data[i]:
+					d = -k
+				}
+				if a.needsGrad {
+					a.grad()[i] += d
+				}
+				if b.needsGrad {
+					b.grad()[i] -= d
+				}
+			}
+		})
+	}
+	return y, nil
+}
+
+// checkLoss checks the operands of a loss: tape values of one non-empty
+// shape.
+func checkLoss(op string, a, b *Var) error {
+	if err := checkVars(op, a, b); err != nil {
+		return err
+	}
+	if !slices.Equal(a.Shape, b.Shape) {
+		return fmt.Errorf("grad: %s of %v and %v", op, a.Shape, b.Shape)
+	}
+	if len(a.Data) == 0 {
+		return fmt.Errorf("grad: %s of empty tensors", op)
+	}
+	return nil
 }

@@ -183,6 +183,7 @@ func TestOpGradients(t *testing.T) {
 		{name: "LayerNorm last axis", shapes: [][]int{{2, 3, 8}, {8}, {8}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.LayerNorm(in[0], in[1], in[2], -1, 1e-5) }},
 		{name: "LayerNorm two axes no bias", shapes: [][]int{{3, 2, 4}, {2, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.LayerNorm(in[0], in[1], nil, 1, 1e-5) }},
 		{name: "MSE", shapes: [][]int{{2, 3, 4}, {2, 3, 4}}, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.MSE(in[0], in[1]) }},
+		{name: "L1", shapes: [][]int{{2, 3, 4}, {2, 3, 4}}, kink: true, build: func(tp *Tape, in []*Var) (*Var, error) { return tp.L1(in[0], in[1]) }},
 		{name: "chain Conv Relu DepthToSpace Add", shapes: [][]int{{1, 2, 4, 4}, {8, 2, 3, 3}, {1, 2, 8, 8}}, kink: true, build: func(tp *Tape, in []*Var) (*Var, error) {
 			y, err := tp.Conv(in[0], in[1], nil, ConvOpts{Pads: [4]int{1, 1, 1, 1}})
 			if err != nil {
