@@ -201,20 +201,19 @@ func DefaultOptions() Options {
 	return Options{Steps: 60, Batch: 4, Crop: 32, LR: 0, BiasLR: 3e-3, ScaleLR: 0.005, Reg: 0.01, Warmup: 0.2, Seed: 1, TapeBytes: 2 << 30}
 }
 
-// Data are the tuning patches: inputs (CHW, one shape) and the FP32
-// network's outputs on them.
+// Data are the tuning patches (CHW, one shape) and the network the tuned
+// one is brought closer to.
 type Data struct {
-	Inputs, Targets [][]float32
-	In, Out         [3]int // C, H, W of an input and of an output
-	Scale           int    // output side / input side
-	// Reference, when set, computes the targets of a batch of crops (of
-	// shape NCHW) from the crops themselves: the FP32 network run on
-	// each crop, as the tuned network is. A crop of the target of a whole
-	// patch is not what the network computes on the crop: zero padding
-	// at the crop's edges and pooling over the whole image differ, by
-	// 42–44 dB PSNR on 32² crops of 64² patches of EDSR, RCAN, CARN-M
-	// and IMDN x4 FP32, as large as the error being tuned away. Targets
-	// is then unused.
+	Inputs [][]float32
+	In     [3]int // C, H, W of an input
+	Scale  int    // output side / input side
+	// Reference computes the targets of a batch of crops (of shape NCHW)
+	// from the crops themselves: the FP32 network run on each crop, as
+	// the tuned network is. A crop of the target of a whole patch is not
+	// what the network computes on the crop: zero padding at the crop's
+	// edges and pooling over the whole image differ, by 42–44 dB PSNR on
+	// 32² crops of 64² patches of EDSR, RCAN, CARN-M and IMDN x4 FP32, as
+	// large as the error being tuned away.
 	Reference func(x []float32, shape []int) ([]float32, error)
 }
 
@@ -245,8 +244,8 @@ type Result struct {
 // whose input is in and output out, on d.
 func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts []Act, d Data, o Options) (*Result, error) {
 	start := time.Now()
-	if len(d.Inputs) == 0 || (d.Reference == nil && len(d.Inputs) != len(d.Targets)) {
-		return nil, fmt.Errorf("gtune: %d inputs and %d targets", len(d.Inputs), len(d.Targets))
+	if len(d.Inputs) == 0 || d.Reference == nil {
+		return nil, fmt.Errorf("gtune: %d inputs, reference network set: %t", len(d.Inputs), d.Reference != nil)
 	}
 	if o.Steps < 1 || o.Batch < 1 {
 		return nil, fmt.Errorf("gtune: %d steps of %d patches", o.Steps, o.Batch)
@@ -483,9 +482,10 @@ func Tune(ctx context.Context, nt *grad.Net, in, out string, ws []Weight, acts [
 				}
 			}
 		}
-		for _, a := range []*adam{optV, optB, optM, optA} {
-			a.step()
-		}
+		optV.step()
+		optB.step()
+		optM.step()
+		optA.step()
 		for i, a := range acts[:len(as)] {
 			a.clamp(as[i])
 		}
@@ -585,48 +585,27 @@ func (t tensor) crops(lo, hi int) tensor {
 // the value, its gradient and the derivative a fused chain keeps.
 const tapeFactor = 3
 
-// batch draws n patches (with replacement) and a random crop of each,
-// with its targets: d.Reference's on the crops, or the matching crops of
-// d.Targets.
+// batch draws n patches (with replacement), a random crop of each in one
+// of its 8 views (flips and transposes: the reference computes the
+// targets of whatever is drawn), and the reference network's outputs on
+// them.
 func batch(d Data, n, crop int, rng *rand.Rand) (x, y tensor, err error) {
-	c, oc, s := d.In[0], d.Out[0], d.Scale
-	oc2 := crop * s
+	c := d.In[0]
 	x = tensor{shape: []int{n, c, crop, crop}, data: make([]float32, n*c*crop*crop)}
-	y = tensor{shape: []int{n, oc, oc2, oc2}}
-	if d.Reference == nil {
-		y.data = make([]float32, n*oc*oc2*oc2)
-	}
 	for i := range n {
 		k := rng.IntN(len(d.Inputs))
 		r0, c0 := rng.IntN(d.In[1]-crop+1), rng.IntN(d.In[2]-crop+1)
-		if d.Reference != nil {
-			// The reference computes the targets of whatever crop is
-			// drawn, so the crop is also flipped and transposed at
-			// random: 8 views of each.
-			dihedralCrop(x.data[i*c*crop*crop:(i+1)*c*crop*crop], d.Inputs[k], c, d.In[1], d.In[2], r0, c0, crop, rng.IntN(8))
-			continue
-		}
-		for ch := range c {
-			for r := range crop {
-				src := d.Inputs[k][(ch*d.In[1]+r0+r)*d.In[2]+c0:]
-				copy(x.data[((i*c+ch)*crop+r)*crop:][:crop], src[:crop])
-			}
-		}
-		for ch := range oc {
-			for r := range oc2 {
-				src := d.Targets[k][(ch*d.Out[1]+r0*s+r)*d.Out[2]+c0*s:]
-				copy(y.data[((i*oc+ch)*oc2+r)*oc2:][:oc2], src[:oc2])
-			}
-		}
+		dihedralCrop(x.data[i*c*crop*crop:(i+1)*c*crop*crop], d.Inputs[k], c, d.In[1], d.In[2], r0, c0, crop, rng.IntN(8))
 	}
-	if d.Reference != nil {
-		if y.data, err = d.Reference(x.data, x.shape); err != nil {
-			return x, y, fmt.Errorf("gtune: the reference network on %d crops: %w", n, err)
-		}
-		if len(y.data) != n*oc*oc2*oc2 {
-			return x, y, fmt.Errorf("gtune: the reference network gave %d values for %d crops of %v", len(y.data), n, y.shape[1:])
-		}
+	if y.data, err = d.Reference(x.data, x.shape); err != nil {
+		return x, y, fmt.Errorf("gtune: the reference network on %d crops: %w", n, err)
 	}
+	side := crop * d.Scale
+	oc := len(y.data) / max(n*side*side, 1)
+	if oc == 0 || len(y.data) != n*oc*side*side {
+		return x, y, fmt.Errorf("gtune: the reference network gave %d values for %d crops of %dx%d", len(y.data), n, side, side)
+	}
+	y.shape = []int{n, oc, side, side}
 	return x, y, nil
 }
 

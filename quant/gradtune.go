@@ -399,7 +399,7 @@ func learntQuantizer(q qdq.Quantizer, a gtune.Act, p []float32) (qdq.Quantizer, 
 }
 
 // tuneData is the training patches, with the FP32 network run by ORT on
-// each crop the tuner draws as its targets (gtune.Data.Reference), in the
+// each crop the tuner draws for its targets (gtune.Data.Reference), in the
 // model's units; close frees the session.
 func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibration, train [][]float32, cfg Config) (d gtune.Data, close func(), err error) {
 	m, err := fg.ToModel()
@@ -422,15 +422,6 @@ func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibrati
 		return res[0].Data, nil
 	}
 	d = gtune.Data{Inputs: train, In: cal.shape, Scale: pr.scale, Reference: ref}
-	// One patch's output gives the output's channels.
-	out, err := s.RunContext(ctx, &ort.Tensor{Shape: []int64{1, int64(cal.shape[0]), int64(cal.shape[1]), int64(cal.shape[2])}, Data: train[0]})
-	if err != nil {
-		s.Close()
-		return d, nil, err
-	}
-	if sh := out[0].Shape; len(sh) == 4 {
-		d.Out = [3]int{int(sh[1]), int(sh[2]), int(sh[3])}
-	}
 	return d, func() { s.Close() }, nil
 }
 
