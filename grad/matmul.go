@@ -208,47 +208,34 @@ func (t *Tape) LayerNorm(x, scale, bias *Var, axis int, eps float32) (*Var, erro
 // Var: the usual distillation loss between a quantized network's output and
 // the float one's. Accumulated in float64.
 func (t *Tape) MSE(a, b *Var) (*Var, error) {
-	if err := checkLoss("MSE", a, b); err != nil {
-		return nil, err
-	}
-	y := out([]int{}, a, b)
-	var s float64
-	for i, v := range a.Data {
-		d := float64(v) - float64(b.Data[i])
-		s += d * d
-	}
-	inv := 1 / float64(len(a.Data))
-	y.Data[0] = float32(s * inv)
-	if y.needsGrad {
-		t.record(func() {
-			if y.Grad == nil {
-				return
-			}
-			k := float32(2 * inv * float64(y.Grad[0]))
-			for i, v := range a.Data {
-				d := k * (v - b.Data[i])
-				if a.needsGrad {
-					a.grad()[i] += d
-				}
-				if b.needsGrad {
-					b.grad()[i] -= d
-				}
-			}
-		})
-	}
-	return y, nil
+	return t.meanLoss("MSE", a, b, func(d float64) float64 { return d * d }, func(d float32) float32 { return 2 * d })
 }
 
 // L1 is the mean absolute difference of a and b, a scalar; its gradient
 // is the sign of the difference over the count (0 where they agree).
 func (t *Tape) L1(a, b *Var) (*Var, error) {
-	if err := checkLoss("L1", a, b); err != nil {
+	return t.meanLoss("L1", a, b, math.Abs, func(d float32) float32 {
+		switch {
+		case d > 0:
+			return 1
+		case d < 0:
+			return -1
+		}
+		return 0
+	})
+}
+
+// meanLoss is the mean of f(a − b) over the elements (a and b of one
+// shape), accumulated in float64, a scalar Var; its gradient is
+// df(a − b) over the count.
+func (t *Tape) meanLoss(op string, a, b *Var, f func(float64) float64, df func(float32) float32) (*Var, error) {
+	if err := checkLoss(op, a, b); err != nil {
 		return nil, err
 	}
 	y := out([]int{}, a, b)
 	var s float64
 	for i, v := range a.Data {
-		s += math.Abs(float64(v) - float64(b.Data[i]))
+		s += f(float64(v) - float64(b.Data[i]))
 	}
 	inv := 1 / float64(len(a.Data))
 	y.Data[0] = float32(s * inv)
@@ -259,13 +246,7 @@ func (t *Tape) L1(a, b *Var) (*Var, error) {
 			}
 			k := float32(inv * float64(y.Grad[0]))
 			for i, v := range a.Data {
-				var d float32
-				switch {
-				case v > b.Data[i]:
-					d = k
-				case v < b.Data[i]:
-					d = -k
-				}
+				d := k * df(v-b.Data[i])
 				if a.needsGrad {
 					a.grad()[i] += d
 				}
