@@ -402,15 +402,7 @@ func learntQuantizer(q qdq.Quantizer, a gtune.Act, p []float32) (qdq.Quantizer, 
 // each crop the tuner draws for its targets (gtune.Data.Reference), in the
 // model's units; close frees the session.
 func tuneData(ctx context.Context, pr *prepared, fg *graph.Graph, cal *calibration, train [][]float32, cfg Config) (d gtune.Data, close func(), err error) {
-	m, err := fg.ToModel()
-	if err != nil {
-		return d, nil, err
-	}
-	data, err := onnx.Marshal(m)
-	if err != nil {
-		return d, nil, err
-	}
-	s, err := ort.NewSession(data, "FP32 model", ort.Options{Threads: cfg.Threads})
+	s, err := graphSession(fg, "FP32 model", cfg.Threads)
 	if err != nil {
 		return d, nil, err
 	}

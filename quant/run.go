@@ -31,15 +31,7 @@ func meanPSNRY(outs, ref []*img.Image, scale int) (float64, error) {
 // the outputs as images in 0..1 (divided by rng, unclipped), as verify
 // compares them. Tuning and sensitivity score candidate models with it.
 func runPatches(ctx context.Context, g *graph.Graph, batches [][]float32, shape [3]int, rng float32, cfg Config) ([]*img.Image, error) {
-	m, err := g.ToModel()
-	if err != nil {
-		return nil, err
-	}
-	data, err := onnx.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	s, err := ort.NewSession(data, "candidate model", ort.Options{Threads: cfg.Threads})
+	s, err := graphSession(g, "candidate model", cfg.Threads)
 	if err != nil {
 		return nil, err
 	}
@@ -72,4 +64,18 @@ func runPatches(ctx context.Context, g *graph.Graph, batches [][]float32, shape 
 		}
 	}
 	return out, nil
+}
+
+// graphSession opens an ONNX Runtime session of graph g (name says which
+// model in ORT's errors).
+func graphSession(g *graph.Graph, name string, threads int) (*ort.Session, error) {
+	m, err := g.ToModel()
+	if err != nil {
+		return nil, err
+	}
+	data, err := onnx.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return ort.NewSession(data, name, ort.Options{Threads: threads})
 }
